@@ -1,0 +1,326 @@
+//! The canonical event (DESIGN §3.2): what every connector emits on `crm.events`
+//! and the only input the pipeline understands.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::identifier::{IdError, IdType, Identifier, Normalizer};
+
+/// Current `schema_version` of canonical events.
+pub const SCHEMA_VERSION: u32 = 1;
+/// Largest encoded event the pipeline accepts (bytes).
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// How far in the future `occurred_at` may be (clock skew allowance).
+pub const MAX_FUTURE_SKEW_HOURS: i64 = 24;
+
+/// Where an interaction happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Social,
+    Web,
+    Shop,
+    Support,
+    Email,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Social => "social",
+            Channel::Web => "web",
+            Channel::Shop => "shop",
+            Channel::Support => "support",
+            Channel::Email => "email",
+        }
+    }
+}
+
+/// Money attached to orders and refunds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revenue {
+    pub amount: f64,
+    /// ISO 4217 code, upper case (`EUR`).
+    pub currency: String,
+}
+
+/// One canonical event. Field docs are the contract; `schemas/json/canonical-event.v1.schema.json`
+/// is its machine-readable form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanonicalEvent {
+    pub schema_version: u32,
+    /// Deterministic from the source, so a replay yields the same id.
+    pub event_id: String,
+    /// Connector instance that produced the event (`web`, `mastodon:mastodon.social`).
+    pub source: String,
+    pub channel: Channel,
+    /// `identify`, `track`, `page`, `post`, `mention`, `reply`, `reshare`, `like`,
+    /// `follow`, `message`, `order`, `refund`, ...
+    #[serde(rename = "type")]
+    pub event_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    /// The actor's identifiers, at least one.
+    pub identifiers: Vec<Identifier>,
+    /// For interactions: who was mentioned, replied to, reshared, followed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target: Vec<Identifier>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub traits: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub properties: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revenue: Option<Revenue>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub context: Map<String, Value>,
+}
+
+/// Why an event was refused. The text is what lands in `crm.dlq`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EventError {
+    #[error("event larger than {max} bytes ({size})")]
+    TooLarge { size: usize, max: usize },
+    #[error("not valid UTF-8: {0}")]
+    NotUtf8(String),
+    #[error("not a canonical event: {0}")]
+    Malformed(String),
+    #[error("unsupported schema_version {0} (expected {SCHEMA_VERSION})")]
+    SchemaVersion(u32),
+    #[error("field `{field}`: {reason}")]
+    Field { field: &'static str, reason: String },
+    #[error("no usable identifier: {0}")]
+    NoIdentifier(String),
+}
+
+impl EventError {
+    /// Machine-readable class for metrics and the DLQ.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EventError::TooLarge { .. } => "too_large",
+            EventError::NotUtf8(_) => "not_utf8",
+            EventError::Malformed(_) => "malformed",
+            EventError::SchemaVersion(_) => "schema_version",
+            EventError::Field { .. } => "invalid_field",
+            EventError::NoIdentifier(_) => "no_identifier",
+        }
+    }
+}
+
+/// An identifier dropped during validation, with the reason (recorded in the ledger).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedIdentifier {
+    pub original: Identifier,
+    pub error: IdError,
+}
+
+fn field(field: &'static str, reason: impl Into<String>) -> EventError {
+    EventError::Field {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn check_token(name: &'static str, v: &str, max: usize) -> Result<(), EventError> {
+    if v.is_empty() {
+        return Err(field(name, "must not be empty"));
+    }
+    if v.len() > max {
+        return Err(field(name, format!("longer than {max} bytes")));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(field(name, "contains control characters"));
+    }
+    Ok(())
+}
+
+impl CanonicalEvent {
+    /// Parses raw bytes from Kafka, checks every field, and normalises identifiers.
+    /// Returns the event with normalised `identifiers`/`target` plus the identifiers
+    /// that had to be dropped.
+    pub fn parse_and_validate(
+        bytes: &[u8],
+        normalizer: &Normalizer,
+        now: DateTime<Utc>,
+    ) -> Result<(CanonicalEvent, Vec<RejectedIdentifier>), EventError> {
+        if bytes.len() > MAX_EVENT_BYTES {
+            return Err(EventError::TooLarge {
+                size: bytes.len(),
+                max: MAX_EVENT_BYTES,
+            });
+        }
+        let text = std::str::from_utf8(bytes).map_err(|e| EventError::NotUtf8(e.to_string()))?;
+        let mut ev: CanonicalEvent =
+            serde_json::from_str(text).map_err(|e| EventError::Malformed(e.to_string()))?;
+        let rejected = ev.validate_and_normalize(normalizer, now)?;
+        Ok((ev, rejected))
+    }
+
+    /// Semantic checks that serde cannot express; normalises identifiers in place.
+    pub fn validate_and_normalize(
+        &mut self,
+        normalizer: &Normalizer,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<RejectedIdentifier>, EventError> {
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(EventError::SchemaVersion(self.schema_version));
+        }
+        check_token("event_id", &self.event_id, 512)?;
+        check_token("source", &self.source, 128)?;
+        check_token("type", &self.event_type, 64)?;
+        if !self
+            .event_type
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(field("type", "must match ^[a-z0-9_]+$"));
+        }
+        if let Some(name) = &self.name {
+            if name.len() > 512 {
+                return Err(field("name", "longer than 512 bytes"));
+            }
+        }
+        if self.occurred_at > now + Duration::hours(MAX_FUTURE_SKEW_HOURS) {
+            return Err(field(
+                "occurred_at",
+                format!("more than {MAX_FUTURE_SKEW_HOURS}h in the future"),
+            ));
+        }
+        if self.occurred_at.timestamp() < 0 || self.received_at.timestamp() < 0 {
+            return Err(field("occurred_at", "before 1970-01-01"));
+        }
+        if let Some(r) = &self.revenue {
+            if !r.amount.is_finite() {
+                return Err(field("revenue.amount", "must be a finite number"));
+            }
+            if r.currency.len() != 3 || !r.currency.chars().all(|c| c.is_ascii_uppercase()) {
+                return Err(field("revenue.currency", "must be an ISO 4217 code like EUR"));
+            }
+        }
+        if self.identifiers.is_empty() {
+            return Err(EventError::NoIdentifier("identifiers is empty".into()));
+        }
+        if self.identifiers.len() > 64 || self.target.len() > 64 {
+            return Err(field("identifiers", "more than 64 entries"));
+        }
+        let mut rejected = Vec::new();
+        self.identifiers = normalize_list(&self.identifiers, normalizer, &mut rejected);
+        self.target = normalize_list(&self.target, normalizer, &mut rejected);
+        if self.identifiers.is_empty() {
+            let reasons: Vec<String> = rejected.iter().map(|r| r.error.to_string()).collect();
+            return Err(EventError::NoIdentifier(reasons.join("; ")));
+        }
+        Ok(rejected)
+    }
+
+    /// The actor's strongest identifier: the Kafka key, so one actor's events stay in order.
+    pub fn partition_key(&self) -> String {
+        self.identifiers
+            .iter()
+            .min_by_key(|i| {
+                let p = i
+                    .id_type
+                    .parse::<IdType>()
+                    .map(IdType::priority)
+                    .unwrap_or(usize::MAX);
+                (p, i.value.clone())
+            })
+            .map(Identifier::key)
+            .unwrap_or_else(|| self.event_id.clone())
+    }
+}
+
+fn normalize_list(
+    list: &[Identifier],
+    normalizer: &Normalizer,
+    rejected: &mut Vec<RejectedIdentifier>,
+) -> Vec<Identifier> {
+    let mut out: Vec<Identifier> = Vec::with_capacity(list.len());
+    for id in list {
+        match normalizer.normalize(&id.id_type, &id.value) {
+            Ok(n) => {
+                if !out.contains(&n) {
+                    out.push(n);
+                }
+            }
+            Err(error) => rejected.push(RejectedIdentifier {
+                original: id.clone(),
+                error,
+            }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> serde_json::Value {
+        serde_json::json!({
+            "schema_version": 1,
+            "event_id": "web:m-1",
+            "source": "web",
+            "channel": "web",
+            "type": "identify",
+            "occurred_at": "2026-11-01T10:00:00Z",
+            "received_at": "2026-11-01T10:00:01Z",
+            "identifiers": [{"type": "email", "value": " Ann@Example.com"}, {"type": "user_id", "value": "null"}],
+            "traits": {"name": "Ann"}
+        })
+    }
+
+    fn parse(v: &serde_json::Value) -> Result<(CanonicalEvent, Vec<RejectedIdentifier>), EventError> {
+        let now = DateTime::parse_from_rfc3339("2026-11-02T00:00:00Z")
+            .expect("date")
+            .with_timezone(&Utc);
+        CanonicalEvent::parse_and_validate(&serde_json::to_vec(v).expect("json"), &Normalizer::default(), now)
+    }
+
+    #[test]
+    fn normalises_and_reports_rejected_identifiers() {
+        let (ev, rejected) = parse(&sample()).expect("valid");
+        assert_eq!(ev.identifiers, vec![Identifier::new(IdType::Email, "ann@example.com")]);
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].error.rule(), "blocked_value");
+        assert_eq!(ev.partition_key(), "email:ann@example.com");
+    }
+
+    #[test]
+    fn rejects_with_reasons() {
+        let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+            (Box::new(|v| v["schema_version"] = 2.into()), "schema_version"),
+            (Box::new(|v| v["identifiers"] = serde_json::json!([])), "no_identifier"),
+            (Box::new(|v| v["identifiers"] = serde_json::json!([{"type":"email","value":"undefined"}])), "no_identifier"),
+            (Box::new(|v| v["channel"] = "fax".into()), "malformed"),
+            (Box::new(|v| v["occurred_at"] = "yesterday".into()), "malformed"),
+            (Box::new(|v| v["occurred_at"] = "2030-01-01T00:00:00Z".into()), "invalid_field"),
+            (Box::new(|v| v["type"] = "Not Valid".into()), "invalid_field"),
+            (Box::new(|v| v["unexpected"] = 1.into()), "malformed"),
+            (Box::new(|v| v["revenue"] = serde_json::json!({"amount": 1.0, "currency": "euro"})), "invalid_field"),
+            (Box::new(|v| v["event_id"] = "".into()), "invalid_field"),
+        ];
+        for (mutate, code) in cases {
+            let mut v = sample();
+            mutate(&mut v);
+            let err = parse(&v).expect_err("must be rejected");
+            assert_eq!(err.code(), code, "{v} -> {err}");
+        }
+    }
+
+    #[test]
+    fn rejects_non_utf8_and_oversized() {
+        let now = Utc::now();
+        let n = Normalizer::default();
+        assert_eq!(
+            CanonicalEvent::parse_and_validate(&[0xff, 0xfe, b'{'], &n, now).expect_err("bad").code(),
+            "not_utf8"
+        );
+        let big = vec![b' '; MAX_EVENT_BYTES + 1];
+        assert_eq!(CanonicalEvent::parse_and_validate(&big, &n, now).expect_err("big").code(), "too_large");
+    }
+}

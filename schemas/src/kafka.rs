@@ -1,0 +1,150 @@
+//! Kafka settings and topic names (DESIGN §3.3) shared by every process, and the
+//! idempotent creation of the topics.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+use serde::{Deserialize, Serialize};
+
+/// `[kafka]` section of the config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, comma-separated.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Topic names.
+    #[serde(default)]
+    pub topics: Topics,
+    /// Partitions for topics created by `socialcrm migrate` (events topic).
+    #[serde(default = "default_event_partitions")]
+    pub event_partitions: i32,
+    /// Replication factor for topics created by `socialcrm migrate`.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    /// Extra librdkafka properties, e.g. `"security.protocol" = "SASL_SSL"`,
+    /// `"sasl.username"`, `"sasl.password" = "${KAFKA_PASSWORD}"`. Values are never logged.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// Topic names (DESIGN §3.3 defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topics {
+    /// Canonical events, input of the pipeline.
+    #[serde(default = "default_events")]
+    pub events: String,
+    /// Rejected inputs with reason and origin.
+    #[serde(default = "default_dlq")]
+    pub dlq: String,
+    /// Identity changes (links, merges, rejections, unlinks, erasures).
+    #[serde(default = "default_identity")]
+    pub identity: String,
+    /// Full current profiles, compacted, key `customer_id`.
+    #[serde(default = "default_profiles")]
+    pub profiles: String,
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_event_partitions() -> i32 {
+    6
+}
+fn default_replication() -> i32 {
+    1
+}
+fn default_events() -> String {
+    "crm.events".into()
+}
+fn default_dlq() -> String {
+    "crm.dlq".into()
+}
+fn default_identity() -> String {
+    "crm.identity".into()
+}
+fn default_profiles() -> String {
+    "crm.profiles".into()
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            events: default_events(),
+            dlq: default_dlq(),
+            identity: default_identity(),
+            profiles: default_profiles(),
+        }
+    }
+}
+
+impl Topics {
+    /// Same names with a prefix (tests use random prefixes to stay apart).
+    pub fn with_prefix(prefix: &str) -> Topics {
+        let d = Topics::default();
+        Topics {
+            events: format!("{prefix}{}", d.events),
+            dlq: format!("{prefix}{}", d.dlq),
+            identity: format!("{prefix}{}", d.identity),
+            profiles: format!("{prefix}{}", d.profiles),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: default_brokers(),
+            topics: Topics::default(),
+            event_partitions: default_event_partitions(),
+            replication_factor: default_replication(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Base librdkafka config: brokers plus the extra properties.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        for (k, v) in &self.properties {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Creates the four topics if missing (events with `event_partitions`, the
+    /// others with 3; profiles compacted). Existing topics are left alone.
+    pub async fn ensure_topics(&self) -> Result<Vec<String>, rdkafka::error::KafkaError> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let compact = [("cleanup.policy", "compact")];
+        let rf = || TopicReplication::Fixed(self.replication_factor);
+        let topics = [
+            NewTopic::new(&self.topics.events, self.event_partitions, rf()),
+            NewTopic::new(&self.topics.dlq, 3, rf()),
+            NewTopic::new(&self.topics.identity, 3, rf()),
+            NewTopic::new(&self.topics.profiles, 3, rf()).set(compact[0].0, compact[0].1),
+        ];
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        let results = admin.create_topics(topics.iter(), &opts).await?;
+        let mut created = Vec::new();
+        for r in results {
+            match r {
+                Ok(name) => created.push(name),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => {
+                    return Err(rdkafka::error::KafkaError::AdminOp(code)).inspect_err(|_| {
+                        tracing::error!(topic = %name, error = %code, "cannot create topic")
+                    })
+                }
+            }
+        }
+        Ok(created)
+    }
+}

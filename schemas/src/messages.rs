@@ -1,0 +1,126 @@
+//! Messages the pipeline publishes: `crm.dlq`, `crm.identity`, `crm.profiles`
+//! (DESIGN §3.3). Each has a JSON Schema in `schemas/json/`.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::identifier::Identifier;
+
+/// Where a rejected message came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqOrigin {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// A rejected input on `crm.dlq`: the original bytes, why, and where from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DlqMessage {
+    pub schema_version: u32,
+    /// Machine-readable class (`malformed`, `no_identifier`, ...).
+    pub error_code: String,
+    /// Human-readable reason.
+    pub reason: String,
+    /// Pipeline stage that rejected it (`validate`).
+    pub stage: String,
+    pub origin: DlqOrigin,
+    /// The original payload when it is valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<String>,
+    /// The original payload, base64, when it is not valid UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_base64: Option<String>,
+    pub failed_at: DateTime<Utc>,
+}
+
+/// Kinds of identity changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityAction {
+    /// A new profile was created for an identifier.
+    Create,
+    /// An identifier was attached to an existing profile.
+    Link,
+    /// Two profiles became one; `merged_customer_id` is retired into `customer_id`.
+    Merge,
+    /// An identifier was refused (`rule` says which rule).
+    Reject,
+    /// An identifier was detached from its profile.
+    Unlink,
+    /// A person's data was erased.
+    Erase,
+}
+
+impl IdentityAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityAction::Create => "create",
+            IdentityAction::Link => "link",
+            IdentityAction::Merge => "merge",
+            IdentityAction::Reject => "reject",
+            IdentityAction::Unlink => "unlink",
+            IdentityAction::Erase => "erase",
+        }
+    }
+}
+
+/// One identity-ledger entry; published on `crm.identity` and stored in
+/// `crm.identity_ledger`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityMessage {
+    pub schema_version: u32,
+    /// Deterministic: the same event replayed yields the same entry id.
+    pub entry_id: String,
+    pub action: IdentityAction,
+    pub customer_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<Identifier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged_customer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The event that caused the change.
+    pub event_id: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The unified profile: one per live `customer_id`. Published (full, current)
+/// on the compacted `crm.profiles` topic and stored in `crm.profiles`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub schema_version: u32,
+    pub customer_id: String,
+    /// Monotonic per workspace; the newest version of a profile wins.
+    pub version: u64,
+    pub identifiers: Vec<Identifier>,
+    pub traits: Map<String, Value>,
+    pub channels: Vec<String>,
+    pub sources: Vec<String>,
+    pub event_count: u64,
+    pub event_counts: BTreeMap<String, u64>,
+    pub channel_counts: BTreeMap<String, u64>,
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub order_count: u64,
+    /// Net revenue per currency (orders minus refunds).
+    pub revenue: BTreeMap<String, f64>,
+    pub engagement_score: f64,
+    pub influence_score: f64,
+    pub lifecycle_stage: String,
+    pub score_components: Map<String, Value>,
+    /// Retired customer ids merged into this profile.
+    pub merged_from: Vec<String>,
+    pub updated_at: DateTime<Utc>,
+}
