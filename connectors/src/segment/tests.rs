@@ -1,0 +1,94 @@
+//! Mapping tests: Segment messages → canonical events that validate against the
+//! canonical JSON Schema.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use socialcrm_schemas::json_schema;
+use socialcrm_schemas::Normalizer;
+
+use super::mapping::{map_message, Envelope};
+
+fn env(n: &Normalizer) -> Envelope<'_> {
+    Envelope {
+        source: "web",
+        received_at: "2026-11-20T12:00:00Z".parse::<DateTime<Utc>>().expect("date"),
+        sent_at: None,
+        context: None,
+        normalizer: n,
+    }
+}
+
+fn schema() -> jsonschema::Validator {
+    let s: serde_json::Value = serde_json::from_str(json_schema::CANONICAL_EVENT).expect("schema json");
+    jsonschema::validator_for(&s).expect("schema")
+}
+
+#[test]
+fn identify_maps_traits_to_identifiers_and_validates() {
+    let n = Normalizer::new(Some("US")).expect("region");
+    let msg = json!({"type": "identify", "messageId": "m1", "userId": "u-1", "anonymousId": "a-1",
+        "traits": {"email": " Ann@Example.COM", "phone": "(415) 555-0123", "name": "Ann"},
+        "timestamp": "2026-11-19T10:00:00Z"});
+    let ev = map_message(&msg, None, &env(&n)).expect("mapped");
+    assert_eq!(ev.event_id, "web:m1");
+    let keys: Vec<String> = ev.identifiers.iter().map(|i| i.key()).collect();
+    assert_eq!(keys, ["user_id:u-1", "anonymous_id:a-1", "email:ann@example.com", "phone:+14155550123"]);
+    let v = serde_json::to_value(&ev).expect("json");
+    assert!(schema().is_valid(&v), "{v}");
+}
+
+#[test]
+fn order_completed_becomes_order_with_revenue() {
+    let n = Normalizer::default();
+    let msg = json!({"type": "track", "event": "Order Completed", "messageId": "o1", "userId": "u-1",
+        "properties": {"total": "42.50", "currency": "eur", "products": [{"sku": "A"}]},
+        "context": {"traits": {"email": "ann@example.com"}}});
+    let ev = map_message(&msg, None, &env(&n)).expect("mapped");
+    assert_eq!(ev.event_type, "order");
+    assert_eq!(ev.name.as_deref(), Some("Order Completed"));
+    let r = ev.revenue.clone().expect("revenue");
+    assert_eq!((r.amount, r.currency.as_str()), (42.5, "EUR"));
+    assert!(ev.identifiers.iter().any(|i| i.key() == "email:ann@example.com"));
+    assert!(schema().is_valid(&serde_json::to_value(&ev).expect("json")));
+}
+
+#[test]
+fn clock_skew_is_corrected_with_sent_at() {
+    let n = Normalizer::default();
+    let msg = json!({"type": "page", "anonymousId": "a", "messageId": "p",
+        "originalTimestamp": "2026-11-20T11:00:00Z", "sentAt": "2026-11-20T11:00:10Z"});
+    let ev = map_message(&msg, Some("page"), &env(&n)).expect("mapped");
+    // device clock says it was sent 10 s after it happened: occurred 10 s before receipt
+    assert_eq!(ev.occurred_at.to_rfc3339(), "2026-11-20T11:59:50+00:00");
+}
+
+#[test]
+fn missing_message_id_gives_a_stable_id() {
+    let n = Normalizer::default();
+    let msg = json!({"type": "track", "event": "Clicked", "anonymousId": "a"});
+    let a = map_message(&msg, None, &env(&n)).expect("mapped");
+    let b = map_message(&msg, None, &env(&n)).expect("mapped");
+    assert_eq!(a.event_id, b.event_id);
+    assert!(a.event_id.starts_with("web:h-"));
+}
+
+#[test]
+fn bad_messages_are_refused_with_a_reason() {
+    let n = Normalizer::default();
+    let cases = [
+        (json!({"type": "track", "event": "X"}), "no usable identifier"),
+        (json!({"type": "track", "event": "X", "userId": "undefined"}), "no usable identifier"),
+        (json!({"type": "track", "anonymousId": "a"}), "requires a non-empty `event`"),
+        (json!({"type": "track", "event": "X", "userId": {"a": 1}}), "`userId` must be a string"),
+        (json!({"type": "track", "event": "X", "userId": "u", "timestamp": "yesterday"}), "RFC 3339"),
+        (json!({"type": "fly", "userId": "u"}), "unknown `type`"),
+        (json!({"event": "X", "userId": "u"}), "`type` is required"),
+        (json!({"type": "alias", "userId": "u"}), "previousId"),
+        (json!({"type": "identify", "userId": "u", "traits": {"email": 5}}), "`traits.email` must be a string"),
+        (json!("just a string"), "JSON object"),
+    ];
+    for (msg, want) in cases {
+        let e = map_message(&msg, None, &env(&n)).expect_err("must fail");
+        assert!(e.0.contains(want), "{msg} -> {e}");
+    }
+}

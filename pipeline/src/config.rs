@@ -1,0 +1,105 @@
+//! `[pipeline]` and `[identity]` sections of the config file.
+
+use serde::{Deserialize, Serialize};
+
+/// `[pipeline]`: how the consumer batches and where the identity writer keeps its state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Kafka consumer group of the pipeline.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Directory of the identity writer's embedded store (one writer per directory).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: String,
+    /// A batch is written when it holds this many messages...
+    #[serde(default = "default_batch_max")]
+    pub batch_max_events: usize,
+    /// ...or when its first message has waited this long.
+    #[serde(default = "default_batch_wait")]
+    pub batch_max_wait_ms: u64,
+    /// Longest wait between retries of ClickHouse/Kafka writes (retried forever).
+    #[serde(default = "default_retry_max")]
+    pub retry_max_interval_ms: u64,
+    /// Stop after this many idle seconds with no message (0 = run forever; used by tools).
+    #[serde(default)]
+    pub exit_when_idle_secs: u64,
+}
+
+fn default_group() -> String {
+    "socialcrm-pipeline".into()
+}
+fn default_state_dir() -> String {
+    ".local/state/pipeline".into()
+}
+fn default_batch_max() -> usize {
+    20_000
+}
+fn default_batch_wait() -> u64 {
+    500
+}
+fn default_retry_max() -> u64 {
+    10_000
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            group_id: default_group(),
+            state_dir: default_state_dir(),
+            batch_max_events: default_batch_max(),
+            batch_max_wait_ms: default_batch_wait(),
+            retry_max_interval_ms: default_retry_max(),
+            exit_when_idle_secs: 0,
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Pure checks, before anything touches the network.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.group_id.trim().is_empty() {
+            return Err("pipeline.group_id must not be empty".into());
+        }
+        if self.state_dir.trim().is_empty() {
+            return Err("pipeline.state_dir must not be empty".into());
+        }
+        if !(1..=1_000_000).contains(&self.batch_max_events) {
+            return Err("pipeline.batch_max_events must be between 1 and 1000000".into());
+        }
+        if self.batch_max_wait_ms == 0 {
+            return Err("pipeline.batch_max_wait_ms must be > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// `[identity]`: identity-resolution rules (DESIGN §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// ISO 3166 region (`US`, `DE`) for phone numbers without a country code; empty = reject them.
+    #[serde(default)]
+    pub default_phone_region: String,
+    /// Extra values never linked, compared after normalisation (e.g. a shared
+    /// `info@yourshop.com`), in addition to the built-in junk list.
+    #[serde(default)]
+    pub blocked_values: Vec<String>,
+    /// A profile never grows beyond this many identifiers; links past it are rejected.
+    #[serde(default = "default_max_ids")]
+    pub max_identifiers_per_profile: usize,
+}
+
+fn default_max_ids() -> usize {
+    1000
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            default_phone_region: String::new(),
+            blocked_values: Vec::new(),
+            max_identifiers_per_profile: default_max_ids(),
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Profile aggregates: what the pipeline knows about one customer, updated event by
+//! event and combined on merges. Every update is commutative (sums, sets, min/max,
+//! newest-trait-wins by event time), so the result does not depend on event order.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use socialcrm_schemas::messages::Profile;
+use socialcrm_schemas::{CanonicalEvent, Identifier, SCHEMA_VERSION};
+
+/// One trait value with the event time that set it (newest wins; ties by value text).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TraitValue {
+    pub value: Value,
+    pub at: DateTime<Utc>,
+}
+
+/// Persistent state of one customer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileState {
+    pub customer_id: String,
+    /// Earliest event time seen: decides which profile survives a merge (oldest wins).
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    pub identifiers: BTreeSet<Identifier>,
+    pub traits: BTreeMap<String, TraitValue>,
+    pub sources: BTreeSet<String>,
+    pub event_count: u64,
+    pub event_counts: BTreeMap<String, u64>,
+    pub channel_counts: BTreeMap<String, u64>,
+    pub order_count: u64,
+    pub revenue: BTreeMap<String, f64>,
+    /// Retired customer ids absorbed by this profile.
+    pub merged_from: BTreeSet<String>,
+    /// Set when this profile was merged into another.
+    pub merged_into: Option<String>,
+}
+
+impl ProfileState {
+    pub fn new(customer_id: String, at: DateTime<Utc>) -> Self {
+        ProfileState {
+            customer_id,
+            first_seen: at,
+            last_seen: at,
+            identifiers: BTreeSet::new(),
+            traits: BTreeMap::new(),
+            sources: BTreeSet::new(),
+            event_count: 0,
+            event_counts: BTreeMap::new(),
+            channel_counts: BTreeMap::new(),
+            order_count: 0,
+            revenue: BTreeMap::new(),
+            merged_from: BTreeSet::new(),
+            merged_into: None,
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.merged_into.is_none()
+    }
+
+    /// Counts one (new, never seen) event.
+    pub fn apply_event(&mut self, ev: &CanonicalEvent) {
+        self.first_seen = self.first_seen.min(ev.occurred_at);
+        self.last_seen = self.last_seen.max(ev.occurred_at);
+        self.event_count += 1;
+        *self.event_counts.entry(ev.event_type.clone()).or_default() += 1;
+        *self
+            .channel_counts
+            .entry(ev.channel.as_str().to_string())
+            .or_default() += 1;
+        if !self.sources.contains(&ev.source) {
+            self.sources.insert(ev.source.clone());
+        }
+        match ev.event_type.as_str() {
+            "order" => {
+                self.order_count += 1;
+                if let Some(r) = &ev.revenue {
+                    *self.revenue.entry(r.currency.clone()).or_default() += r.amount;
+                }
+            }
+            "refund" => {
+                if let Some(r) = &ev.revenue {
+                    *self.revenue.entry(r.currency.clone()).or_default() -= r.amount.abs();
+                }
+            }
+            _ => {}
+        }
+        for (k, v) in &ev.traits {
+            self.set_trait(k, v, ev.occurred_at);
+        }
+    }
+
+    fn set_trait(&mut self, key: &str, value: &Value, at: DateTime<Utc>) {
+        if value.is_null() {
+            return;
+        }
+        match self.traits.get(key) {
+            Some(cur) if newer_or_equal(cur, at, value) => {}
+            _ => {
+                self.traits.insert(
+                    key.to_string(),
+                    TraitValue {
+                        value: value.clone(),
+                        at,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Absorbs `other` (a merge): the union of identifiers and aggregates.
+    pub fn absorb(&mut self, other: &ProfileState) {
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.identifiers.extend(other.identifiers.iter().cloned());
+        for (k, t) in &other.traits {
+            self.set_trait(k, &t.value, t.at);
+        }
+        self.sources.extend(other.sources.iter().cloned());
+        self.event_count += other.event_count;
+        for (k, n) in &other.event_counts {
+            *self.event_counts.entry(k.clone()).or_default() += n;
+        }
+        for (k, n) in &other.channel_counts {
+            *self.channel_counts.entry(k.clone()).or_default() += n;
+        }
+        self.order_count += other.order_count;
+        for (c, a) in &other.revenue {
+            *self.revenue.entry(c.clone()).or_default() += a;
+        }
+        self.merged_from.insert(other.customer_id.clone());
+        self.merged_from.extend(other.merged_from.iter().cloned());
+    }
+
+    /// Lifecycle stage from order history (provisional rules until scoring lands):
+    /// no order = prospect, 1 = new_customer, 2–4 = repeat, 5+ = loyal.
+    pub fn lifecycle_stage(&self) -> &'static str {
+        match self.order_count {
+            0 => "prospect",
+            1 => "new_customer",
+            2..=4 => "repeat",
+            _ => "loyal",
+        }
+    }
+
+    /// The published form (`crm.profiles`).
+    pub fn to_message(&self, version: u64, now: DateTime<Utc>) -> Profile {
+        let traits: Map<String, Value> = self
+            .traits
+            .iter()
+            .map(|(k, t)| (k.clone(), t.value.clone()))
+            .collect();
+        Profile {
+            schema_version: SCHEMA_VERSION,
+            customer_id: self.customer_id.clone(),
+            version,
+            identifiers: self.identifiers.iter().cloned().collect(),
+            traits,
+            channels: self.channel_counts.keys().cloned().collect(),
+            sources: self.sources.iter().cloned().collect(),
+            event_count: self.event_count,
+            event_counts: self.event_counts.clone(),
+            channel_counts: self.channel_counts.clone(),
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            order_count: self.order_count,
+            revenue: self
+                .revenue
+                .iter()
+                .map(|(c, a)| (c.clone(), (a * 100.0).round() / 100.0))
+                .collect(),
+            engagement_score: 0.0,
+            influence_score: 0.0,
+            lifecycle_stage: self.lifecycle_stage().to_string(),
+            score_components: Map::new(),
+            merged_from: self.merged_from.iter().cloned().collect(),
+            updated_at: now,
+        }
+    }
+}
+
+/// True when the current trait (set at `cur.at`) should be kept over `value` set at `at`.
+fn newer_or_equal(cur: &TraitValue, at: DateTime<Utc>, value: &Value) -> bool {
+    if cur.at != at {
+        return cur.at > at;
+    }
+    // same instant: deterministic tie-break so order never matters
+    cur.value.to_string() >= value.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socialcrm_schemas::{Channel, IdType, Revenue};
+
+    fn ev(t: &str, at: &str, traits: Value, revenue: Option<f64>) -> CanonicalEvent {
+        CanonicalEvent {
+            schema_version: 1,
+            event_id: format!("e-{t}-{at}"),
+            source: "web".into(),
+            channel: Channel::Web,
+            event_type: t.into(),
+            name: None,
+            occurred_at: at.parse().expect("date"),
+            received_at: at.parse().expect("date"),
+            identifiers: vec![Identifier::new(IdType::Email, "a@b.co")],
+            target: vec![],
+            traits: traits.as_object().cloned().unwrap_or_default(),
+            properties: Map::new(),
+            revenue: revenue.map(|amount| Revenue {
+                amount,
+                currency: "EUR".into(),
+            }),
+            context: Map::new(),
+        }
+    }
+
+    #[test]
+    fn aggregates_do_not_depend_on_order() {
+        let events = vec![
+            ev("page", "2026-01-01T00:00:00Z", serde_json::json!({}), None),
+            ev("identify", "2026-01-02T00:00:00Z", serde_json::json!({"name": "Old"}), None),
+            ev("identify", "2026-01-05T00:00:00Z", serde_json::json!({"name": "New"}), None),
+            ev("order", "2026-01-03T00:00:00Z", serde_json::json!({}), Some(20.0)),
+            ev("refund", "2026-01-04T00:00:00Z", serde_json::json!({}), Some(5.0)),
+        ];
+        let build = |order: &[usize]| {
+            let mut p = ProfileState::new("c_1".into(), events[order[0]].occurred_at);
+            for i in order {
+                p.apply_event(&events[*i]);
+            }
+            p
+        };
+        let a = build(&[0, 1, 2, 3, 4]);
+        let b = build(&[4, 2, 3, 1, 0]);
+        assert_eq!(a, b);
+        assert_eq!(a.traits["name"].value, "New");
+        assert_eq!(a.revenue["EUR"], 15.0);
+        assert_eq!(a.order_count, 1);
+        assert_eq!(a.lifecycle_stage(), "new_customer");
+        assert_eq!(a.first_seen, events[0].occurred_at);
+    }
+
+    #[test]
+    fn absorb_is_the_union() {
+        let mut a = ProfileState::new("c_a".into(), "2026-01-01T00:00:00Z".parse().expect("d"));
+        a.apply_event(&ev("page", "2026-01-01T00:00:00Z", serde_json::json!({}), None));
+        let mut b = ProfileState::new("c_b".into(), "2026-01-02T00:00:00Z".parse().expect("d"));
+        b.apply_event(&ev("order", "2026-01-02T00:00:00Z", serde_json::json!({"plan": "pro"}), Some(9.5)));
+        a.absorb(&b);
+        assert_eq!(a.event_count, 2);
+        assert_eq!(a.order_count, 1);
+        assert_eq!(a.traits["plan"].value, "pro");
+        assert!(a.merged_from.contains("c_b"));
+    }
+}
