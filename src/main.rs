@@ -1,1 +1,140 @@
-fn main() {}
+//! `socialcrm`: the one binary. Subcommands run each part (collector, pipeline),
+//! set up storage (migrate) and answer marketers' questions (profile).
+
+mod commands;
+mod config;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Social CRM data-integration pipeline: connectors → Kafka → identity
+/// resolution → unified profiles in ClickHouse.
+#[derive(Debug, Parser)]
+#[command(name = "socialcrm", version, about, long_about = None)]
+struct Cli {
+    /// Config file (TOML). Without one, the local defaults are used.
+    #[arg(long, global = true, env = "SOCIALCRM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create or upgrade the ClickHouse tables and views, and the Kafka topics. Idempotent.
+    Migrate {
+        /// Skip creating Kafka topics (ClickHouse only).
+        #[arg(long)]
+        no_kafka: bool,
+    },
+    /// Run the web collector (Segment HTTP Tracking API compatible).
+    Collector,
+    /// Run the pipeline: validate, resolve identities, write profiles.
+    Pipeline {
+        /// Exit after this many seconds without new events (0 = run until stopped).
+        #[arg(long, default_value_t = 0)]
+        exit_when_idle_secs: u64,
+    },
+    /// Show how far the pipeline is behind the events topic.
+    Lag {
+        /// Wait until the lag is zero.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
+    /// Look up unified profiles.
+    Profile {
+        #[command(subcommand)]
+        command: commands::profile::ProfileCommand,
+    },
+    /// Send a JSONL file of Segment messages to a collector over HTTP, in batches.
+    Replay(commands::replay::ReplayArgs),
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested");
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_format);
+    let cfg = config::Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Migrate { no_kafka } => commands::migrate(&cfg, no_kafka).await,
+        Command::Collector => socialcrm_connectors::segment::serve(
+            cfg.collector.clone(),
+            &cfg.kafka,
+            shutdown_signal(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("collector: {e}")),
+        Command::Pipeline {
+            exit_when_idle_secs,
+        } => {
+            let mut pipeline = cfg.pipeline.clone();
+            if exit_when_idle_secs > 0 {
+                pipeline.exit_when_idle_secs = exit_when_idle_secs;
+            }
+            let stats = socialcrm_pipeline::run(
+                socialcrm_pipeline::run::Settings {
+                    kafka: cfg.kafka.clone(),
+                    clickhouse: cfg.clickhouse.clone(),
+                    pipeline,
+                    identity: cfg.identity.clone(),
+                },
+                shutdown_signal(),
+            )
+            .await?;
+            tracing::info!(
+                batches = stats.batches,
+                accepted = stats.accepted,
+                duplicates = stats.duplicates,
+                rejected = stats.rejected,
+                "pipeline stopped"
+            );
+            Ok(())
+        }
+        Command::Lag { wait, timeout_secs } => commands::lag(&cfg, wait, timeout_secs).await,
+        Command::Profile { command } => commands::profile::run(&cfg, command).await,
+        Command::Replay(args) => commands::replay::run(&cfg, args).await,
+    }
+}

@@ -1,0 +1,148 @@
+//! The one TOML config file (DESIGN §3.7): `--config` or `SOCIALCRM_CONFIG`;
+//! `${VAR}` (and `${VAR:-default}`) interpolation for secrets; unknown keys are
+//! rejected with the key named. With no file, the local defaults of DESIGN §3.6.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use socialcrm_connectors::segment::CollectorConfig;
+use socialcrm_pipeline::config::{IdentityConfig, PipelineConfig};
+use socialcrm_schemas::clickhouse_config::ClickHouseConfig;
+use socialcrm_schemas::kafka::KafkaConfig;
+
+/// The whole config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Kafka brokers, topic names, client properties.
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    /// ClickHouse endpoint and database.
+    #[serde(default)]
+    pub clickhouse: ClickHouseConfig,
+    /// Web collector (Segment-compatible).
+    #[serde(default)]
+    pub collector: CollectorConfig,
+    /// Pipeline batching and state.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Identity-resolution rules.
+    #[serde(default)]
+    pub identity: IdentityConfig,
+}
+
+impl Config {
+    /// Loads `path`, or the defaults when `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let raw = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Config::parse(&raw, |k| std::env::var(k).ok())
+            .with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Parses config text with `${VAR}` looked up by `env`.
+    pub fn parse(raw: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let text = interpolate(raw, env)?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        cfg.pipeline.validate().map_err(anyhow::Error::msg)?;
+        Ok(cfg)
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. A missing
+/// variable without default is an error naming it (the value is never printed).
+pub fn interpolate(raw: &str, env: impl Fn(&str) -> Option<String>) -> Result<String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                bail!("unterminated `${{` in config");
+            };
+            let spec = &body[..end];
+            let (name, default) = match spec.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (spec, None),
+            };
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                bail!("invalid variable name `{name}` in config interpolation");
+            }
+            match (env(name), default) {
+                (Some(v), _) => out.push_str(&toml_escape(&v)),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => bail!("environment variable `{name}` is not set (referenced as ${{{name}}} in the config)"),
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Values are substituted inside TOML strings: escape what would break them.
+fn toml_escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_local_ones() {
+        let c = Config::parse("", |_| None).expect("empty config");
+        assert_eq!(c.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(c.clickhouse.url, "http://127.0.0.1:8123");
+        assert_eq!(c.clickhouse.database, "crm");
+        assert_eq!(c.collector.listen, "127.0.0.1:8088");
+        assert_eq!(c.collector.write_keys, vec!["local-dev-key".to_string()]);
+        assert_eq!(c.kafka.topics.profiles, "crm.profiles");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::parse("[clickhouse]\nurll = \"x\"\n", |_| None).expect_err("unknown");
+        assert!(format!("{e:#}").contains("urll"), "{e:#}");
+        let e = Config::parse("[kafak]\n", |_| None).expect_err("unknown section");
+        assert!(format!("{e:#}").contains("kafak"), "{e:#}");
+    }
+
+    #[test]
+    fn interpolation_and_missing_variables() {
+        let env = |k: &str| (k == "CH_PASS").then(|| "s3\"cret".to_string());
+        let c = Config::parse("[clickhouse]\npassword = \"${CH_PASS}\"\nuser = \"${CH_USER:-reader}\"\n", env)
+            .expect("interpolated");
+        assert_eq!(c.clickhouse.password, "s3\"cret");
+        assert_eq!(c.clickhouse.user, "reader");
+        let e = Config::parse("[clickhouse]\npassword = \"${NOPE}\"\n", |_| None).expect_err("missing");
+        assert!(format!("{e:#}").contains("NOPE"));
+        assert_eq!(interpolate("a$$b $x", |_| None).expect("ok"), "a$b $x");
+    }
+
+    #[test]
+    fn bad_values_fail_at_start_with_the_field() {
+        let e = Config::parse("[pipeline]\nbatch_max_events = 0\n", |_| None).expect_err("bad");
+        assert!(format!("{e:#}").contains("batch_max_events"), "{e:#}");
+        let e = Config::parse("[pipeline]\nbatch_max_events = \"many\"\n", |_| None).expect_err("bad type");
+        assert!(format!("{e:#}").contains("batch_max_events"), "{e:#}");
+    }
+
+    #[test]
+    fn sample_config_parses() {
+        let raw = include_str!("../deploy/local/socialcrm.toml");
+        let c = Config::parse(raw, |_| None).expect("sample config");
+        assert_eq!(c.collector.write_keys, vec!["local-dev-key".to_string()]);
+    }
+}
