@@ -149,10 +149,17 @@ pub fn map_message(
         }
     }
     for (key, t) in [("email", IdType::Email), ("phone", IdType::Phone)] {
-        match traits.get(key) {
-            Some(Value::String(s)) => push(t, s),
-            None | Some(Value::Null) => {}
+        let normalized = match traits.get(key) {
+            Some(Value::String(s)) => {
+                push(t, s);
+                env.normalizer.normalize_value(t, s).ok()
+            }
+            None | Some(Value::Null) => None,
             Some(_) => return Err(err(format!("`traits.{key}` must be a string"))),
+        };
+        // profiles show the normalised form; an invalid value stays as sent
+        if let Some(n) = normalized {
+            traits.insert(key.to_string(), Value::String(n));
         }
     }
     if let Some(Value::Object(device)) = context.get("device") {
