@@ -9,6 +9,14 @@ pub struct PipelineConfig {
     /// Kafka consumer group of the pipeline.
     #[serde(default = "default_group")]
     pub group_id: String,
+    /// Static group membership id (`group.instance.id`): a restarted pipeline takes
+    /// its partitions back at once instead of waiting for the session timeout.
+    /// Default: `<group_id>-writer` (one identity writer per workspace).
+    #[serde(default)]
+    pub instance_id: String,
+    /// Kafka session timeout: how long a vanished pipeline keeps its partitions.
+    #[serde(default = "default_session_timeout")]
+    pub session_timeout_ms: u64,
     /// Directory of the identity writer's embedded store (one writer per directory).
     #[serde(default = "default_state_dir")]
     pub state_dir: String,
@@ -29,6 +37,9 @@ pub struct PipelineConfig {
 fn default_group() -> String {
     "socialcrm-pipeline".into()
 }
+fn default_session_timeout() -> u64 {
+    15_000
+}
 fn default_state_dir() -> String {
     ".local/state/pipeline".into()
 }
@@ -46,6 +57,8 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             group_id: default_group(),
+            instance_id: String::new(),
+            session_timeout_ms: default_session_timeout(),
             state_dir: default_state_dir(),
             batch_max_events: default_batch_max(),
             batch_max_wait_ms: default_batch_wait(),
@@ -56,6 +69,15 @@ impl Default for PipelineConfig {
 }
 
 impl PipelineConfig {
+    /// The effective `group.instance.id`.
+    pub fn instance_id(&self) -> String {
+        if self.instance_id.trim().is_empty() {
+            format!("{}-writer", self.group_id)
+        } else {
+            self.instance_id.clone()
+        }
+    }
+
     /// Pure checks, before anything touches the network.
     pub fn validate(&self) -> Result<(), String> {
         if self.group_id.trim().is_empty() {

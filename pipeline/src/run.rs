@@ -96,6 +96,8 @@ pub async fn run(
         .kafka
         .client_config()
         .set("group.id", &s.pipeline.group_id)
+        .set("group.instance.id", s.pipeline.instance_id())
+        .set("session.timeout.ms", s.pipeline.session_timeout_ms.to_string())
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")

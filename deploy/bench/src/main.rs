@@ -1,1 +1,128 @@
-fn main() {}
+//! `socialcrm-bench`: load harness comparing the pipeline's throughput with the
+//! limits of its plumbing (bare Kafka consume, bare ClickHouse insert) on the same
+//! data, plus a collector → ClickHouse end-to-end run. Driven by `deploy/bench/run`;
+//! what it measures and why: docs/benchmarks.md.
+
+mod ch;
+mod gen;
+mod kafka;
+mod proc;
+mod run;
+mod segment;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "socialcrm-bench", about = "socialcrm load harness (docs/benchmarks.md)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// The whole benchmark: pre-fill, (a) pipeline, (b1) bare consume, (b2) bare insert,
+    /// (c) collector end to end; summary table + JSON; clean-up.
+    Run(run::RunArgs),
+    /// Phase b1 (run as its own process by `run`): read a topic with a bare
+    /// StreamConsumer; prints a JSON report.
+    BareConsume {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        group: String,
+        #[arg(long)]
+        expect: u64,
+        #[arg(long, default_value_t = 1800)]
+        timeout_secs: u64,
+    },
+    /// Phase b2 (run as its own process by `run`): build EventRows from a topic,
+    /// insert them into a copy of the events table; prints a JSON report.
+    BareInsert {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value = "http://127.0.0.1:8123")]
+        clickhouse_url: String,
+        #[arg(long)]
+        database: String,
+        #[arg(long, default_value = "events_bare")]
+        table: String,
+        #[arg(long, default_value_t = 20_000)]
+        batch: usize,
+        #[arg(long, default_value_t = 1800)]
+        timeout_secs: u64,
+    },
+    /// Print N generated canonical events as JSON lines (to inspect the data).
+    Sample {
+        #[arg(long, default_value_t = 20)]
+        events: usize,
+        /// Size of the data set the sample is taken from.
+        #[arg(long, default_value_t = 1_000_000)]
+        of: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Print Segment messages instead of canonical events.
+        #[arg(long)]
+        segment: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Cmd::Run(args) => run::run(args).await,
+        Cmd::BareConsume {
+            brokers,
+            topic,
+            group,
+            expect,
+            timeout_secs,
+        } => {
+            let r = kafka::bare_consume(&brokers, &topic, &group, expect, Duration::from_secs(timeout_secs)).await?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::BareInsert {
+            brokers,
+            topic,
+            clickhouse_url,
+            database,
+            table,
+            batch,
+            timeout_secs,
+        } => {
+            let cfg = ch::config(&clickhouse_url, &database);
+            let r = ch::bare_insert(&brokers, &topic, &cfg, &table, batch, Duration::from_secs(timeout_secs)).await?;
+            println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::Sample { events, of, seed, segment } => {
+            let ds = gen::build(of, seed, gen::default_anchor_ms());
+            let step = (of / events.max(1)).max(1);
+            for i in (0..of).step_by(step).take(events) {
+                let line = if segment {
+                    serde_json::to_string(&ds.segment(i, "bench-c-"))?
+                } else {
+                    serde_json::to_string(&ds.canonical(i))?
+                };
+                println!("{line}");
+            }
+            eprintln!("{}", serde_json::to_string(&ds.stats)?);
+            Ok(())
+        }
+    }
+}
