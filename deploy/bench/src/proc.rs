@@ -70,16 +70,14 @@ pub fn pid_from_file(path: &Path) -> Option<u32> {
 /// keeps the last value seen (VmHWM only grows).
 pub struct Sampler {
     hwm: Arc<AtomicU64>,
-    cpu_ms: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
 impl Sampler {
     pub fn start(pid: u32, every: Duration) -> Sampler {
         let hwm = Arc::new(AtomicU64::new(0));
-        let cpu_ms = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (h, c, s) = (hwm.clone(), cpu_ms.clone(), stop.clone());
+        let (h, s) = (hwm.clone(), stop.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             while !s.load(Ordering::Relaxed) {
@@ -87,24 +85,16 @@ impl Sampler {
                 match mem_kb(pid) {
                     Some((hw, _)) => {
                         h.fetch_max(hw, Ordering::Relaxed);
-                        if let Some(cpu) = cpu_secs(pid) {
-                            c.fetch_max((cpu * 1000.0) as u64, Ordering::Relaxed);
-                        }
                     }
                     None => break,
                 }
             }
         });
-        Sampler { hwm, cpu_ms, stop }
+        Sampler { hwm, stop }
     }
 
     pub fn hwm_kb(&self) -> u64 {
         self.hwm.load(Ordering::Relaxed)
-    }
-
-    /// Last CPU reading (seconds).
-    pub fn cpu_secs(&self) -> f64 {
-        self.cpu_ms.load(Ordering::Relaxed) as f64 / 1000.0
     }
 
     pub fn stop(&self) {
