@@ -122,11 +122,15 @@ mod tests {
     #[test]
     fn interpolation_and_missing_variables() {
         let env = |k: &str| (k == "CH_PASS").then(|| "s3\"cret".to_string());
-        let c = Config::parse("[clickhouse]\npassword = \"${CH_PASS}\"\nuser = \"${CH_USER:-reader}\"\n", env)
-            .expect("interpolated");
+        let c = Config::parse(
+            "[clickhouse]\npassword = \"${CH_PASS}\"\nuser = \"${CH_USER:-reader}\"\n",
+            env,
+        )
+        .expect("interpolated");
         assert_eq!(c.clickhouse.password, "s3\"cret");
         assert_eq!(c.clickhouse.user, "reader");
-        let e = Config::parse("[clickhouse]\npassword = \"${NOPE}\"\n", |_| None).expect_err("missing");
+        let e =
+            Config::parse("[clickhouse]\npassword = \"${NOPE}\"\n", |_| None).expect_err("missing");
         assert!(format!("{e:#}").contains("NOPE"));
         assert_eq!(interpolate("a$$b $x", |_| None).expect("ok"), "a$b $x");
     }
@@ -135,7 +139,8 @@ mod tests {
     fn bad_values_fail_at_start_with_the_field() {
         let e = Config::parse("[pipeline]\nbatch_max_events = 0\n", |_| None).expect_err("bad");
         assert!(format!("{e:#}").contains("batch_max_events"), "{e:#}");
-        let e = Config::parse("[pipeline]\nbatch_max_events = \"many\"\n", |_| None).expect_err("bad type");
+        let e = Config::parse("[pipeline]\nbatch_max_events = \"many\"\n", |_| None)
+            .expect_err("bad type");
         assert!(format!("{e:#}").contains("batch_max_events"), "{e:#}");
     }
 

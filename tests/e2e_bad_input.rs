@@ -36,25 +36,80 @@ fn collector_refuses_bad_requests_with_clear_errors() {
     let r = post_raw(&w, "/v1/track", None, ok.as_bytes());
     assert_eq!(r.status, 401);
     assert!(error_of(&r).contains("write key"));
-    let r = post_raw(&w, "/v1/track", Some(basic_auth("wrong-key")), ok.as_bytes());
+    let r = post_raw(
+        &w,
+        "/v1/track",
+        Some(basic_auth("wrong-key")),
+        ok.as_bytes(),
+    );
     assert_eq!(r.status, 401);
     // the key in the body (older SDKs) works too
-    let with_body_key = json!({"userId": "u1", "event": "Clicked", "messageId": "ok-2", "writeKey": w.write_key});
-    assert_eq!(post_raw(&w, "/v1/track", None, with_body_key.to_string().as_bytes()).status, 200);
+    let with_body_key =
+        json!({"userId": "u1", "event": "Clicked", "messageId": "ok-2", "writeKey": w.write_key});
+    assert_eq!(
+        post_raw(&w, "/v1/track", None, with_body_key.to_string().as_bytes()).status,
+        200
+    );
 
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("/v1/track", b"{not json".to_vec(), "not valid JSON"),
         ("/v1/track", vec![0xff, 0xfe, b'{', b'}'], "not valid UTF-8"),
         ("/v1/track", b"[1,2]".to_vec(), "JSON object"),
-        ("/v1/track", json!({"event": "Clicked"}).to_string().into_bytes(), "no usable identifier"),
-        ("/v1/track", json!({"userId": "undefined", "event": "Clicked"}).to_string().into_bytes(), "no usable identifier"),
-        ("/v1/track", json!({"userId": ["a"], "event": "Clicked"}).to_string().into_bytes(), "must be a string"),
-        ("/v1/track", json!({"userId": "u", "event": 5}).to_string().into_bytes(), "`event` must be a string"),
-        ("/v1/identify", json!({"userId": "u", "traits": "x"}).to_string().into_bytes(), "`traits` must be an object"),
-        ("/v1/page", json!({"userId": "u", "timestamp": "2099-01-01T00:00:00Z"}).to_string().into_bytes(), "future"),
-        ("/v1/batch", json!({"batch": []}).to_string().into_bytes(), "empty"),
-        ("/v1/batch", json!({"batch": "x"}).to_string().into_bytes(), "array"),
-        ("/v1/track", json!({"userId": "u", "event": "X", "properties": {"blob": "x".repeat(40_000)}}).to_string().into_bytes(), "limit is 32768"),
+        (
+            "/v1/track",
+            json!({"event": "Clicked"}).to_string().into_bytes(),
+            "no usable identifier",
+        ),
+        (
+            "/v1/track",
+            json!({"userId": "undefined", "event": "Clicked"})
+                .to_string()
+                .into_bytes(),
+            "no usable identifier",
+        ),
+        (
+            "/v1/track",
+            json!({"userId": ["a"], "event": "Clicked"})
+                .to_string()
+                .into_bytes(),
+            "must be a string",
+        ),
+        (
+            "/v1/track",
+            json!({"userId": "u", "event": 5}).to_string().into_bytes(),
+            "`event` must be a string",
+        ),
+        (
+            "/v1/identify",
+            json!({"userId": "u", "traits": "x"})
+                .to_string()
+                .into_bytes(),
+            "`traits` must be an object",
+        ),
+        (
+            "/v1/page",
+            json!({"userId": "u", "timestamp": "2099-01-01T00:00:00Z"})
+                .to_string()
+                .into_bytes(),
+            "future",
+        ),
+        (
+            "/v1/batch",
+            json!({"batch": []}).to_string().into_bytes(),
+            "empty",
+        ),
+        (
+            "/v1/batch",
+            json!({"batch": "x"}).to_string().into_bytes(),
+            "array",
+        ),
+        (
+            "/v1/track",
+            json!({"userId": "u", "event": "X", "properties": {"blob": "x".repeat(40_000)}})
+                .to_string()
+                .into_bytes(),
+            "limit is 32768",
+        ),
     ];
     for (path, body, want) in &cases {
         let r = post_raw(&w, path, key.clone(), body);
@@ -66,7 +121,12 @@ fn collector_refuses_bad_requests_with_clear_errors() {
     let big: Vec<Value> = (0..40)
         .map(|i| json!({"type": "track", "userId": "u", "event": "X", "messageId": format!("b{i}"), "properties": {"pad": "y".repeat(15_000)}}))
         .collect();
-    let r = post_raw(&w, "/v1/batch", key.clone(), json!({"batch": big}).to_string().as_bytes());
+    let r = post_raw(
+        &w,
+        "/v1/batch",
+        key.clone(),
+        json!({"batch": big}).to_string().as_bytes(),
+    );
     assert_eq!(r.status, 400);
     assert!(error_of(&r).contains("limit is 512000"), "{}", r.body);
     // a batch with one bad message is refused whole, with the index of the bad one
@@ -79,14 +139,22 @@ fn collector_refuses_bad_requests_with_clear_errors() {
     let v: Value = serde_json::from_str(&r.body).expect("json");
     assert_eq!(v["errors"][0]["index"], 1, "{v}");
     // unknown endpoint
-    assert_eq!(post_raw(&w, "/v1/fly", key.clone(), ok.as_bytes()).status, 404);
+    assert_eq!(
+        post_raw(&w, "/v1/fly", key.clone(), ok.as_bytes()).status,
+        404
+    );
 
     // nothing refused reached Kafka: only the one accepted call is there
     let events = consume_all(&w.topics().events, 1, Duration::from_secs(10));
     let ids: Vec<String> = events
         .iter()
         .filter_map(|(_, p)| p.as_ref())
-        .map(|p| serde_json::from_slice::<Value>(p).expect("json")["event_id"].as_str().unwrap_or("").to_string())
+        .map(|p| {
+            serde_json::from_slice::<Value>(p).expect("json")["event_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
         .collect();
     assert_eq!(ids, ["web:ok-2"]);
 }
@@ -132,17 +200,36 @@ fn invalid_events_in_kafka_go_to_the_dlq_and_the_pipeline_keeps_going() {
     assert_eq!(dlq.len(), 6, "one DLQ message per bad event");
     let payloads: Vec<Vec<u8>> = dlq.iter().filter_map(|(_, p)| p.clone()).collect();
     let parsed = assert_all_valid(json_schema::DLQ, &payloads, "crm.dlq");
-    let mut codes: Vec<String> = parsed.iter().map(|m| m["error_code"].as_str().unwrap_or("").to_string()).collect();
+    let mut codes: Vec<String> = parsed
+        .iter()
+        .map(|m| m["error_code"].as_str().unwrap_or("").to_string())
+        .collect();
     codes.sort();
-    assert_eq!(codes, ["malformed", "malformed", "no_identifier", "not_utf8", "schema_version", "too_large"]);
+    assert_eq!(
+        codes,
+        [
+            "malformed",
+            "malformed",
+            "no_identifier",
+            "not_utf8",
+            "schema_version",
+            "too_large"
+        ]
+    );
     for m in &parsed {
         assert_eq!(m["origin"]["topic"], t.events.as_str());
         assert!(m["origin"]["offset"].as_i64().is_some());
         assert!(!m["reason"].as_str().unwrap_or("").is_empty());
         assert!(m["original"].is_string() || m["original_base64"].is_string());
     }
-    let not_utf8 = parsed.iter().find(|m| m["error_code"] == "not_utf8").expect("not_utf8");
-    assert_eq!(not_utf8["original_base64"], "wyigoQ==", "original bytes kept exactly");
+    let not_utf8 = parsed
+        .iter()
+        .find(|m| m["error_code"] == "not_utf8")
+        .expect("not_utf8");
+    assert_eq!(
+        not_utf8["original_base64"], "wyigoQ==",
+        "original bytes kept exactly"
+    );
 
     // still alive: a later good event is processed
     produce_raw(&t.events, &[("late".into(), good(99))]);

@@ -59,7 +59,10 @@ fn kill_9_mid_stream_then_restart_counts_every_event_exactly_once() {
     w.child(first).wait().expect("reaped");
     eprintln!("killed after {:?}", started.elapsed());
     let at_kill = w.query_u64("SELECT count() FROM events FINAL");
-    assert!(at_kill < EVENTS as u64, "the pipeline finished before the kill; make the stream longer");
+    assert!(
+        at_kill < EVENTS as u64,
+        "the pipeline finished before the kill; make the stream longer"
+    );
 
     // a second crash right after restart, then the final run
     let second = w.start_pipeline();
@@ -71,12 +74,22 @@ fn kill_9_mid_stream_then_restart_counts_every_event_exactly_once() {
     wait_until(Duration::from_secs(300), "all events written", || {
         w.query_u64("SELECT count() FROM events FINAL") == EVENTS as u64
     });
-    eprintln!("all events written {:?} after the first start", started.elapsed());
+    eprintln!(
+        "all events written {:?} after the first start",
+        started.elapsed()
+    );
     let out = w.cli(&["lag", "--wait", "--timeout-secs", "120"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // exactly once in query results
-    assert_eq!(w.query_u64("SELECT uniqExact(event_id) FROM events FINAL"), EVENTS as u64);
+    assert_eq!(
+        w.query_u64("SELECT uniqExact(event_id) FROM events FINAL"),
+        EVENTS as u64
+    );
     assert_eq!(w.query_u64("SELECT count() FROM v_events"), EVENTS as u64);
     // profiles count every event exactly once, and agree with the events per customer
     assert_eq!(
@@ -88,7 +101,11 @@ fn kill_9_mid_stream_then_restart_counts_every_event_exactly_once() {
          ANY LEFT JOIN (SELECT customer_id, event_count FROM profiles FINAL WHERE is_active = 1) AS p USING (customer_id) \
          WHERE n != event_count",
     );
-    assert_eq!(mismatches.trim(), "0", "per-customer counts differ from the events");
+    assert_eq!(
+        mismatches.trim(),
+        "0",
+        "per-customer counts differ from the events"
+    );
     assert_eq!(
         w.query_u64("SELECT sum(order_count) FROM profiles FINAL WHERE is_active = 1"),
         (EVENTS / 50) as u64
@@ -98,5 +115,8 @@ fn kill_9_mid_stream_then_restart_counts_every_event_exactly_once() {
         w.query_u64("SELECT uniqExact(customer_id) FROM identities FINAL WHERE id_type = 'email'"),
         PEOPLE as u64
     );
-    assert_eq!(w.query_u64("SELECT count() FROM profiles FINAL WHERE is_active = 1"), PEOPLE as u64);
+    assert_eq!(
+        w.query_u64("SELECT count() FROM profiles FINAL WHERE is_active = 1"),
+        PEOPLE as u64
+    );
 }

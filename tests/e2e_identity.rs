@@ -29,37 +29,63 @@ fn anonymous_visits_identify_and_second_device_merge_into_one_customer() {
     w.start_pipeline();
 
     // device 1: anonymous browsing
-    let r = post(&w, "/v1/page", &json!({"anonymousId": "dev1-anon", "messageId": "m1", "name": "Home",
-        "properties": {"url": "https://shop.example/"}, "timestamp": "2026-11-01T10:00:00Z"}));
+    let r = post(
+        &w,
+        "/v1/page",
+        &json!({"anonymousId": "dev1-anon", "messageId": "m1", "name": "Home",
+        "properties": {"url": "https://shop.example/"}, "timestamp": "2026-11-01T10:00:00Z"}),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = post(&w, "/v1/track", &json!({"anonymousId": "dev1-anon", "messageId": "m2", "event": "Product Viewed",
-        "timestamp": "2026-11-01T10:01:00Z"}));
+    let r = post(
+        &w,
+        "/v1/track",
+        &json!({"anonymousId": "dev1-anon", "messageId": "m2", "event": "Product Viewed",
+        "timestamp": "2026-11-01T10:01:00Z"}),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     // device 2: anonymous too, a different person as far as anyone knows yet
-    let r = post(&w, "/v1/batch", &json!({"batch": [
-        {"type": "page", "anonymousId": "dev2-anon", "messageId": "m3", "timestamp": "2026-11-02T09:00:00Z"},
-        {"type": "page", "anonymousId": "other-person", "messageId": "m4", "timestamp": "2026-11-02T09:00:00Z"}
-    ]}));
+    let r = post(
+        &w,
+        "/v1/batch",
+        &json!({"batch": [
+            {"type": "page", "anonymousId": "dev2-anon", "messageId": "m3", "timestamp": "2026-11-02T09:00:00Z"},
+            {"type": "page", "anonymousId": "other-person", "messageId": "m4", "timestamp": "2026-11-02T09:00:00Z"}
+        ]}),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     // let the pipeline see both anonymous profiles before the identities arrive
     // (events keyed by different identifiers may land on different partitions)
-    wait_until(Duration::from_secs(60), "anonymous events in ClickHouse", || {
-        w.query_u64("SELECT count() FROM events FINAL") == 4
-    });
+    wait_until(
+        Duration::from_secs(60),
+        "anonymous events in ClickHouse",
+        || w.query_u64("SELECT count() FROM events FINAL") == 4,
+    );
     // device 1 logs in
-    let r = post(&w, "/v1/identify", &json!({"anonymousId": "dev1-anon", "userId": "user-42", "messageId": "m5",
+    let r = post(
+        &w,
+        "/v1/identify",
+        &json!({"anonymousId": "dev1-anon", "userId": "user-42", "messageId": "m5",
         "traits": {"email": "Ann.Lee@Example.com", "name": "Ann Lee", "phone": "+1 415 555 0123"},
-        "timestamp": "2026-11-03T12:00:00Z"}));
+        "timestamp": "2026-11-03T12:00:00Z"}),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     // device 2 only knows the email (different case and spaces)
-    let r = post(&w, "/v1/track", &json!({"anonymousId": "dev2-anon", "messageId": "m6", "event": "Order Completed",
+    let r = post(
+        &w,
+        "/v1/track",
+        &json!({"anonymousId": "dev2-anon", "messageId": "m6", "event": "Order Completed",
         "properties": {"total": 30, "currency": "EUR"}, "context": {"traits": {"email": "  ann.lee@EXAMPLE.com "}},
-        "timestamp": "2026-11-04T12:00:00Z"}));
+        "timestamp": "2026-11-04T12:00:00Z"}),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     // a retried request (same messageId) must not count twice
-    let r = post(&w, "/v1/track", &json!({"anonymousId": "dev2-anon", "messageId": "m6", "event": "Order Completed",
+    let r = post(
+        &w,
+        "/v1/track",
+        &json!({"anonymousId": "dev2-anon", "messageId": "m6", "event": "Order Completed",
         "properties": {"total": 30, "currency": "EUR"}, "context": {"traits": {"email": "  ann.lee@EXAMPLE.com "}},
-        "timestamp": "2026-11-04T12:00:00Z"}));
+        "timestamp": "2026-11-04T12:00:00Z"}),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
 
     wait_until(Duration::from_secs(60), "6 events in ClickHouse", || {
@@ -73,25 +99,52 @@ fn anonymous_visits_identify_and_second_device_merge_into_one_customer() {
     let cid = w.query("SELECT customer_id FROM identities FINAL WHERE id_type = 'email' AND id_value = 'ann.lee@example.com'");
     let cid = cid.trim().to_string();
     assert!(cid.starts_with("c_"), "{cid}");
-    for (t, v) in [("anonymous_id", "dev1-anon"), ("anonymous_id", "dev2-anon"), ("user_id", "user-42"), ("phone", "+14155550123")] {
-        let other = w.query(&format!("SELECT customer_id FROM identities FINAL WHERE id_type = '{t}' AND id_value = '{v}'"));
+    for (t, v) in [
+        ("anonymous_id", "dev1-anon"),
+        ("anonymous_id", "dev2-anon"),
+        ("user_id", "user-42"),
+        ("phone", "+14155550123"),
+    ] {
+        let other = w.query(&format!(
+            "SELECT customer_id FROM identities FINAL WHERE id_type = '{t}' AND id_value = '{v}'"
+        ));
         assert_eq!(other.trim(), cid, "{t}:{v}");
     }
     let stranger = w.query("SELECT customer_id FROM identities FINAL WHERE id_type = 'anonymous_id' AND id_value = 'other-person'");
     assert_ne!(stranger.trim(), cid);
     // every event of Ann follows her current id, whatever id it was written with
-    assert_eq!(w.query_u64(&format!("SELECT count() FROM v_events WHERE customer_id = '{cid}'")), 5);
+    assert_eq!(
+        w.query_u64(&format!(
+            "SELECT count() FROM v_events WHERE customer_id = '{cid}'"
+        )),
+        5
+    );
     // dev1's profile is the oldest: it survived, dev2's profile was merged into it
     let merged = w.query("SELECT count() FROM customer_aliases FINAL");
     assert_eq!(merged.trim(), "1");
 
     // the CLI
     let out = w.cli(&["profile", "get", "email: ANN.LEE@example.com", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let p: Value = serde_json::from_slice(&out.stdout).expect("json profile");
     assert_eq!(p["customer_id"], cid.as_str());
-    let ids: Vec<&str> = p["identifiers"].as_array().expect("ids").iter().filter_map(Value::as_str).collect();
-    for want in ["anonymous_id:dev1-anon", "anonymous_id:dev2-anon", "user_id:user-42", "email:ann.lee@example.com", "phone:+14155550123"] {
+    let ids: Vec<&str> = p["identifiers"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for want in [
+        "anonymous_id:dev1-anon",
+        "anonymous_id:dev2-anon",
+        "user_id:user-42",
+        "email:ann.lee@example.com",
+        "phone:+14155550123",
+    ] {
         assert!(ids.contains(&want), "{want} missing from {ids:?}");
     }
     assert_eq!(p["event_count"], 5);
@@ -104,7 +157,10 @@ fn anonymous_visits_identify_and_second_device_merge_into_one_customer() {
     assert_eq!(p["traits"]["email"], "ann.lee@example.com");
     let text = w.cli(&["profile", "get", "user_id:user-42"]);
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains(&cid) && text.contains("events:      5"), "{text}");
+    assert!(
+        text.contains(&cid) && text.contains("events:      5"),
+        "{text}"
+    );
     let missing = w.cli(&["profile", "get", "email:nobody@example.com"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no profile"));
@@ -112,13 +168,19 @@ fn anonymous_visits_identify_and_second_device_merge_into_one_customer() {
     // downstream topics: schema-valid, and the profile topic's last word on Ann is complete
     let t = w.topics();
     let events = consume_all(&t.events, 7, Duration::from_secs(20));
-    assert_eq!(events.len(), 7, "collector produced one message per accepted call message");
+    assert_eq!(
+        events.len(),
+        7,
+        "collector produced one message per accepted call message"
+    );
     let payloads: Vec<Vec<u8>> = events.iter().filter_map(|(_, p)| p.clone()).collect();
     assert_all_valid(json_schema::CANONICAL_EVENT, &payloads, "crm.events");
     let ident = consume_all(&t.identity, 1, Duration::from_secs(20));
     let ident: Vec<Vec<u8>> = ident.into_iter().filter_map(|(_, p)| p).collect();
     let ident = assert_all_valid(json_schema::IDENTITY, &ident, "crm.identity");
-    assert!(ident.iter().any(|m| m["action"] == "merge" && m["customer_id"] == cid.as_str()));
+    assert!(ident
+        .iter()
+        .any(|m| m["action"] == "merge" && m["customer_id"] == cid.as_str()));
     let profiles = consume_all(&t.profiles, 1, Duration::from_secs(20));
     let live: Vec<Vec<u8>> = profiles.iter().filter_map(|(_, p)| p.clone()).collect();
     assert_all_valid(json_schema::PROFILE, &live, "crm.profiles");
@@ -131,5 +193,8 @@ fn anonymous_visits_identify_and_second_device_merge_into_one_customer() {
     let last: Value = serde_json::from_slice(&last_for_ann).expect("json");
     assert_eq!(last["event_count"], 5);
     // the merged-away profile got a tombstone
-    assert!(profiles.iter().any(|(_, p)| p.is_none()), "tombstone for the retired id");
+    assert!(
+        profiles.iter().any(|(_, p)| p.is_none()),
+        "tombstone for the retired id"
+    );
 }

@@ -60,19 +60,22 @@ impl EventProducer {
             .iter()
             .map(|e| Ok((e.partition_key(), serde_json::to_vec(e)?)))
             .collect::<Result<_, serde_json::Error>>()?;
-        let sends = encoded.iter().zip(events).map(|((key, payload), ev)| async move {
-            let rec = FutureRecord::to(&self.topic)
-                .key(key.as_str())
-                .payload(payload.as_slice());
-            self.producer
-                .send(rec, Timeout::After(self.delivery_timeout))
-                .await
-                .map(|_| ())
-                .map_err(|(source, _)| ProduceError::Delivery {
-                    event_id: ev.event_id.clone(),
-                    source,
-                })
-        });
+        let sends = encoded
+            .iter()
+            .zip(events)
+            .map(|((key, payload), ev)| async move {
+                let rec = FutureRecord::to(&self.topic)
+                    .key(key.as_str())
+                    .payload(payload.as_slice());
+                self.producer
+                    .send(rec, Timeout::After(self.delivery_timeout))
+                    .await
+                    .map(|_| ())
+                    .map_err(|(source, _)| ProduceError::Delivery {
+                        event_id: ev.event_id.clone(),
+                        source,
+                    })
+            });
         for r in join_all(sends).await {
             r?;
         }

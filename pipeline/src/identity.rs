@@ -169,7 +169,10 @@ impl Graph {
         // strongest first, so the anchor of a new profile is deterministic
         ids.sort_by_key(|i| {
             (
-                i.id_type.parse::<IdType>().map(IdType::priority).unwrap_or(usize::MAX),
+                i.id_type
+                    .parse::<IdType>()
+                    .map(IdType::priority)
+                    .unwrap_or(usize::MAX),
                 i.value.clone(),
             )
         });
@@ -179,7 +182,14 @@ impl Graph {
             // own key so the event is still counted exactly once, never glued to others
             let anchor = format!("event:{}", ev.event_id);
             let cid = self.create_profile(&anchor, ev.occurred_at);
-            ledger.push(Self::ledger(ev, IdentityAction::Create, &cid, None, None, None));
+            ledger.push(Self::ledger(
+                ev,
+                IdentityAction::Create,
+                &cid,
+                None,
+                None,
+                None,
+            ));
             cid
         } else {
             self.link_all(ev, &ids, &mut ledger, &mut rejects)
@@ -280,8 +290,8 @@ impl Graph {
                     }
                 }
             } else {
-                for loser in existing[1..].to_vec() {
-                    self.merge(ev, &survivor, &loser, ledger);
+                for loser in &existing[1..] {
+                    self.merge(ev, &survivor, loser, ledger);
                 }
             }
             survivor
@@ -427,16 +437,42 @@ mod tests {
     #[test]
     fn anonymous_then_identify_then_other_device_is_one_customer() {
         let mut g = Graph::new(&IdentityConfig::default());
-        let a = g.process(&ev("1", "2026-01-01T00:00:00Z", &[(IdType::AnonymousId, "anon-1")]), &[]);
-        let b = g.process(&ev("2", "2026-01-02T00:00:00Z", &[(IdType::AnonymousId, "anon-2")]), &[]);
+        let a = g.process(
+            &ev(
+                "1",
+                "2026-01-01T00:00:00Z",
+                &[(IdType::AnonymousId, "anon-1")],
+            ),
+            &[],
+        );
+        let b = g.process(
+            &ev(
+                "2",
+                "2026-01-02T00:00:00Z",
+                &[(IdType::AnonymousId, "anon-2")],
+            ),
+            &[],
+        );
         assert_ne!(a.customer_id, b.customer_id);
         let c = g.process(
-            &ev("3", "2026-01-03T00:00:00Z", &[(IdType::AnonymousId, "anon-1"), (IdType::UserId, "u1"), (IdType::Email, "a@b.co")]),
+            &ev(
+                "3",
+                "2026-01-03T00:00:00Z",
+                &[
+                    (IdType::AnonymousId, "anon-1"),
+                    (IdType::UserId, "u1"),
+                    (IdType::Email, "a@b.co"),
+                ],
+            ),
             &[],
         );
         assert_eq!(c.customer_id, a.customer_id);
         let d = g.process(
-            &ev("4", "2026-01-04T00:00:00Z", &[(IdType::AnonymousId, "anon-2"), (IdType::Email, "a@b.co")]),
+            &ev(
+                "4",
+                "2026-01-04T00:00:00Z",
+                &[(IdType::AnonymousId, "anon-2"), (IdType::Email, "a@b.co")],
+            ),
             &[],
         );
         // anon-2's profile is younger: it merges into anon-1's
@@ -447,9 +483,15 @@ mod tests {
         assert_eq!(p.customer_id, a.customer_id);
         assert_eq!(p.event_count, 4);
         assert_eq!(p.identifiers.len(), 4);
-        assert_eq!(g.profiles[&b.customer_id].merged_into.as_deref(), Some(a.customer_id.as_str()));
+        assert_eq!(
+            g.profiles[&b.customer_id].merged_into.as_deref(),
+            Some(a.customer_id.as_str())
+        );
         // replay of an event changes nothing
-        let again = g.process(&ev("4", "2026-01-04T00:00:00Z", &[(IdType::Email, "a@b.co")]), &[]);
+        let again = g.process(
+            &ev("4", "2026-01-04T00:00:00Z", &[(IdType::Email, "a@b.co")]),
+            &[],
+        );
         assert!(again.duplicate);
         assert_eq!(g.profile_of("email:a@b.co").map(|p| p.event_count), Some(4));
     }
@@ -461,10 +503,28 @@ mod tests {
             ..IdentityConfig::default()
         };
         let mut g = Graph::new(&cfg);
-        let a = g.process(&ev("1", "2026-01-01T00:00:00Z", &[(IdType::Email, "info@shop.com"), (IdType::UserId, "a")]), &[]);
-        let b = g.process(&ev("2", "2026-01-01T00:00:00Z", &[(IdType::Email, "info@shop.com"), (IdType::UserId, "b")]), &[]);
+        let a = g.process(
+            &ev(
+                "1",
+                "2026-01-01T00:00:00Z",
+                &[(IdType::Email, "info@shop.com"), (IdType::UserId, "a")],
+            ),
+            &[],
+        );
+        let b = g.process(
+            &ev(
+                "2",
+                "2026-01-01T00:00:00Z",
+                &[(IdType::Email, "info@shop.com"), (IdType::UserId, "b")],
+            ),
+            &[],
+        );
         assert_ne!(a.customer_id, b.customer_id);
-        assert!(a.ledger.iter().any(|l| l.action == IdentityAction::Reject && l.rule.as_deref() == Some("blocked_value")));
+        assert!(a
+            .ledger
+            .iter()
+            .any(|l| l.action == IdentityAction::Reject
+                && l.rule.as_deref() == Some("blocked_value")));
     }
 
     #[test]
@@ -475,11 +535,22 @@ mod tests {
         };
         let mut g = Graph::new(&cfg);
         let o = g.process(
-            &ev("1", "2026-01-01T00:00:00Z", &[(IdType::AnonymousId, "x"), (IdType::AnonymousId, "y"), (IdType::AnonymousId, "z")]),
+            &ev(
+                "1",
+                "2026-01-01T00:00:00Z",
+                &[
+                    (IdType::AnonymousId, "x"),
+                    (IdType::AnonymousId, "y"),
+                    (IdType::AnonymousId, "z"),
+                ],
+            ),
             &[],
         );
         assert_eq!(g.profiles[&o.customer_id].identifiers.len(), 2);
-        assert!(o.ledger.iter().any(|l| l.rule.as_deref() == Some("profile_size_cap")));
+        assert!(o
+            .ledger
+            .iter()
+            .any(|l| l.rule.as_deref() == Some("profile_size_cap")));
     }
 
     /// Oracle: connected components of the "seen together" graph.

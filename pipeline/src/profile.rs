@@ -188,7 +188,8 @@ fn newer_or_equal(cur: &TraitValue, at: DateTime<Utc>, value: &Value) -> bool {
         return cur.at > at;
     }
     // same instant: deterministic tie-break so order never matters
-    cur.value.to_string() >= value.to_string()
+    let (a, b) = (cur.value.to_string(), value.to_string());
+    a >= b
 }
 
 #[cfg(test)]
@@ -220,12 +221,32 @@ mod tests {
 
     #[test]
     fn aggregates_do_not_depend_on_order() {
-        let events = vec![
+        let events = [
             ev("page", "2026-01-01T00:00:00Z", serde_json::json!({}), None),
-            ev("identify", "2026-01-02T00:00:00Z", serde_json::json!({"name": "Old"}), None),
-            ev("identify", "2026-01-05T00:00:00Z", serde_json::json!({"name": "New"}), None),
-            ev("order", "2026-01-03T00:00:00Z", serde_json::json!({}), Some(20.0)),
-            ev("refund", "2026-01-04T00:00:00Z", serde_json::json!({}), Some(5.0)),
+            ev(
+                "identify",
+                "2026-01-02T00:00:00Z",
+                serde_json::json!({"name": "Old"}),
+                None,
+            ),
+            ev(
+                "identify",
+                "2026-01-05T00:00:00Z",
+                serde_json::json!({"name": "New"}),
+                None,
+            ),
+            ev(
+                "order",
+                "2026-01-03T00:00:00Z",
+                serde_json::json!({}),
+                Some(20.0),
+            ),
+            ev(
+                "refund",
+                "2026-01-04T00:00:00Z",
+                serde_json::json!({}),
+                Some(5.0),
+            ),
         ];
         let build = |order: &[usize]| {
             let mut p = ProfileState::new("c_1".into(), events[order[0]].occurred_at);
@@ -247,9 +268,19 @@ mod tests {
     #[test]
     fn absorb_is_the_union() {
         let mut a = ProfileState::new("c_a".into(), "2026-01-01T00:00:00Z".parse().expect("d"));
-        a.apply_event(&ev("page", "2026-01-01T00:00:00Z", serde_json::json!({}), None));
+        a.apply_event(&ev(
+            "page",
+            "2026-01-01T00:00:00Z",
+            serde_json::json!({}),
+            None,
+        ));
         let mut b = ProfileState::new("c_b".into(), "2026-01-02T00:00:00Z".parse().expect("d"));
-        b.apply_event(&ev("order", "2026-01-02T00:00:00Z", serde_json::json!({"plan": "pro"}), Some(9.5)));
+        b.apply_event(&ev(
+            "order",
+            "2026-01-02T00:00:00Z",
+            serde_json::json!({"plan": "pro"}),
+            Some(9.5),
+        ));
         a.absorb(&b);
         assert_eq!(a.event_count, 2);
         assert_eq!(a.order_count, 1);

@@ -97,7 +97,10 @@ pub async fn run(
         .client_config()
         .set("group.id", &s.pipeline.group_id)
         .set("group.instance.id", s.pipeline.instance_id())
-        .set("session.timeout.ms", s.pipeline.session_timeout_ms.to_string())
+        .set(
+            "session.timeout.ms",
+            s.pipeline.session_timeout_ms.to_string(),
+        )
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
@@ -242,8 +245,11 @@ pub async fn run(
                 version,
             })
             .collect();
-        let ledger_rows: Vec<LedgerRow> =
-            out.ledger.iter().map(|m| LedgerRow::new(m, version)).collect();
+        let ledger_rows: Vec<LedgerRow> = out
+            .ledger
+            .iter()
+            .map(|m| LedgerRow::new(m, version))
+            .collect();
         let profile_states: Vec<_> = graph
             .dirty_profiles
             .iter()
@@ -253,7 +259,8 @@ pub async fn run(
             .iter()
             .map(|p| ProfileRow::new(p, version, now))
             .collect();
-        let mut profile_msgs: Vec<(String, Option<Vec<u8>>)> = Vec::with_capacity(profile_states.len());
+        let mut profile_msgs: Vec<(String, Option<Vec<u8>>)> =
+            Vec::with_capacity(profile_states.len());
         for p in &profile_states {
             let payload = if p.is_active() {
                 Some(serde_json::to_vec(&p.to_message(version, now))?)
@@ -278,9 +285,13 @@ pub async fn run(
         e?;
 
         // 4. Kafka outputs, acknowledged
-        let mut kafka_msgs: Vec<(&str, Option<String>, Option<Vec<u8>>)> = Vec::new();
+        let mut kafka_msgs: Vec<OutMsg<'_>> = Vec::new();
         for (key, m) in &out.dlq {
-            kafka_msgs.push((&s.kafka.topics.dlq, key.clone(), Some(serde_json::to_vec(m)?)));
+            kafka_msgs.push((
+                &s.kafka.topics.dlq,
+                key.clone(),
+                Some(serde_json::to_vec(m)?),
+            ));
         }
         for m in &out.ledger {
             kafka_msgs.push((
@@ -345,9 +356,12 @@ where
     .await
 }
 
+/// (topic, key, payload); a `None` payload is a tombstone.
+type OutMsg<'a> = (&'a str, Option<String>, Option<Vec<u8>>);
+
 async fn produce_all(
     producer: &FutureProducer,
-    msgs: &[(&str, Option<String>, Option<Vec<u8>>)],
+    msgs: &[OutMsg<'_>],
     policy: &RetryPolicy,
 ) -> Result<(), rdkafka::error::KafkaError> {
     let sends = msgs.iter().map(|(topic, key, payload)| async move {
@@ -377,13 +391,24 @@ fn base64_encode(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         out.push(T[(n >> 18) as usize & 63] as char);
         out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        out.push(if chunk.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     out
 }
-

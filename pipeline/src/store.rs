@@ -85,22 +85,20 @@ impl Store {
         let r = db.begin_read().map_err(se)?;
         for item in r.open_table(IDS).map_err(se)?.iter().map_err(se)? {
             let (k, v) = item.map_err(se)?;
-            let rec: IdRecord = serde_json::from_slice(v.value()).map_err(|source| {
-                StoreError::Decode {
+            let rec: IdRecord =
+                serde_json::from_slice(v.value()).map_err(|source| StoreError::Decode {
                     key: k.value().to_string(),
                     source,
-                }
-            })?;
+                })?;
             graph.ids.insert(k.value().to_string(), rec);
         }
         for item in r.open_table(PROFILES).map_err(se)?.iter().map_err(se)? {
             let (k, v) = item.map_err(se)?;
-            let p: ProfileState = serde_json::from_slice(v.value()).map_err(|source| {
-                StoreError::Decode {
+            let p: ProfileState =
+                serde_json::from_slice(v.value()).map_err(|source| StoreError::Decode {
                     key: k.value().to_string(),
                     source,
-                }
-            })?;
+                })?;
             graph.profiles.insert(k.value().to_string(), p);
         }
         for item in r.open_table(SEEN).map_err(se)?.iter().map_err(se)? {
@@ -120,10 +118,7 @@ impl Store {
             offsets.insert(k.value().to_string(), v.value());
         }
         Ok((
-            Store {
-                db,
-                path,
-            },
+            Store { db, path },
             Loaded {
                 graph,
                 version,
@@ -156,7 +151,9 @@ impl Store {
             for key in &graph.dirty_profiles {
                 if let Some(p) = graph.profiles.get(key) {
                     let bytes = serde_json::to_vec(p).map_err(se)?;
-                    profiles.insert(key.as_str(), bytes.as_slice()).map_err(se)?;
+                    profiles
+                        .insert(key.as_str(), bytes.as_slice())
+                        .map_err(se)?;
                 } else {
                     profiles.remove(key.as_str()).map_err(se)?;
                 }
@@ -213,13 +210,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let cfg = IdentityConfig::default();
         let (store, mut loaded) = Store::open(dir.path(), &cfg).expect("open");
-        loaded.graph.process(&ev("1", &[(IdType::AnonymousId, "a1")]), &[]);
-        loaded.graph.process(&ev("2", &[(IdType::AnonymousId, "a1"), (IdType::Email, "x@y.io")]), &[]);
+        loaded
+            .graph
+            .process(&ev("1", &[(IdType::AnonymousId, "a1")]), &[]);
+        loaded.graph.process(
+            &ev(
+                "2",
+                &[(IdType::AnonymousId, "a1"), (IdType::Email, "x@y.io")],
+            ),
+            &[],
+        );
         let mut offs = HashMap::new();
         offs.insert(offset_key("t", 0), 1);
         store.commit(&mut loaded.graph, 7, &offs).expect("commit");
         // work after the commit is lost on "crash"
-        loaded.graph.process(&ev("3", &[(IdType::Email, "x@y.io")]), &[]);
+        loaded
+            .graph
+            .process(&ev("3", &[(IdType::Email, "x@y.io")]), &[]);
         drop(store);
         let (_store, again) = Store::open(dir.path(), &cfg).expect("reopen");
         assert_eq!(again.version, 7);

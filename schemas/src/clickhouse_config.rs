@@ -75,7 +75,11 @@ impl ClickHouseConfig {
 
     /// `SELECT 1`: fails with the server's answer when ClickHouse is not usable.
     pub async fn health_check(&self) -> Result<(), clickhouse::error::Error> {
-        let one: u8 = self.client_without_database().query_raw("SELECT toUInt8(1)").fetch_one().await?;
+        let one: u8 = self
+            .client_without_database()
+            .query_raw("SELECT toUInt8(1)")
+            .fetch_one()
+            .await?;
         debug_assert_eq!(one, 1);
         Ok(())
     }

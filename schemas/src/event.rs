@@ -198,7 +198,10 @@ impl CanonicalEvent {
                 return Err(field("revenue.amount", "must be a finite number"));
             }
             if r.currency.len() != 3 || !r.currency.chars().all(|c| c.is_ascii_uppercase()) {
-                return Err(field("revenue.currency", "must be an ISO 4217 code like EUR"));
+                return Err(field(
+                    "revenue.currency",
+                    "must be an ISO 4217 code like EUR",
+                ));
             }
         }
         if self.identifiers.is_empty() {
@@ -274,34 +277,67 @@ mod tests {
         })
     }
 
-    fn parse(v: &serde_json::Value) -> Result<(CanonicalEvent, Vec<RejectedIdentifier>), EventError> {
+    fn parse(
+        v: &serde_json::Value,
+    ) -> Result<(CanonicalEvent, Vec<RejectedIdentifier>), EventError> {
         let now = DateTime::parse_from_rfc3339("2026-11-02T00:00:00Z")
             .expect("date")
             .with_timezone(&Utc);
-        CanonicalEvent::parse_and_validate(&serde_json::to_vec(v).expect("json"), &Normalizer::default(), now)
+        CanonicalEvent::parse_and_validate(
+            &serde_json::to_vec(v).expect("json"),
+            &Normalizer::default(),
+            now,
+        )
     }
 
     #[test]
     fn normalises_and_reports_rejected_identifiers() {
         let (ev, rejected) = parse(&sample()).expect("valid");
-        assert_eq!(ev.identifiers, vec![Identifier::new(IdType::Email, "ann@example.com")]);
+        assert_eq!(
+            ev.identifiers,
+            vec![Identifier::new(IdType::Email, "ann@example.com")]
+        );
         assert_eq!(rejected.len(), 1);
         assert_eq!(rejected[0].error.rule(), "blocked_value");
         assert_eq!(ev.partition_key(), "email:ann@example.com");
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn rejects_with_reasons() {
         let cases: Vec<(Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
-            (Box::new(|v| v["schema_version"] = 2.into()), "schema_version"),
-            (Box::new(|v| v["identifiers"] = serde_json::json!([])), "no_identifier"),
-            (Box::new(|v| v["identifiers"] = serde_json::json!([{"type":"email","value":"undefined"}])), "no_identifier"),
+            (
+                Box::new(|v| v["schema_version"] = 2.into()),
+                "schema_version",
+            ),
+            (
+                Box::new(|v| v["identifiers"] = serde_json::json!([])),
+                "no_identifier",
+            ),
+            (
+                Box::new(|v| {
+                    v["identifiers"] = serde_json::json!([{"type":"email","value":"undefined"}])
+                }),
+                "no_identifier",
+            ),
             (Box::new(|v| v["channel"] = "fax".into()), "malformed"),
-            (Box::new(|v| v["occurred_at"] = "yesterday".into()), "malformed"),
-            (Box::new(|v| v["occurred_at"] = "2030-01-01T00:00:00Z".into()), "invalid_field"),
-            (Box::new(|v| v["type"] = "Not Valid".into()), "invalid_field"),
+            (
+                Box::new(|v| v["occurred_at"] = "yesterday".into()),
+                "malformed",
+            ),
+            (
+                Box::new(|v| v["occurred_at"] = "2030-01-01T00:00:00Z".into()),
+                "invalid_field",
+            ),
+            (
+                Box::new(|v| v["type"] = "Not Valid".into()),
+                "invalid_field",
+            ),
             (Box::new(|v| v["unexpected"] = 1.into()), "malformed"),
-            (Box::new(|v| v["revenue"] = serde_json::json!({"amount": 1.0, "currency": "euro"})), "invalid_field"),
+            (
+                Box::new(|v| v["revenue"] = serde_json::json!({"amount": 1.0, "currency": "euro"})),
+                "invalid_field",
+            ),
             (Box::new(|v| v["event_id"] = "".into()), "invalid_field"),
         ];
         for (mutate, code) in cases {
@@ -317,10 +353,17 @@ mod tests {
         let now = Utc::now();
         let n = Normalizer::default();
         assert_eq!(
-            CanonicalEvent::parse_and_validate(&[0xff, 0xfe, b'{'], &n, now).expect_err("bad").code(),
+            CanonicalEvent::parse_and_validate(&[0xff, 0xfe, b'{'], &n, now)
+                .expect_err("bad")
+                .code(),
             "not_utf8"
         );
         let big = vec![b' '; MAX_EVENT_BYTES + 1];
-        assert_eq!(CanonicalEvent::parse_and_validate(&big, &n, now).expect_err("big").code(), "too_large");
+        assert_eq!(
+            CanonicalEvent::parse_and_validate(&big, &n, now)
+                .expect_err("big")
+                .code(),
+            "too_large"
+        );
     }
 }

@@ -91,7 +91,10 @@ impl IdType {
 
     /// Rank for priority comparisons: lower is stronger.
     pub fn priority(self) -> usize {
-        Self::ALL.iter().position(|t| *t == self).unwrap_or(usize::MAX)
+        Self::ALL
+            .iter()
+            .position(|t| *t == self)
+            .unwrap_or(usize::MAX)
     }
 }
 
@@ -174,17 +177,9 @@ pub const DEFAULT_BLOCKED_VALUES: &[&str] = &[
 ];
 
 /// Normalises identifiers by type; holds the settings normalisation depends on.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Normalizer {
     default_region: Option<phonenumber::country::Id>,
-}
-
-impl Default for Normalizer {
-    fn default() -> Self {
-        Normalizer {
-            default_region: None,
-        }
-    }
 }
 
 impl Normalizer {
@@ -193,10 +188,14 @@ impl Normalizer {
     pub fn new(default_region: Option<&str>) -> Result<Self, IdError> {
         let default_region = match default_region {
             None | Some("") => None,
-            Some(r) => Some(r.to_ascii_uppercase().parse().map_err(|_| IdError::Invalid {
-                id_type: IdType::Phone,
-                reason: format!("unknown default phone region `{r}`"),
-            })?),
+            Some(r) => Some(
+                r.to_ascii_uppercase()
+                    .parse()
+                    .map_err(|_| IdError::Invalid {
+                        id_type: IdType::Phone,
+                        reason: format!("unknown default phone region `{r}`"),
+                    })?,
+            ),
         };
         Ok(Normalizer { default_region })
     }
@@ -357,7 +356,9 @@ fn normalize_mastodon(lower: &str) -> Result<String, IdError> {
         .ok_or_else(|| invalid(IdType::Mastodon, "expected @user@instance.tld"))?;
     if user.is_empty()
         || user.len() > 64
-        || !user.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-')
+        || !user
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-')
     {
         return Err(invalid(IdType::Mastodon, "invalid user name"));
     }
@@ -368,7 +369,10 @@ fn normalize_mastodon(lower: &str) -> Result<String, IdError> {
 fn normalize_bluesky(raw: &str) -> Result<String, IdError> {
     let lower_prefix = raw.get(..4).map(str::to_ascii_lowercase);
     if lower_prefix.as_deref() != Some("did:") {
-        return Err(invalid(IdType::Bluesky, "expected a DID (did:plc:... or did:web:...)"));
+        return Err(invalid(
+            IdType::Bluesky,
+            "expected a DID (did:plc:... or did:web:...)",
+        ));
     }
     let rest = &raw[4..];
     let (method, id) = rest
@@ -390,7 +394,9 @@ fn normalize_reddit(lower: &str) -> Result<String, IdError> {
     let s = s.strip_prefix("u/").unwrap_or(s);
     if s.len() < 3
         || s.len() > 20
-        || !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     {
         return Err(invalid(IdType::Reddit, "user names are 3-20 of [a-z0-9_-]"));
     }
@@ -451,22 +457,38 @@ mod tests {
         let table = [
             ("email", " Ann.Lee@Example.COM ", "ann.lee@example.com"),
             ("email", "mailto:bob@shop.io", "bob@shop.io"),
-            ("email", "o'neil+tag@mail.example.org", "o'neil+tag@mail.example.org"),
+            (
+                "email",
+                "o'neil+tag@mail.example.org",
+                "o'neil+tag@mail.example.org",
+            ),
             ("phone", "+1 (415) 555-0123", "+14155550123"),
             ("phone", "415.555.0123", "+14155550123"),
             ("phone", "0049 30 901820", "+4930901820"),
             ("phone", "+44 20 7946 0958", "+442079460958"),
             ("user_id", "  U-123 ", "U-123"),
             ("anonymous_id", "a1b2c3", "a1b2c3"),
-            ("mastodon", "@Alice@Mastodon.Social", "@alice@mastodon.social"),
+            (
+                "mastodon",
+                "@Alice@Mastodon.Social",
+                "@alice@mastodon.social",
+            ),
             ("mastodon", "bob@fosstodon.org", "@bob@fosstodon.org"),
             ("x", "0012345", "12345"),
             ("telegram", "987654321", "987654321"),
             ("bluesky", "did:plc:ABCdef123", "did:plc:abcdef123"),
             ("reddit", "/u/Some_User", "some_user"),
-            ("shopify", "My-Store.myshopify.com/42", "my-store.myshopify.com/42"),
+            (
+                "shopify",
+                "My-Store.myshopify.com/42",
+                "my-store.myshopify.com/42",
+            ),
             ("shopify", "my-store/42", "my-store/42"),
-            ("woocommerce", "https://Shop.Example.com/7", "shop.example.com/7"),
+            (
+                "woocommerce",
+                "https://Shop.Example.com/7",
+                "shop.example.com/7",
+            ),
         ];
         for (t, i, o) in table {
             ok(t, i, o);
@@ -485,7 +507,11 @@ mod tests {
             ("user_id", "undefined", "blocked_value"),
             ("user_id", "0", "blocked_value"),
             ("user_id", "-1", "blocked_value"),
-            ("anonymous_id", "00000000-0000-0000-0000-000000000000", "blocked_value"),
+            (
+                "anonymous_id",
+                "00000000-0000-0000-0000-000000000000",
+                "blocked_value",
+            ),
             ("anonymous_id", "[object Object]", "blocked_value"),
             ("user_id", "0000", "blocked_value"),
             ("phone", "12345", "invalid"),
@@ -507,7 +533,7 @@ mod tests {
     #[test]
     fn phone_without_region_is_rejected_with_reason() {
         let n = Normalizer::default();
-        let err = n.normalize("phone", "415 555 0123").unwrap_err();
+        let err = n.normalize("phone", "415 555 0123").expect_err("no region");
         assert!(err.to_string().contains("default region"), "{err}");
         assert_eq!(
             n.normalize("phone", "+14155550123").map(|i| i.value),
@@ -522,7 +548,10 @@ mod tests {
             ("email", "Ann@Example.com"),
             ("phone", "(415) 555-0123"),
             ("mastodon", "Alice@Mastodon.Social"),
-            ("shopify", "https://x.myshopify.com/gid://shopify/Customer/55"),
+            (
+                "shopify",
+                "https://x.myshopify.com/gid://shopify/Customer/55",
+            ),
         ] {
             let once = n.normalize(t, v).expect("valid");
             let twice = n.normalize(t, &once.value).expect("still valid");
@@ -534,6 +563,9 @@ mod tests {
     fn priority_orders_strongest_first() {
         assert!(IdType::UserId.priority() < IdType::Email.priority());
         assert!(IdType::Email.priority() < IdType::AnonymousId.priority());
-        assert_eq!(Identifier::parse_key("email:a:b@c.d").map(|i| i.value), Ok("a:b@c.d".into()));
+        assert_eq!(
+            Identifier::parse_key("email:a:b@c.d").map(|i| i.value),
+            Ok("a:b@c.d".into())
+        );
     }
 }

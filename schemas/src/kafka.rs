@@ -139,9 +139,9 @@ impl KafkaConfig {
                 Ok(name) => created.push(name),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((name, code)) => {
-                    return Err(rdkafka::error::KafkaError::AdminOp(code)).inspect_err(|_| {
-                        tracing::error!(topic = %name, error = %code, "cannot create topic")
-                    })
+                    return Err(rdkafka::error::KafkaError::AdminOp(code)).inspect_err(
+                        |_| tracing::error!(topic = %name, error = %code, "cannot create topic"),
+                    )
                 }
             }
         }

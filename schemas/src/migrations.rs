@@ -158,7 +158,10 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<MigrateReport, MigrationE
                     source,
                 })?;
         }
-        let mut insert = cfg.client().insert::<AppliedRow>("schema_migrations").await?;
+        let mut insert = cfg
+            .client()
+            .insert::<AppliedRow>("schema_migrations")
+            .await?;
         insert
             .write(&AppliedRow {
                 version: m.version,

@@ -146,14 +146,14 @@ impl Retryable for clickhouse::error::Error {
 impl Retryable for rdkafka::error::KafkaError {
     fn is_retryable(&self) -> bool {
         use rdkafka::error::RDKafkaErrorCode as C;
-        match self.rdkafka_error_code() {
+        !matches!(
+            self.rdkafka_error_code(),
             Some(C::MessageSizeTooLarge)
-            | Some(C::InvalidMessage)
-            | Some(C::TopicAuthorizationFailed)
-            | Some(C::UnknownTopicOrPartition)
-            | Some(C::ClusterAuthorizationFailed) => false,
-            _ => true,
-        }
+                | Some(C::InvalidMessage)
+                | Some(C::TopicAuthorizationFailed)
+                | Some(C::UnknownTopicOrPartition)
+                | Some(C::ClusterAuthorizationFailed)
+        )
     }
 }
 

@@ -35,7 +35,10 @@ pub async fn migrate(cfg: &Config, no_kafka: bool) -> Result<()> {
 }
 
 /// Total lag of the pipeline's consumer group on the events topic.
-pub fn current_lag(cfg: &Config) -> Result<(i64, Vec<(i32, i64, i64)>)> {
+/// (partition, committed offset, high watermark).
+type PartitionLag = (i32, i64, i64);
+
+pub fn current_lag(cfg: &Config) -> Result<(i64, Vec<PartitionLag>)> {
     let consumer: BaseConsumer = cfg
         .kafka
         .client_config()
@@ -85,7 +88,10 @@ pub async fn lag(cfg: &Config, wait: bool, timeout_secs: u64) -> Result<()> {
         let (total, rows) = tokio::task::spawn_blocking(move || current_lag(&c)).await??;
         if !wait || total == 0 {
             for (p, done, high) in &rows {
-                println!("partition {p}: committed {done} of {high} (lag {})", high - done);
+                println!(
+                    "partition {p}: committed {done} of {high} (lag {})",
+                    high - done
+                );
             }
             println!("total lag: {total}");
             return Ok(());

@@ -66,7 +66,11 @@ fn time(secs: u32) -> String {
 impl ProfileView {
     pub fn to_json(&self) -> Value {
         let zip_u = |k: &[String], v: &[u64]| -> Value {
-            k.iter().zip(v).map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>().into()
+            k.iter()
+                .zip(v)
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
         };
         json!({
             "customer_id": self.customer_id,
@@ -109,7 +113,11 @@ impl ProfileView {
             .zip(&self.channel_count_values)
             .map(|(t, n)| format!("{t} {n}"))
             .collect();
-        println!("  events:      {} ({})", self.event_count, counts.join(", "));
+        println!(
+            "  events:      {} ({})",
+            self.event_count,
+            counts.join(", ")
+        );
         println!("  channels:    {}", channels.join(", "));
         println!("  sources:     {}", self.sources.join(", "));
         println!("  first seen:  {}", time(self.first_seen));
@@ -123,7 +131,11 @@ impl ProfileView {
         println!(
             "  orders:      {}{}",
             self.order_count,
-            if revenue.is_empty() { String::new() } else { format!(" (revenue {})", revenue.join(", ")) }
+            if revenue.is_empty() {
+                String::new()
+            } else {
+                format!(" (revenue {})", revenue.join(", "))
+            }
         );
         println!("  lifecycle:   {}", self.lifecycle_stage);
         if !self.traits.is_empty() {
@@ -137,9 +149,9 @@ impl ProfileView {
 
 /// Resolves `type:value` to its live profile (following merges).
 pub async fn get_profile(cfg: &Config, identifier: &str) -> Result<Option<ProfileView>> {
-    let (t, v) = identifier
-        .split_once(':')
-        .with_context(|| format!("`{identifier}`: write identifiers as type:value, e.g. email:ann@example.com"))?;
+    let (t, v) = identifier.split_once(':').with_context(|| {
+        format!("`{identifier}`: write identifiers as type:value, e.g. email:ann@example.com")
+    })?;
     let normalizer = Normalizer::new(Some(&cfg.identity.default_phone_region))?;
     let id = normalizer
         .normalize(t, v)
@@ -158,7 +170,9 @@ pub async fn get_profile(cfg: &Config, identifier: &str) -> Result<Option<Profil
     // follow merges (identities are rewritten on merge, but a batch may be in flight)
     for _ in 0..8 {
         let p: Option<ProfileView> = client
-            .query(&format!("SELECT {COLUMNS} FROM profiles FINAL WHERE customer_id = ?"))
+            .query(&format!(
+                "SELECT {COLUMNS} FROM profiles FINAL WHERE customer_id = ?"
+            ))
             .bind(&customer)
             .fetch_optional()
             .await

@@ -104,7 +104,11 @@ default_phone_region = "US"
             children: Vec::new(),
         };
         let out = w.cli(&["migrate"]);
-        assert!(out.status.success(), "migrate failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "migrate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         w
     }
 
@@ -184,7 +188,9 @@ default_phone_region = "US"
 
     pub fn query_u64(&self, sql: &str) -> u64 {
         let t = self.query(sql);
-        t.trim().parse().unwrap_or_else(|_| panic!("not a number from {sql}: {t:?}"))
+        t.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("not a number from {sql}: {t:?}"))
     }
 
     pub fn collector_url(&self, path: &str) -> String {
@@ -219,12 +225,20 @@ pub mod http {
 
     fn split(url: &str) -> (String, String) {
         let rest = url.strip_prefix("http://").expect("http url");
-        let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+        let (host, path) = rest
+            .split_once('/')
+            .map(|(h, p)| (h, format!("/{p}")))
+            .unwrap_or((rest, "/".into()));
         (host.to_string(), path)
     }
 
     /// One HTTP/1.1 request with `Connection: close`.
-    pub fn request(method: &str, url: &str, headers: &[(&str, String)], body: &[u8]) -> std::io::Result<Resp> {
+    pub fn request(
+        method: &str,
+        url: &str,
+        headers: &[(&str, String)],
+        body: &[u8],
+    ) -> std::io::Result<Resp> {
         let (host, path) = split(url);
         let mut s = TcpStream::connect(&host)?;
         s.set_read_timeout(Some(Duration::from_secs(60)))?;
@@ -239,13 +253,24 @@ pub mod http {
         s.read_to_end(&mut buf)?;
         let text = String::from_utf8_lossy(&buf).into_owned();
         let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             dechunk(body)
         } else {
             body.to_string()
         };
-        Ok(Resp { status, body, headers: head.to_string() })
+        Ok(Resp {
+            status,
+            body,
+            headers: head.to_string(),
+        })
     }
 
     fn dechunk(mut s: &str) -> String {
@@ -262,7 +287,9 @@ pub mod http {
     }
 
     pub fn blocking_get_ok(url: &str) -> bool {
-        request("GET", url, &[], b"").map(|r| r.status == 200).unwrap_or(false)
+        request("GET", url, &[], b"")
+            .map(|r| r.status == 200)
+            .unwrap_or(false)
     }
 }
 
@@ -278,14 +305,20 @@ pub fn ch_query(db: &str, sql: &str) -> String {
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 pub fn basic_auth(key: &str) -> String {
     use base64::Engine;
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{key}:")))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{key}:"))
+    )
 }
 
 /// Produces raw payloads with keys; waits for every acknowledgement.
@@ -297,7 +330,10 @@ pub fn produce_raw(topic: &str, msgs: &[(String, Vec<u8>)]) {
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .expect("producer");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     rt.block_on(async {
         for chunk in msgs.chunks(10_000) {
             let futs = chunk.iter().map(|(k, p)| {
@@ -311,7 +347,11 @@ pub fn produce_raw(topic: &str, msgs: &[(String, Vec<u8>)]) {
 }
 
 /// Reads every message currently in `topic` (from the beginning, all partitions).
-pub fn consume_all(topic: &str, min: usize, timeout: Duration) -> Vec<(Option<String>, Option<Vec<u8>>)> {
+pub fn consume_all(
+    topic: &str,
+    min: usize,
+    timeout: Duration,
+) -> Vec<(Option<String>, Option<Vec<u8>>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", kafka_brokers())
         .set("group.id", format!("reader-{}", rand::random::<u32>()))
@@ -325,7 +365,8 @@ pub fn consume_all(topic: &str, min: usize, timeout: Duration) -> Vec<(Option<St
     let mut tpl = TopicPartitionList::new();
     for t in md.topics() {
         for p in t.partitions() {
-            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning).expect("tpl");
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+                .expect("tpl");
         }
     }
     consumer.assign(&tpl).expect("assign");

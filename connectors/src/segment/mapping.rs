@@ -58,7 +58,10 @@ fn opt_id(m: &Map<String, Value>, key: &str) -> Result<Option<String>, MappingEr
     }
 }
 
-fn opt_obj<'a>(m: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Map<String, Value>>, MappingError> {
+fn opt_obj<'a>(
+    m: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a Map<String, Value>>, MappingError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Object(o)) => Ok(Some(o)),
@@ -241,7 +244,11 @@ pub fn map_message(
             .filter(|a| a.is_finite());
         let currency = match properties.get("currency") {
             Some(Value::String(c)) if c.trim().len() == 3 => c.trim().to_ascii_uppercase(),
-            Some(Value::String(c)) => return Err(err(format!("`properties.currency` `{c}` is not an ISO 4217 code"))),
+            Some(Value::String(c)) => {
+                return Err(err(format!(
+                    "`properties.currency` `{c}` is not an ISO 4217 code"
+                )))
+            }
             _ => "USD".to_string(),
         };
         amount.map(|amount| Revenue { amount, currency })

@@ -31,7 +31,11 @@ pub struct AppState {
 /// aliases analytics.js uses (`/v1/i`, `/v1/t`, ...), and `/health`.
 pub fn router(state: Arc<AppState>) -> Router {
     // hard cap well above the batch limit so oversized bodies still get a 400 with a reason
-    let hard_cap = state.config.max_batch_bytes.saturating_mul(4).max(1024 * 1024);
+    let hard_cap = state
+        .config
+        .max_batch_bytes
+        .saturating_mul(4)
+        .max(1024 * 1024);
     Router::new()
         .route("/v1/{kind}", post(handle))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
@@ -55,7 +59,10 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn basic_user(headers: &HeaderMap) -> Option<String> {
-    let h = headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let h = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
     let (scheme, rest) = h.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
@@ -64,7 +71,12 @@ fn basic_user(headers: &HeaderMap) -> Option<String> {
         .decode(rest.trim())
         .ok()?;
     let text = String::from_utf8(decoded).ok()?;
-    Some(text.split_once(':').map(|(u, _)| u).unwrap_or(&text).to_string())
+    Some(
+        text.split_once(':')
+            .map(|(u, _)| u)
+            .unwrap_or(&text)
+            .to_string(),
+    )
 }
 
 async fn handle(
@@ -85,7 +97,10 @@ async fn handle(
     }
     .to_string();
     if kind != "batch" && !TYPES.contains(&kind.as_str()) {
-        return reject(StatusCode::NOT_FOUND, format!("unknown endpoint /v1/{kind}"));
+        return reject(
+            StatusCode::NOT_FOUND,
+            format!("unknown endpoint /v1/{kind}"),
+        );
     }
     if body.len() > st.config.max_batch_bytes {
         return reject(
@@ -99,11 +114,21 @@ async fn handle(
     }
     let text = match std::str::from_utf8(&body) {
         Ok(t) => t,
-        Err(e) => return reject(StatusCode::BAD_REQUEST, format!("body is not valid UTF-8: {e}")),
+        Err(e) => {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                format!("body is not valid UTF-8: {e}"),
+            )
+        }
     };
     let parsed: Value = match serde_json::from_str(text) {
         Ok(v) => v,
-        Err(e) => return reject(StatusCode::BAD_REQUEST, format!("body is not valid JSON: {e}")),
+        Err(e) => {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                format!("body is not valid JSON: {e}"),
+            )
+        }
     };
     let Some(obj) = parsed.as_object() else {
         return reject(StatusCode::BAD_REQUEST, "body must be a JSON object");
@@ -132,24 +157,37 @@ async fn handle(
     let sent_at = match obj.get("sentAt").and_then(Value::as_str) {
         Some(s) => match chrono::DateTime::parse_from_rfc3339(s) {
             Ok(t) => Some(t.with_timezone(&Utc)),
-            Err(e) => return reject(StatusCode::BAD_REQUEST, format!("`sentAt` is not RFC 3339 ({e})")),
+            Err(e) => {
+                return reject(
+                    StatusCode::BAD_REQUEST,
+                    format!("`sentAt` is not RFC 3339 ({e})"),
+                )
+            }
         },
         None => None,
     };
-    let (messages, implied, batch_context): (Vec<&Value>, Option<&str>, Option<&Map<String, Value>>) =
-        if kind == "batch" {
-            match obj.get("batch") {
-                Some(Value::Array(a)) if !a.is_empty() => (
-                    a.iter().collect(),
-                    None,
-                    obj.get("context").and_then(Value::as_object),
-                ),
-                Some(Value::Array(_)) => return reject(StatusCode::BAD_REQUEST, "`batch` is empty"),
-                _ => return reject(StatusCode::BAD_REQUEST, "`batch` must be an array of messages"),
+    let (messages, implied, batch_context): (
+        Vec<&Value>,
+        Option<&str>,
+        Option<&Map<String, Value>>,
+    ) = if kind == "batch" {
+        match obj.get("batch") {
+            Some(Value::Array(a)) if !a.is_empty() => (
+                a.iter().collect(),
+                None,
+                obj.get("context").and_then(Value::as_object),
+            ),
+            Some(Value::Array(_)) => return reject(StatusCode::BAD_REQUEST, "`batch` is empty"),
+            _ => {
+                return reject(
+                    StatusCode::BAD_REQUEST,
+                    "`batch` must be an array of messages",
+                )
             }
-        } else {
-            (vec![&parsed], Some(kind.as_str()), None)
-        };
+        }
+    } else {
+        (vec![&parsed], Some(kind.as_str()), None)
+    };
 
     let env = Envelope {
         source: &st.config.source,
@@ -185,9 +223,16 @@ async fn handle(
     if !errors.is_empty() {
         metrics::counter!("socialcrm_collector_rejected_total", "status" => "400").increment(1);
         let summary = if messages.len() == 1 {
-            errors[0]["error"].as_str().unwrap_or("invalid message").to_string()
+            errors[0]["error"]
+                .as_str()
+                .unwrap_or("invalid message")
+                .to_string()
         } else {
-            format!("{} of {} messages are invalid; nothing was accepted", errors.len(), messages.len())
+            format!(
+                "{} of {} messages are invalid; nothing was accepted",
+                errors.len(),
+                messages.len()
+            )
         };
         return (
             StatusCode::BAD_REQUEST,

@@ -11,7 +11,9 @@ use super::mapping::{map_message, Envelope};
 fn env(n: &Normalizer) -> Envelope<'_> {
     Envelope {
         source: "web",
-        received_at: "2026-11-20T12:00:00Z".parse::<DateTime<Utc>>().expect("date"),
+        received_at: "2026-11-20T12:00:00Z"
+            .parse::<DateTime<Utc>>()
+            .expect("date"),
         sent_at: None,
         context: None,
         normalizer: n,
@@ -19,7 +21,8 @@ fn env(n: &Normalizer) -> Envelope<'_> {
 }
 
 fn schema() -> jsonschema::Validator {
-    let s: serde_json::Value = serde_json::from_str(json_schema::CANONICAL_EVENT).expect("schema json");
+    let s: serde_json::Value =
+        serde_json::from_str(json_schema::CANONICAL_EVENT).expect("schema json");
     jsonschema::validator_for(&s).expect("schema")
 }
 
@@ -32,7 +35,15 @@ fn identify_maps_traits_to_identifiers_and_validates() {
     let ev = map_message(&msg, None, &env(&n)).expect("mapped");
     assert_eq!(ev.event_id, "web:m1");
     let keys: Vec<String> = ev.identifiers.iter().map(|i| i.key()).collect();
-    assert_eq!(keys, ["user_id:u-1", "anonymous_id:a-1", "email:ann@example.com", "phone:+14155550123"]);
+    assert_eq!(
+        keys,
+        [
+            "user_id:u-1",
+            "anonymous_id:a-1",
+            "email:ann@example.com",
+            "phone:+14155550123"
+        ]
+    );
     let v = serde_json::to_value(&ev).expect("json");
     assert!(schema().is_valid(&v), "{v}");
 }
@@ -48,7 +59,10 @@ fn order_completed_becomes_order_with_revenue() {
     assert_eq!(ev.name.as_deref(), Some("Order Completed"));
     let r = ev.revenue.clone().expect("revenue");
     assert_eq!((r.amount, r.currency.as_str()), (42.5, "EUR"));
-    assert!(ev.identifiers.iter().any(|i| i.key() == "email:ann@example.com"));
+    assert!(ev
+        .identifiers
+        .iter()
+        .any(|i| i.key() == "email:ann@example.com"));
     assert!(schema().is_valid(&serde_json::to_value(&ev).expect("json")));
 }
 
@@ -76,15 +90,33 @@ fn missing_message_id_gives_a_stable_id() {
 fn bad_messages_are_refused_with_a_reason() {
     let n = Normalizer::default();
     let cases = [
-        (json!({"type": "track", "event": "X"}), "no usable identifier"),
-        (json!({"type": "track", "event": "X", "userId": "undefined"}), "no usable identifier"),
-        (json!({"type": "track", "anonymousId": "a"}), "requires a non-empty `event`"),
-        (json!({"type": "track", "event": "X", "userId": {"a": 1}}), "`userId` must be a string"),
-        (json!({"type": "track", "event": "X", "userId": "u", "timestamp": "yesterday"}), "RFC 3339"),
+        (
+            json!({"type": "track", "event": "X"}),
+            "no usable identifier",
+        ),
+        (
+            json!({"type": "track", "event": "X", "userId": "undefined"}),
+            "no usable identifier",
+        ),
+        (
+            json!({"type": "track", "anonymousId": "a"}),
+            "requires a non-empty `event`",
+        ),
+        (
+            json!({"type": "track", "event": "X", "userId": {"a": 1}}),
+            "`userId` must be a string",
+        ),
+        (
+            json!({"type": "track", "event": "X", "userId": "u", "timestamp": "yesterday"}),
+            "RFC 3339",
+        ),
         (json!({"type": "fly", "userId": "u"}), "unknown `type`"),
         (json!({"event": "X", "userId": "u"}), "`type` is required"),
         (json!({"type": "alias", "userId": "u"}), "previousId"),
-        (json!({"type": "identify", "userId": "u", "traits": {"email": 5}}), "`traits.email` must be a string"),
+        (
+            json!({"type": "identify", "userId": "u", "traits": {"email": 5}}),
+            "`traits.email` must be a string",
+        ),
         (json!("just a string"), "JSON object"),
     ];
     for (msg, want) in cases {

@@ -389,10 +389,17 @@ impl Dataset {
         context.insert("userAgent".into(), Value::String(UAS[p.ua[d]].to_string()));
         context.insert("ip".into(), Value::String(p.ip[d].clone()));
         context.insert("locale".into(), Value::String(p.locale.to_string()));
-        context.insert(
-            "page".into(),
-            json!({"path": path, "referrer": referrer, "search": search, "title": title, "url": url}),
-        );
+        // analytics.js sends empty strings; leave them out to keep events compact
+        let mut page = Map::new();
+        page.insert("path".into(), Value::String(path.clone()));
+        if !referrer.is_empty() {
+            page.insert("referrer".into(), Value::String(referrer.to_string()));
+        }
+        if !search.is_empty() {
+            page.insert("search".into(), Value::String(search.clone()));
+        }
+        page.insert("url".into(), Value::String(url.clone()));
+        context.insert("page".into(), Value::Object(page));
         if let Some((name, src, med)) = campaign {
             context.insert("campaign".into(), json!({"name": name, "source": src, "medium": med}));
         }
@@ -403,7 +410,9 @@ impl Dataset {
         let (seg_type, event_type, name) = match s.kind {
             Kind::Page => {
                 properties.insert("path".into(), Value::String(path.clone()));
-                properties.insert("referrer".into(), Value::String(referrer.to_string()));
+                if !referrer.is_empty() {
+                    properties.insert("referrer".into(), Value::String(referrer.to_string()));
+                }
                 properties.insert("title".into(), Value::String(title.clone()));
                 properties.insert("url".into(), Value::String(url.clone()));
                 let name = path.split('/').nth(1).filter(|x| !x.is_empty()).unwrap_or("home");
@@ -427,7 +436,6 @@ impl Dataset {
                     }
                     _ => {
                         properties.insert("product_id".into(), Value::String(id.clone()));
-                        properties.insert("sku".into(), Value::String(format!("SKU-{}", &id[2..])));
                         properties.insert("name".into(), Value::String(pname));
                         properties.insert("category".into(), Value::String(cat.to_string()));
                         properties.insert("price".into(), json!(price));
