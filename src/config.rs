@@ -44,13 +44,43 @@ impl Config {
             .with_context(|| format!("invalid config file {}", path.display()))
     }
 
-    /// Parses config text with `${VAR}` looked up by `env`.
+    /// Parses config text; `${VAR}` inside string values is looked up by `env`
+    /// (comments are left alone).
     pub fn parse(raw: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
-        let text = interpolate(raw, env)?;
+        let mut doc: toml::Table = toml::from_str(raw).map_err(|e| anyhow::anyhow!("{e}"))?;
+        for (key, value) in doc.iter_mut() {
+            interpolate_value(key, value, &env)?;
+        }
+        // re-serialise so that errors point at the key with its line
+        let text = toml::to_string(&doc).map_err(|e| anyhow::anyhow!("{e}"))?;
         let cfg: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
         cfg.pipeline.validate().map_err(anyhow::Error::msg)?;
         Ok(cfg)
     }
+}
+
+fn interpolate_value(
+    path: &str,
+    v: &mut toml::Value,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<()> {
+    match v {
+        toml::Value::String(s) => {
+            *s = interpolate(s, env).with_context(|| format!("in `{path}`"))?;
+        }
+        toml::Value::Array(a) => {
+            for item in a {
+                interpolate_value(path, item, env)?;
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, item) in t.iter_mut() {
+                interpolate_value(&format!("{path}.{k}"), item, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}`; `$$` is a literal `$`. A missing
@@ -77,7 +107,7 @@ pub fn interpolate(raw: &str, env: impl Fn(&str) -> Option<String>) -> Result<St
                 bail!("invalid variable name `{name}` in config interpolation");
             }
             match (env(name), default) {
-                (Some(v), _) => out.push_str(&toml_escape(&v)),
+                (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
                 (None, None) => bail!("environment variable `{name}` is not set (referenced as ${{{name}}} in the config)"),
             }
@@ -89,11 +119,6 @@ pub fn interpolate(raw: &str, env: impl Fn(&str) -> Option<String>) -> Result<St
     }
     out.push_str(rest);
     Ok(out)
-}
-
-/// Values are substituted inside TOML strings: escape what would break them.
-fn toml_escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"")
 }
 
 #[cfg(test)]
@@ -142,6 +167,16 @@ mod tests {
         let e = Config::parse("[pipeline]\nbatch_max_events = \"many\"\n", |_| None)
             .expect_err("bad type");
         assert!(format!("{e:#}").contains("batch_max_events"), "{e:#}");
+    }
+
+    #[test]
+    fn compose_config_parses_with_its_environment() {
+        let raw = include_str!("../deploy/compose/socialcrm.toml");
+        let env = |k: &str| (k == "KAFKA_BROKERS").then(|| "kafka:19092".to_string());
+        let c = Config::parse(raw, env).expect("compose config");
+        assert_eq!(c.kafka.brokers, "kafka:19092");
+        assert_eq!(c.clickhouse.url, "http://clickhouse:8123");
+        assert!(c.collector.validate().is_ok());
     }
 
     #[test]

@@ -198,3 +198,39 @@ fn anonymous_visits_identify_and_second_device_merge_into_one_customer() {
         "tombstone for the retired id"
     );
 }
+
+#[test]
+fn migrate_twice_changes_nothing_and_records_every_migration() {
+    let w = World::new("migrate");
+    let out = w.cli(&["migrate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("applied [], already applied [1, 2, 3, 4, 5]"),
+        "{text}"
+    );
+    assert_eq!(w.query_u64("SELECT count() FROM schema_migrations"), 5);
+    for table in [
+        "events",
+        "identities",
+        "customer_aliases",
+        "identity_ledger",
+        "profiles",
+        "v_events",
+        "v_profiles",
+        "v_identities",
+    ] {
+        assert_eq!(
+            w.query_u64(&format!(
+                "SELECT count() FROM system.tables WHERE database = '{}' AND name = '{table}'",
+                w.db
+            )),
+            1,
+            "{table}"
+        );
+    }
+}
