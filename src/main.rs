@@ -3,6 +3,7 @@
 
 mod commands;
 mod config;
+mod telemetry;
 
 use std::path::PathBuf;
 
@@ -36,9 +37,10 @@ enum Command {
     Collector,
     /// Run the pipeline: validate, resolve identities, write profiles.
     Pipeline {
-        /// Exit after this many seconds without new events (0 = run until stopped).
-        #[arg(long, default_value_t = 0)]
-        exit_when_idle_secs: u64,
+        /// Exit after this many seconds without new events (0 = run until stopped;
+        /// default: pipeline.exit_when_idle_secs of the config).
+        #[arg(long)]
+        exit_when_idle_secs: Option<u64>,
     },
     /// Show how far the pipeline is behind the events topic.
     Lag {
@@ -61,8 +63,10 @@ enum Command {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -103,6 +107,7 @@ async fn main() -> Result<()> {
         Command::Collector => socialcrm_connectors::segment::serve(
             cfg.collector.clone(),
             &cfg.kafka,
+            telemetry::metrics_router(telemetry::install()),
             shutdown_signal(),
         )
         .await
@@ -111,9 +116,10 @@ async fn main() -> Result<()> {
             exit_when_idle_secs,
         } => {
             let mut pipeline = cfg.pipeline.clone();
-            if exit_when_idle_secs > 0 {
-                pipeline.exit_when_idle_secs = exit_when_idle_secs;
+            if let Some(secs) = exit_when_idle_secs {
+                pipeline.exit_when_idle_secs = secs;
             }
+            telemetry::spawn_metrics_server(&pipeline.metrics_listen, telemetry::install()).await?;
             let stats = socialcrm_pipeline::run(
                 socialcrm_pipeline::run::Settings {
                     kafka: cfg.kafka.clone(),
@@ -129,6 +135,8 @@ async fn main() -> Result<()> {
                 accepted = stats.accepted,
                 duplicates = stats.duplicates,
                 rejected = stats.rejected,
+                skipped_already_applied = stats.skipped_applied,
+                retracted = stats.retracted,
                 "pipeline stopped"
             );
             Ok(())

@@ -158,6 +158,13 @@ fn collector_refuses_bad_requests_with_clear_errors() {
     )
     .expect("collector reachable");
     assert_eq!(r.status, 200, "{}", r.body);
+    // collector metrics on its own port
+    let m = http::request("GET", &w.collector_url("/metrics"), &[], b"").expect("metrics");
+    assert!(
+        m.body.contains("socialcrm_collector_rejected_total"),
+        "{}",
+        m.body
+    );
     // unknown endpoint
     assert_eq!(
         post_raw(&w, "/v1/fly", key.clone(), ok.as_bytes()).status,
@@ -253,6 +260,28 @@ fn invalid_events_in_kafka_go_to_the_dlq_and_the_pipeline_keeps_going() {
     assert_eq!(
         not_utf8["original_base64"], "wyigoQ==",
         "original bytes kept exactly"
+    );
+
+    // operators see it: rejections by reason on the pipeline's /metrics
+    let m = http::request(
+        "GET",
+        &format!("http://{}/metrics", w.metrics_addr),
+        &[],
+        b"",
+    )
+    .expect("metrics");
+    assert_eq!(m.status, 200);
+    assert!(
+        m.body
+            .contains("socialcrm_pipeline_rejected_total{code=\"not_utf8\"} 1"),
+        "{}",
+        m.body
+    );
+    assert!(
+        m.body
+            .contains("socialcrm_pipeline_events_total{outcome=\"accepted\"} 10"),
+        "{}",
+        m.body
     );
 
     // still alive: a later good event is processed

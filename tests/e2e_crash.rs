@@ -120,3 +120,65 @@ fn kill_9_mid_stream_then_restart_counts_every_event_exactly_once() {
         PEOPLE as u64
     );
 }
+
+#[test]
+fn dying_between_the_sinks_and_the_store_commit_leaves_no_duplicate_profiles() {
+    // one big first batch that is fully written to ClickHouse and Kafka, then the
+    // process dies before its identity store commit: the worst moment
+    let mut w = World::with_pipeline_settings("failpoint", "batch_max_events = 50000");
+    let t = w.topics();
+    produce_raw(&t.events, &events());
+    let log = std::fs::File::create(w.log_path("crashing")).expect("log");
+    let status = std::process::Command::new(World::bin())
+        .arg("--config")
+        .arg(&w.config)
+        .arg("pipeline")
+        .env("SOCIALCRM_FAILPOINT", "after_sinks")
+        .stderr(log)
+        .status()
+        .expect("run");
+    assert!(!status.success(), "the failpoint must abort the process");
+    assert!(w
+        .log("crashing")
+        .contains("SOCIALCRM_FAILPOINT=after_sinks: aborting"));
+    let written_before = w.query_u64("SELECT count() FROM events FINAL");
+    assert!(written_before > 0, "the crashed batch reached ClickHouse");
+
+    w.start_pipeline();
+    wait_until(Duration::from_secs(300), "all events written", || {
+        w.query_u64("SELECT count() FROM events FINAL") == EVENTS as u64
+    });
+    let out = w.cli(&["lag", "--wait", "--timeout-secs", "120"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until(Duration::from_secs(60), "crash recovery finished", || {
+        w.log("pipeline").contains("crash recovery")
+    });
+    assert!(
+        w.log("pipeline").contains("recovering=true"),
+        "{}",
+        w.log("pipeline")
+    );
+
+    assert_eq!(w.query_u64("SELECT count() FROM v_events"), EVENTS as u64);
+    assert_eq!(
+        w.query_u64("SELECT sum(event_count) FROM profiles FINAL WHERE is_active = 1"),
+        EVENTS as u64,
+        "no event counted twice, no profile left over from the crashed attempt"
+    );
+    assert_eq!(
+        w.query_u64("SELECT count() FROM profiles FINAL WHERE is_active = 1"),
+        PEOPLE as u64
+    );
+    // every identifier points at a live profile
+    assert_eq!(
+        w.query_u64(
+            "SELECT count() FROM identities FINAL WHERE is_active = 1 AND customer_id NOT IN \
+             (SELECT customer_id FROM profiles FINAL WHERE is_active = 1)"
+        ),
+        0
+    );
+}

@@ -29,6 +29,9 @@ pub struct PipelineConfig {
     /// Longest wait between retries of ClickHouse/Kafka writes (retried forever).
     #[serde(default = "default_retry_max")]
     pub retry_max_interval_ms: u64,
+    /// Address of the `/metrics` (Prometheus text) and `/health` endpoint; empty = off.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: String,
     /// Stop after this many idle seconds with no message (0 = run forever; used by tools).
     #[serde(default)]
     pub exit_when_idle_secs: u64,
@@ -36,6 +39,9 @@ pub struct PipelineConfig {
 
 fn default_group() -> String {
     "socialcrm-pipeline".into()
+}
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9464".into()
 }
 fn default_session_timeout() -> u64 {
     15_000
@@ -63,6 +69,7 @@ impl Default for PipelineConfig {
             batch_max_events: default_batch_max(),
             batch_max_wait_ms: default_batch_wait(),
             retry_max_interval_ms: default_retry_max(),
+            metrics_listen: default_metrics_listen(),
             exit_when_idle_secs: 0,
         }
     }

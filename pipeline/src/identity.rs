@@ -128,7 +128,14 @@ impl Graph {
     /// Resolves the actor of a validated event, links/merges as needed, and counts
     /// the event on the resulting profile. `rejected` are identifiers that failed
     /// normalisation; they are recorded in the ledger.
-    pub fn process(&mut self, ev: &CanonicalEvent, rejected: &[RejectedIdentifier]) -> Outcome {
+    ///
+    /// Fails (and changes nothing) when every identifier is on the blocked list: such
+    /// an event cannot be attributed to anyone and belongs in the dead-letter topic.
+    pub fn process(
+        &mut self,
+        ev: &CanonicalEvent,
+        rejected: &[RejectedIdentifier],
+    ) -> Result<Outcome, String> {
         let fp = event_fingerprint(&ev.event_id);
         if self.seen.contains(&fp) {
             let customer_id = ev
@@ -137,14 +144,12 @@ impl Graph {
                 .find_map(|i| self.customer_of(&i.key()))
                 .unwrap_or_default()
                 .to_string();
-            return Outcome {
+            return Ok(Outcome {
                 customer_id,
                 duplicate: true,
                 ledger: Vec::new(),
-            };
+            });
         }
-        self.seen.insert(fp);
-        self.new_seen.push(fp);
 
         let mut ledger = Vec::new();
         let mut rejects: Vec<(Identifier, &str, String)> = rejected
@@ -177,23 +182,16 @@ impl Graph {
             )
         });
 
-        let customer_id = if ids.is_empty() {
-            // every identifier was blocked: attribute to a profile of the event's
-            // own key so the event is still counted exactly once, never glued to others
-            let anchor = format!("event:{}", ev.event_id);
-            let cid = self.create_profile(&anchor, ev.occurred_at);
-            ledger.push(Self::ledger(
-                ev,
-                IdentityAction::Create,
-                &cid,
-                None,
-                None,
-                None,
+        if ids.is_empty() {
+            let reasons: Vec<String> = rejects.iter().map(|r| r.2.clone()).collect();
+            return Err(format!(
+                "every identifier is blocked: {}",
+                reasons.join("; ")
             ));
-            cid
-        } else {
-            self.link_all(ev, &ids, &mut ledger, &mut rejects)
-        };
+        }
+        self.seen.insert(fp);
+        self.new_seen.push(fp);
+        let customer_id = self.link_all(ev, &ids, &mut ledger, &mut rejects);
 
         for (id, rule, reason) in rejects {
             ledger.push(Self::ledger(
@@ -210,11 +208,11 @@ impl Graph {
             p.apply_event(ev);
             self.dirty_profiles.insert(customer_id.clone());
         }
-        Outcome {
+        Ok(Outcome {
             customer_id,
             duplicate: false,
             ledger,
-        }
+        })
     }
 
     fn create_profile(&mut self, anchor: &str, at: DateTime<Utc>) -> String {
@@ -437,44 +435,52 @@ mod tests {
     #[test]
     fn anonymous_then_identify_then_other_device_is_one_customer() {
         let mut g = Graph::new(&IdentityConfig::default());
-        let a = g.process(
-            &ev(
-                "1",
-                "2026-01-01T00:00:00Z",
-                &[(IdType::AnonymousId, "anon-1")],
-            ),
-            &[],
-        );
-        let b = g.process(
-            &ev(
-                "2",
-                "2026-01-02T00:00:00Z",
-                &[(IdType::AnonymousId, "anon-2")],
-            ),
-            &[],
-        );
+        let a = g
+            .process(
+                &ev(
+                    "1",
+                    "2026-01-01T00:00:00Z",
+                    &[(IdType::AnonymousId, "anon-1")],
+                ),
+                &[],
+            )
+            .expect("attributable");
+        let b = g
+            .process(
+                &ev(
+                    "2",
+                    "2026-01-02T00:00:00Z",
+                    &[(IdType::AnonymousId, "anon-2")],
+                ),
+                &[],
+            )
+            .expect("attributable");
         assert_ne!(a.customer_id, b.customer_id);
-        let c = g.process(
-            &ev(
-                "3",
-                "2026-01-03T00:00:00Z",
-                &[
-                    (IdType::AnonymousId, "anon-1"),
-                    (IdType::UserId, "u1"),
-                    (IdType::Email, "a@b.co"),
-                ],
-            ),
-            &[],
-        );
+        let c = g
+            .process(
+                &ev(
+                    "3",
+                    "2026-01-03T00:00:00Z",
+                    &[
+                        (IdType::AnonymousId, "anon-1"),
+                        (IdType::UserId, "u1"),
+                        (IdType::Email, "a@b.co"),
+                    ],
+                ),
+                &[],
+            )
+            .expect("attributable");
         assert_eq!(c.customer_id, a.customer_id);
-        let d = g.process(
-            &ev(
-                "4",
-                "2026-01-04T00:00:00Z",
-                &[(IdType::AnonymousId, "anon-2"), (IdType::Email, "a@b.co")],
-            ),
-            &[],
-        );
+        let d = g
+            .process(
+                &ev(
+                    "4",
+                    "2026-01-04T00:00:00Z",
+                    &[(IdType::AnonymousId, "anon-2"), (IdType::Email, "a@b.co")],
+                ),
+                &[],
+            )
+            .expect("attributable");
         // anon-2's profile is younger: it merges into anon-1's
         assert_eq!(d.customer_id, a.customer_id);
         assert!(d.ledger.iter().any(|l| l.action == IdentityAction::Merge
@@ -488,12 +494,31 @@ mod tests {
             Some(a.customer_id.as_str())
         );
         // replay of an event changes nothing
-        let again = g.process(
-            &ev("4", "2026-01-04T00:00:00Z", &[(IdType::Email, "a@b.co")]),
-            &[],
-        );
+        let again = g
+            .process(
+                &ev("4", "2026-01-04T00:00:00Z", &[(IdType::Email, "a@b.co")]),
+                &[],
+            )
+            .expect("attributable");
         assert!(again.duplicate);
         assert_eq!(g.profile_of("email:a@b.co").map(|p| p.event_count), Some(4));
+    }
+
+    #[test]
+    fn an_event_with_only_blocked_identifiers_is_refused() {
+        let cfg = IdentityConfig {
+            blocked_values: vec!["info@shop.com".into()],
+            ..IdentityConfig::default()
+        };
+        let mut g = Graph::new(&cfg);
+        let e = ev(
+            "1",
+            "2026-01-01T00:00:00Z",
+            &[(IdType::Email, "info@shop.com")],
+        );
+        let err = g.process(&e, &[]).expect_err("nobody to attribute to");
+        assert!(err.contains("blocked"), "{err}");
+        assert!(g.profiles.is_empty() && g.seen.is_empty());
     }
 
     #[test]
@@ -503,22 +528,26 @@ mod tests {
             ..IdentityConfig::default()
         };
         let mut g = Graph::new(&cfg);
-        let a = g.process(
-            &ev(
-                "1",
-                "2026-01-01T00:00:00Z",
-                &[(IdType::Email, "info@shop.com"), (IdType::UserId, "a")],
-            ),
-            &[],
-        );
-        let b = g.process(
-            &ev(
-                "2",
-                "2026-01-01T00:00:00Z",
-                &[(IdType::Email, "info@shop.com"), (IdType::UserId, "b")],
-            ),
-            &[],
-        );
+        let a = g
+            .process(
+                &ev(
+                    "1",
+                    "2026-01-01T00:00:00Z",
+                    &[(IdType::Email, "info@shop.com"), (IdType::UserId, "a")],
+                ),
+                &[],
+            )
+            .expect("attributable");
+        let b = g
+            .process(
+                &ev(
+                    "2",
+                    "2026-01-01T00:00:00Z",
+                    &[(IdType::Email, "info@shop.com"), (IdType::UserId, "b")],
+                ),
+                &[],
+            )
+            .expect("attributable");
         assert_ne!(a.customer_id, b.customer_id);
         assert!(a
             .ledger
@@ -534,18 +563,20 @@ mod tests {
             ..IdentityConfig::default()
         };
         let mut g = Graph::new(&cfg);
-        let o = g.process(
-            &ev(
-                "1",
-                "2026-01-01T00:00:00Z",
-                &[
-                    (IdType::AnonymousId, "x"),
-                    (IdType::AnonymousId, "y"),
-                    (IdType::AnonymousId, "z"),
-                ],
-            ),
-            &[],
-        );
+        let o = g
+            .process(
+                &ev(
+                    "1",
+                    "2026-01-01T00:00:00Z",
+                    &[
+                        (IdType::AnonymousId, "x"),
+                        (IdType::AnonymousId, "y"),
+                        (IdType::AnonymousId, "z"),
+                    ],
+                ),
+                &[],
+            )
+            .expect("attributable");
         assert_eq!(g.profiles[&o.customer_id].identifiers.len(), 2);
         assert!(o
             .ledger
@@ -605,9 +636,9 @@ mod tests {
                 order.swap(i, (s % (i as u64 + 1)) as usize);
             }
             let mut g = Graph::new(&IdentityConfig::default());
-            for i in &order { g.process(&evs[*i], &[]); }
+            for i in &order { g.process(&evs[*i], &[]).expect("attributable"); }
             // duplicates change nothing
-            for i in &order { prop_assert!(g.process(&evs[*i], &[]).duplicate); }
+            for i in &order { prop_assert!(g.process(&evs[*i], &[]).expect("attributable").duplicate); }
             prop_assert_eq!(g.partition(), expected);
             let total: u64 = g.profiles.values().filter(|p| p.is_active()).map(|p| p.event_count).sum();
             prop_assert_eq!(total, evs.len() as u64);

@@ -193,6 +193,37 @@ pub struct ProfileRow {
 }
 
 impl ProfileRow {
+    /// An inactive row for a customer id that no longer exists (crash recovery).
+    pub fn retracted(customer_id: &str, version: u64, now: DateTime<Utc>) -> Self {
+        ProfileRow {
+            customer_id: customer_id.to_string(),
+            version,
+            is_active: 0,
+            merged_into: String::new(),
+            identifier_types: Vec::new(),
+            identifier_values: Vec::new(),
+            traits: String::new(),
+            channels: Vec::new(),
+            sources: Vec::new(),
+            event_count: 0,
+            event_count_types: Vec::new(),
+            event_count_values: Vec::new(),
+            channel_count_keys: Vec::new(),
+            channel_count_values: Vec::new(),
+            first_seen: 0,
+            last_seen: 0,
+            order_count: 0,
+            revenue_currencies: Vec::new(),
+            revenue_amounts: Vec::new(),
+            engagement_score: 0.0,
+            influence_score: 0.0,
+            lifecycle_stage: String::new(),
+            score_components: String::new(),
+            merged_from: Vec::new(),
+            updated_at: secs(now),
+        }
+    }
+
     pub fn new(p: &ProfileState, version: u64, now: DateTime<Utc>) -> Self {
         let msg = p.to_message(version, now);
         ProfileRow {

@@ -1,17 +1,18 @@
-//! The consumer loop: batch → validate → resolve → write ClickHouse → publish Kafka →
-//! persist the identity store → store offsets. Offsets move only after every sink
-//! acknowledged the batch (DESIGN §4), and sinks are retried forever with backoff:
-//! a slow or down dependency slows intake, nothing is dropped.
+//! The consumer loop: batch → validate → resolve → record intent → write ClickHouse
+//! → publish Kafka → persist the identity store → store offsets. Offsets move only
+//! after every sink acknowledged the batch (DESIGN §4), and sinks are retried
+//! forever with backoff: a slow or down dependency slows intake, nothing is dropped.
+//! A stop request during a write abandons the batch, which is replayed on restart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde::Serialize;
@@ -20,10 +21,16 @@ use socialcrm_schemas::kafka::KafkaConfig;
 use socialcrm_schemas::messages::{DlqMessage, DlqOrigin, IdentityMessage};
 use socialcrm_schemas::retry::{retry, RetryPolicy};
 use socialcrm_schemas::{CanonicalEvent, Normalizer, SCHEMA_VERSION};
+use tokio::sync::watch;
 
 use crate::config::{IdentityConfig, PipelineConfig};
+use crate::identity::Graph;
 use crate::rows::{secs, AliasRow, EventRow, IdentityRow, LedgerRow, ProfileRow};
-use crate::store::{offset_key, Store, StoreError};
+use crate::store::{offset_key, Intent, Store, StoreError};
+
+/// Largest original payload copied into a DLQ message; longer ones are truncated
+/// (and flagged) so the DLQ message always fits Kafka's default message size.
+pub const MAX_DLQ_ORIGINAL_BYTES: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -47,6 +54,7 @@ pub struct RunStats {
     pub duplicates: u64,
     pub rejected: u64,
     pub skipped_applied: u64,
+    pub retracted: u64,
 }
 
 /// Everything the pipeline needs.
@@ -58,17 +66,30 @@ pub struct Settings {
     pub identity: IdentityConfig,
 }
 
-struct Outputs {
+/// (topic, key, payload); a `None` payload is a tombstone.
+type OutMsg<'a> = (&'a str, Option<String>, Option<Vec<u8>>);
+
+/// What one batch writes.
+#[derive(Default)]
+struct Prepared {
     events: Vec<EventRow>,
+    identities: Vec<IdentityRow>,
+    aliases: Vec<AliasRow>,
+    ledger_rows: Vec<LedgerRow>,
+    profiles: Vec<ProfileRow>,
     ledger: Vec<IdentityMessage>,
     dlq: Vec<(Option<String>, DlqMessage)>,
+    /// (customer_id, payload or tombstone)
+    profile_msgs: Vec<(String, Option<Vec<u8>>)>,
+    max_offsets: BTreeMap<(String, i32), i64>,
+    skipped: u64,
 }
 
-/// Runs until `shutdown` resolves (finishing the batch in hand) or, when
-/// `exit_when_idle_secs` is set, until the topic has been idle that long.
+/// Runs until `shutdown` resolves or, when `exit_when_idle_secs` is set, until
+/// the topic has been idle that long.
 pub async fn run(
     s: Settings,
-    shutdown: impl Future<Output = ()> + Send,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunStats, PipelineError> {
     s.pipeline.validate().map_err(PipelineError::Config)?;
     let normalizer = Normalizer::new(Some(&s.identity.default_phone_region))
@@ -77,19 +98,33 @@ pub async fn run(
     let mut graph = loaded.graph;
     let mut version = loaded.version;
     let mut applied = loaded.offsets;
+    let mut recovery = loaded.recovery;
     tracing::info!(
         state = %store.path.display(),
         identifiers = graph.ids.len(),
         profiles = graph.profiles.len(),
         events_seen = graph.seen.len(),
+        recovering = recovery.is_some(),
         "identity store loaded"
     );
+    // test hook: die between the sinks and the store commit (the worst moment)
+    let failpoint_after_sinks =
+        std::env::var("SOCIALCRM_FAILPOINT").is_ok_and(|v| v == "after_sinks");
+
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
 
     let policy = RetryPolicy::forever(
         Duration::from_millis(200),
         Duration::from_millis(s.pipeline.retry_max_interval_ms),
     );
-    retry(&policy, "clickhouse_health", || s.clickhouse.health_check()).await?;
+    tokio::select! {
+        r = retry(&policy, "clickhouse_health", || s.clickhouse.health_check()) => r?,
+        _ = stop_rx.changed() => return Ok(RunStats::default()),
+    }
     let ch = s.clickhouse.client();
 
     let consumer: StreamConsumer = s
@@ -123,14 +158,15 @@ pub async fn run(
     let batch_wait = Duration::from_millis(s.pipeline.batch_max_wait_ms);
     let idle_limit = (s.pipeline.exit_when_idle_secs > 0)
         .then(|| Duration::from_secs(s.pipeline.exit_when_idle_secs));
-    tokio::pin!(shutdown);
-    let mut stopping = false;
     let mut idle_since = Instant::now();
 
-    while !stopping {
+    loop {
+        if *stop_rx.borrow() {
+            break;
+        }
         // wait for the first message of a batch
         let first = tokio::select! {
-            _ = &mut shutdown => { stopping = true; None }
+            _ = stop_rx.changed() => break,
             m = tokio::time::timeout(Duration::from_millis(500), consumer.recv()) => match m {
                 Ok(Ok(m)) => Some(m.detach()),
                 Ok(Err(e)) => { tracing::warn!(error = %e, "kafka consume error"); None }
@@ -162,176 +198,311 @@ pub async fn run(
         let now = Utc::now();
 
         // 1. validate and resolve, in memory
-        let mut out = Outputs {
-            events: Vec::with_capacity(batch.len()),
-            ledger: Vec::new(),
-            dlq: Vec::new(),
+        let p = prepare(
+            &batch,
+            &mut graph,
+            &applied,
+            &normalizer,
+            version,
+            now,
+            &mut stats,
+        )?;
+        if p.skipped > 0 {
+            tracing::warn!(
+                skipped = p.skipped,
+                "skipped messages at or below offsets already applied (a replay after a crash, or the topic or group offsets were reset)"
+            );
+        }
+
+        // 2. record what this batch is about to publish (for crash recovery)
+        let mut intent = Intent {
+            version,
+            ..Intent::default()
         };
-        let mut max_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        for m in &batch {
-            let tp = (m.topic().to_string(), m.partition());
-            let e = max_offsets.entry(tp.clone()).or_insert(m.offset());
-            *e = (*e).max(m.offset());
-            if applied
-                .get(&offset_key(&tp.0, tp.1))
-                .is_some_and(|a| m.offset() <= *a)
-            {
-                stats.skipped_applied += 1;
-                continue;
-            }
-            let payload = m.payload().unwrap_or_default();
-            match CanonicalEvent::parse_and_validate(payload, &normalizer, now) {
-                Ok((ev, rejected)) => {
-                    let outcome = graph.process(&ev, &rejected);
-                    if outcome.duplicate {
-                        stats.duplicates += 1;
-                        continue;
-                    }
-                    stats.accepted += 1;
-                    out.events.push(EventRow::new(
-                        &ev,
-                        &outcome.customer_id,
-                        m.partition(),
-                        m.offset(),
-                        version,
-                        now,
-                    ));
-                    out.ledger.extend(outcome.ledger);
-                }
-                Err(err) => {
-                    stats.rejected += 1;
-                    metrics::counter!("socialcrm_pipeline_rejected_total", "code" => err.code())
-                        .increment(1);
-                    let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-                    let (original, original_base64) = match std::str::from_utf8(payload) {
-                        Ok(t) => (Some(t.to_string()), None),
-                        Err(_) => (None, Some(base64_encode(payload))),
-                    };
-                    out.dlq.push((
-                        key.clone(),
-                        DlqMessage {
-                            schema_version: SCHEMA_VERSION,
-                            error_code: err.code().to_string(),
-                            reason: err.to_string(),
-                            stage: "validate".into(),
-                            origin: DlqOrigin {
-                                topic: m.topic().to_string(),
-                                partition: m.partition(),
-                                offset: m.offset(),
-                                key,
-                            },
-                            original,
-                            original_base64,
-                            failed_at: now,
-                        },
-                    ));
-                }
+        intent
+            .customer_ids
+            .extend(p.profiles.iter().map(|r| r.customer_id.clone()));
+        for ((t, part), o) in &p.max_offsets {
+            intent.offsets.insert(offset_key(t, *part), *o);
+        }
+        if !intent.customer_ids.is_empty() {
+            store.write_intent(&intent)?;
+        }
+
+        // 3. sinks, retried until accepted; a stop request abandons the batch
+        tokio::select! {
+            r = write_outputs(&ch, &producer, &s.kafka, &p, &policy) => r?,
+            _ = stop_rx.changed() => {
+                tracing::info!("stop requested while writing; this batch will be replayed on restart");
+                return Ok(stats);
             }
         }
-
-        // 2. rows of what changed
-        let id_rows: Vec<IdentityRow> = graph
-            .dirty_ids
-            .iter()
-            .map(|k| IdentityRow::new(k, graph.ids.get(k), version, now))
-            .collect();
-        let alias_rows: Vec<AliasRow> = graph
-            .dirty_aliases
-            .iter()
-            .map(|(r, s, at)| AliasRow {
-                retired_id: r.clone(),
-                survivor_id: s.clone(),
-                merged_at: secs(*at),
-                version,
-            })
-            .collect();
-        let ledger_rows: Vec<LedgerRow> = out
-            .ledger
-            .iter()
-            .map(|m| LedgerRow::new(m, version))
-            .collect();
-        let profile_states: Vec<_> = graph
-            .dirty_profiles
-            .iter()
-            .filter_map(|c| graph.profiles.get(c))
-            .collect();
-        let profile_rows: Vec<ProfileRow> = profile_states
-            .iter()
-            .map(|p| ProfileRow::new(p, version, now))
-            .collect();
-        let mut profile_msgs: Vec<(String, Option<Vec<u8>>)> =
-            Vec::with_capacity(profile_states.len());
-        for p in &profile_states {
-            let payload = if p.is_active() {
-                Some(serde_json::to_vec(&p.to_message(version, now))?)
-            } else {
-                None // merged away: tombstone on the compacted topic
-            };
-            profile_msgs.push((p.customer_id.clone(), payload));
+        if failpoint_after_sinks {
+            tracing::error!("SOCIALCRM_FAILPOINT=after_sinks: aborting");
+            std::process::abort();
         }
 
-        // 3. ClickHouse, retried until accepted
-        let (a, b, c, d, e) = tokio::join!(
-            insert_rows(&ch, "events", &out.events, &policy),
-            insert_rows(&ch, "identities", &id_rows, &policy),
-            insert_rows(&ch, "customer_aliases", &alias_rows, &policy),
-            insert_rows(&ch, "identity_ledger", &ledger_rows, &policy),
-            insert_rows(&ch, "profiles", &profile_rows, &policy),
-        );
-        a?;
-        b?;
-        c?;
-        d?;
-        e?;
-
-        // 4. Kafka outputs, acknowledged
-        let mut kafka_msgs: Vec<OutMsg<'_>> = Vec::new();
-        for (key, m) in &out.dlq {
-            kafka_msgs.push((
-                &s.kafka.topics.dlq,
-                key.clone(),
-                Some(serde_json::to_vec(m)?),
-            ));
-        }
-        for m in &out.ledger {
-            kafka_msgs.push((
-                &s.kafka.topics.identity,
-                Some(m.customer_id.clone()),
-                Some(serde_json::to_vec(m)?),
-            ));
-        }
-        for (key, payload) in profile_msgs {
-            kafka_msgs.push((&s.kafka.topics.profiles, Some(key), payload));
-        }
-        produce_all(&producer, &kafka_msgs, &policy).await?;
-
-        // 5. persist the identity store with the applied offsets, then store offsets
-        for ((t, p), o) in &max_offsets {
-            applied.insert(offset_key(t, *p), *o);
+        // 4. persist the identity store with the applied offsets, then store offsets
+        for ((t, part), o) in &p.max_offsets {
+            applied.insert(offset_key(t, *part), *o);
         }
         store.commit(&mut graph, version, &applied)?;
-        for ((t, p), o) in &max_offsets {
-            consumer.store_offset(t, *p, *o)?;
+        for ((t, part), o) in &p.max_offsets {
+            consumer.store_offset(t, *part, *o)?;
         }
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
             tracing::debug!(error = %e, "offset commit deferred");
         }
         stats.batches += 1;
-        metrics::counter!("socialcrm_pipeline_events_total").increment(batch.len() as u64);
+        metrics::counter!("socialcrm_pipeline_batches_total").increment(1);
+        metrics::counter!("socialcrm_pipeline_messages_total").increment(batch.len() as u64);
         tracing::info!(
             batch = stats.batches,
             messages = batch.len(),
-            accepted = out.events.len(),
-            rejected = out.dlq.len(),
-            profiles = profile_rows.len(),
+            accepted = p.events.len(),
+            rejected = p.dlq.len(),
+            profiles = p.profiles.len(),
             total_accepted = stats.accepted,
             "batch written"
         );
+
+        // 5. once a crashed batch has been replayed, retract what only it created
+        if let Some(rec) = recovery.take() {
+            if rec.passed_by(&applied) {
+                version += 1;
+                let n = retract(&ch, &producer, &s.kafka, &graph, &rec, version, &policy).await?;
+                store.clear_recovery(version)?;
+                stats.retracted += n;
+            } else {
+                recovery = Some(rec);
+            }
+        }
     }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "final offset commit");
     }
     Ok(stats)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    batch: &[OwnedMessage],
+    graph: &mut Graph,
+    applied: &HashMap<String, i64>,
+    normalizer: &Normalizer,
+    version: u64,
+    now: DateTime<Utc>,
+    stats: &mut RunStats,
+) -> Result<Prepared, PipelineError> {
+    let mut p = Prepared {
+        events: Vec::with_capacity(batch.len()),
+        ..Prepared::default()
+    };
+    for m in batch {
+        let tp = (m.topic().to_string(), m.partition());
+        let e = p.max_offsets.entry(tp.clone()).or_insert(m.offset());
+        *e = (*e).max(m.offset());
+        if applied
+            .get(&offset_key(&tp.0, tp.1))
+            .is_some_and(|a| m.offset() <= *a)
+        {
+            stats.skipped_applied += 1;
+            p.skipped += 1;
+            continue;
+        }
+        let payload = m.payload().unwrap_or_default();
+        let result = CanonicalEvent::parse_and_validate(payload, normalizer, now)
+            .map_err(|e| (e.code(), e.to_string()))
+            .and_then(|(ev, rejected)| {
+                graph
+                    .process(&ev, &rejected)
+                    .map(|o| (ev, o))
+                    .map_err(|reason| ("no_identifier", reason))
+            });
+        match result {
+            Ok((_, outcome)) if outcome.duplicate => {
+                stats.duplicates += 1;
+                metrics::counter!("socialcrm_pipeline_events_total", "outcome" => "duplicate")
+                    .increment(1);
+            }
+            Ok((ev, outcome)) => {
+                stats.accepted += 1;
+                metrics::counter!("socialcrm_pipeline_events_total", "outcome" => "accepted")
+                    .increment(1);
+                p.events.push(EventRow::new(
+                    &ev,
+                    &outcome.customer_id,
+                    m.partition(),
+                    m.offset(),
+                    version,
+                    now,
+                ));
+                p.ledger.extend(outcome.ledger);
+            }
+            Err((code, reason)) => {
+                stats.rejected += 1;
+                metrics::counter!("socialcrm_pipeline_events_total", "outcome" => "rejected")
+                    .increment(1);
+                metrics::counter!("socialcrm_pipeline_rejected_total", "code" => code).increment(1);
+                let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+                p.dlq
+                    .push((key.clone(), dlq_message(m, key, code, reason, now)));
+            }
+        }
+    }
+
+    p.identities = graph
+        .dirty_ids
+        .iter()
+        .map(|k| IdentityRow::new(k, graph.ids.get(k), version, now))
+        .collect();
+    p.aliases = graph
+        .dirty_aliases
+        .iter()
+        .map(|(r, s, at)| AliasRow {
+            retired_id: r.clone(),
+            survivor_id: s.clone(),
+            merged_at: secs(*at),
+            version,
+        })
+        .collect();
+    p.ledger_rows = p
+        .ledger
+        .iter()
+        .map(|m| LedgerRow::new(m, version))
+        .collect();
+    for c in &graph.dirty_profiles {
+        let Some(state) = graph.profiles.get(c) else {
+            continue;
+        };
+        p.profiles.push(ProfileRow::new(state, version, now));
+        let payload = if state.is_active() {
+            Some(serde_json::to_vec(&state.to_message(version, now))?)
+        } else {
+            None // merged away: tombstone on the compacted topic
+        };
+        p.profile_msgs.push((c.clone(), payload));
+    }
+    Ok(p)
+}
+
+fn dlq_message(
+    m: &OwnedMessage,
+    key: Option<String>,
+    code: &str,
+    reason: String,
+    now: DateTime<Utc>,
+) -> DlqMessage {
+    let payload = m.payload().unwrap_or_default();
+    let truncated = payload.len() > MAX_DLQ_ORIGINAL_BYTES;
+    let kept = &payload[..payload.len().min(MAX_DLQ_ORIGINAL_BYTES)];
+    let (original, original_base64) = match std::str::from_utf8(payload) {
+        Ok(t) => {
+            let mut end = kept.len();
+            while !t.is_char_boundary(end) {
+                end -= 1;
+            }
+            (Some(t[..end].to_string()), None)
+        }
+        Err(_) => (None, Some(base64_encode(kept))),
+    };
+    DlqMessage {
+        schema_version: SCHEMA_VERSION,
+        error_code: code.to_string(),
+        reason,
+        stage: "validate".into(),
+        origin: DlqOrigin {
+            topic: m.topic().to_string(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key,
+        },
+        original,
+        original_base64,
+        original_truncated: truncated,
+        original_size: payload.len() as u64,
+        failed_at: now,
+    }
+}
+
+async fn write_outputs(
+    ch: &clickhouse::Client,
+    producer: &FutureProducer,
+    kafka: &KafkaConfig,
+    p: &Prepared,
+    policy: &RetryPolicy,
+) -> Result<(), PipelineError> {
+    let (a, b, c, d, e) = tokio::join!(
+        insert_rows(ch, "events", &p.events, policy),
+        insert_rows(ch, "identities", &p.identities, policy),
+        insert_rows(ch, "customer_aliases", &p.aliases, policy),
+        insert_rows(ch, "identity_ledger", &p.ledger_rows, policy),
+        insert_rows(ch, "profiles", &p.profiles, policy),
+    );
+    a?;
+    b?;
+    c?;
+    d?;
+    e?;
+    let mut msgs: Vec<OutMsg<'_>> =
+        Vec::with_capacity(p.dlq.len() + p.ledger.len() + p.profile_msgs.len());
+    for (key, m) in &p.dlq {
+        msgs.push((&kafka.topics.dlq, key.clone(), Some(serde_json::to_vec(m)?)));
+    }
+    for m in &p.ledger {
+        msgs.push((
+            &kafka.topics.identity,
+            Some(m.customer_id.clone()),
+            Some(serde_json::to_vec(m)?),
+        ));
+    }
+    for (key, payload) in &p.profile_msgs {
+        msgs.push((&kafka.topics.profiles, Some(key.clone()), payload.clone()));
+    }
+    produce_all(producer, &msgs, policy).await?;
+    Ok(())
+}
+
+/// Customer ids a crashed batch published that the replayed graph does not know.
+pub fn to_retract<'a>(graph: &Graph, rec: &'a Intent) -> Vec<&'a String> {
+    rec.customer_ids
+        .iter()
+        .filter(|c| !graph.profiles.contains_key(*c))
+        .collect()
+}
+
+/// Marks the customer ids a crashed batch published, but the replay did not
+/// recreate, as inactive (ClickHouse) and tombstones them (`crm.profiles`).
+async fn retract(
+    ch: &clickhouse::Client,
+    producer: &FutureProducer,
+    kafka: &KafkaConfig,
+    graph: &Graph,
+    rec: &Intent,
+    version: u64,
+    policy: &RetryPolicy,
+) -> Result<u64, PipelineError> {
+    let now = Utc::now();
+    let gone = to_retract(graph, rec);
+    if gone.is_empty() {
+        tracing::info!("crash recovery complete: nothing to retract");
+        return Ok(0);
+    }
+    let rows: Vec<ProfileRow> = gone
+        .iter()
+        .map(|c| ProfileRow::retracted(c, version, now))
+        .collect();
+    insert_rows(ch, "profiles", &rows, policy).await?;
+    let msgs: Vec<OutMsg<'_>> = gone
+        .iter()
+        .map(|c| (kafka.topics.profiles.as_str(), Some((*c).clone()), None))
+        .collect();
+    produce_all(producer, &msgs, policy).await?;
+    tracing::warn!(
+        retracted = gone.len(),
+        "crash recovery: retracted profiles that only the crashed batch had created"
+    );
+    Ok(gone.len() as u64)
 }
 
 async fn insert_rows<T>(
@@ -355,9 +526,6 @@ where
     })
     .await
 }
-
-/// (topic, key, payload); a `None` payload is a tombstone.
-type OutMsg<'a> = (&'a str, Option<String>, Option<Vec<u8>>);
 
 async fn produce_all(
     producer: &FutureProducer,
@@ -411,4 +579,61 @@ fn base64_encode(bytes: &[u8]) -> String {
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socialcrm_schemas::{Channel, IdType, Identifier};
+
+    fn ev(id: &str, at: &str, ids: &[(IdType, &str)]) -> CanonicalEvent {
+        CanonicalEvent {
+            schema_version: 1,
+            event_id: id.into(),
+            source: "web".into(),
+            channel: Channel::Web,
+            event_type: "page".into(),
+            name: None,
+            occurred_at: at.parse().expect("date"),
+            received_at: at.parse().expect("date"),
+            identifiers: ids.iter().map(|(t, v)| Identifier::new(*t, *v)).collect(),
+            target: vec![],
+            traits: Default::default(),
+            properties: Default::default(),
+            revenue: None,
+            context: Default::default(),
+        }
+    }
+
+    #[test]
+    fn ids_only_a_crashed_order_created_are_retracted() {
+        // the same two events, keyed to different partitions, in two orders
+        let e1 = ev("1", "2026-01-01T00:00:00Z", &[(IdType::AnonymousId, "a")]);
+        let e2 = ev(
+            "2",
+            "2026-01-02T00:00:00Z",
+            &[(IdType::AnonymousId, "a"), (IdType::Email, "x@y.io")],
+        );
+        let cfg = IdentityConfig::default();
+        let mut crashed = Graph::new(&cfg);
+        crashed.process(&e2, &[]).expect("ok");
+        crashed.process(&e1, &[]).expect("ok");
+        let intent = Intent {
+            version: 1,
+            customer_ids: crashed.dirty_profiles.iter().cloned().collect(),
+            offsets: HashMap::new(),
+        };
+        let mut replayed = Graph::new(&cfg);
+        replayed.process(&e1, &[]).expect("ok");
+        replayed.process(&e2, &[]).expect("ok");
+        // same partition of identifiers, different customer ids
+        assert_eq!(crashed.partition(), replayed.partition());
+        let crashed_id = crashed.customer_of("email:x@y.io").expect("id").to_string();
+        let replayed_id = replayed
+            .customer_of("email:x@y.io")
+            .expect("id")
+            .to_string();
+        assert_ne!(crashed_id, replayed_id);
+        assert_eq!(to_retract(&replayed, &intent), vec![&crashed_id]);
+    }
 }

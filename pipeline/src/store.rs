@@ -17,6 +17,41 @@ const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
 const SEEN: TableDefinition<u128, ()> = TableDefinition::new("seen");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const OFFSETS: TableDefinition<&str, i64> = TableDefinition::new("offsets");
+/// `pending`: what the batch in flight is about to write; `recovery`: what a
+/// crashed batch may have written (see [`Intent`]).
+const INTENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("intents");
+
+/// What a batch is about to write to ClickHouse and Kafka, recorded durably first.
+/// If the process dies before the batch's commit, the replay may resolve the same
+/// events in another order (partitions interleave differently) and create other
+/// customer ids; the ids the crashed attempt published but the replay never
+/// recreates are retracted once the replay has passed the crashed batch's offsets.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Intent {
+    pub version: u64,
+    /// Customer ids whose rows/messages the batch writes.
+    pub customer_ids: std::collections::BTreeSet<String>,
+    /// Highest offset per `topic/partition` in the batch.
+    pub offsets: HashMap<String, i64>,
+}
+
+impl Intent {
+    fn absorb(&mut self, other: Intent) {
+        self.version = self.version.max(other.version);
+        self.customer_ids.extend(other.customer_ids);
+        for (k, v) in other.offsets {
+            let e = self.offsets.entry(k).or_insert(v);
+            *e = (*e).max(v);
+        }
+    }
+
+    /// True once every partition of the intent was applied up to its offset.
+    pub fn passed_by(&self, applied: &HashMap<String, i64>) -> bool {
+        self.offsets
+            .iter()
+            .all(|(k, o)| applied.get(k).is_some_and(|a| a >= o))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,6 +87,8 @@ pub struct Loaded {
     pub version: u64,
     /// Last applied offset per `topic/partition`.
     pub offsets: HashMap<String, i64>,
+    /// Writes of crashed batches that may need retracting.
+    pub recovery: Option<Intent>,
 }
 
 pub fn offset_key(topic: &str, partition: i32) -> String {
@@ -78,6 +115,16 @@ impl Store {
             w.open_table(SEEN).map_err(se)?;
             w.open_table(META).map_err(se)?;
             w.open_table(OFFSETS).map_err(se)?;
+            // a batch that never committed becomes (part of) the recovery record
+            let mut intents = w.open_table(INTENTS).map_err(se)?;
+            let pending = read_intent(&intents, "pending")?;
+            if let Some(p) = pending {
+                let mut rec = read_intent(&intents, "recovery")?.unwrap_or_default();
+                rec.absorb(p);
+                let bytes = serde_json::to_vec(&rec).map_err(se)?;
+                intents.insert("recovery", bytes.as_slice()).map_err(se)?;
+                intents.remove("pending").map_err(se)?;
+            }
         }
         w.commit().map_err(se)?;
 
@@ -117,14 +164,47 @@ impl Store {
             let (k, v) = item.map_err(se)?;
             offsets.insert(k.value().to_string(), v.value());
         }
+        let recovery = read_intent(&r.open_table(INTENTS).map_err(se)?, "recovery")?;
         Ok((
             Store { db, path },
             Loaded {
                 graph,
                 version,
                 offsets,
+                recovery,
             },
         ))
+    }
+
+    /// Records, durably, what the next batch is about to write.
+    pub fn write_intent(&self, intent: &Intent) -> Result<(), StoreError> {
+        let mut w = self.db.begin_write().map_err(db_err)?;
+        w.set_durability(Durability::Immediate).map_err(se)?;
+        {
+            let bytes = serde_json::to_vec(intent).map_err(se)?;
+            w.open_table(INTENTS)
+                .map_err(se)?
+                .insert("pending", bytes.as_slice())
+                .map_err(se)?;
+        }
+        w.commit().map_err(se)
+    }
+
+    /// Forgets the recovery record (after its retractions were written), saving `version`.
+    pub fn clear_recovery(&self, version: u64) -> Result<(), StoreError> {
+        let mut w = self.db.begin_write().map_err(db_err)?;
+        w.set_durability(Durability::Immediate).map_err(se)?;
+        {
+            w.open_table(INTENTS)
+                .map_err(se)?
+                .remove("recovery")
+                .map_err(se)?;
+            w.open_table(META)
+                .map_err(se)?
+                .insert("version", version)
+                .map_err(se)?;
+        }
+        w.commit().map_err(se)
     }
 
     /// Persists what the batch changed, the version counter and the applied offsets,
@@ -170,10 +250,29 @@ impl Store {
             for (k, v) in offsets {
                 offs.insert(k.as_str(), *v).map_err(se)?;
             }
+            w.open_table(INTENTS)
+                .map_err(se)?
+                .remove("pending")
+                .map_err(se)?;
         }
         w.commit().map_err(se)?;
         graph.clear_dirty();
         Ok(())
+    }
+}
+
+fn read_intent(
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<Intent>, StoreError> {
+    match t.get(key).map_err(se)? {
+        None => Ok(None),
+        Some(v) => serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|source| StoreError::Decode {
+                key: format!("intent {key}"),
+                source,
+            }),
     }
 }
 
@@ -212,21 +311,26 @@ mod tests {
         let (store, mut loaded) = Store::open(dir.path(), &cfg).expect("open");
         loaded
             .graph
-            .process(&ev("1", &[(IdType::AnonymousId, "a1")]), &[]);
-        loaded.graph.process(
-            &ev(
-                "2",
-                &[(IdType::AnonymousId, "a1"), (IdType::Email, "x@y.io")],
-            ),
-            &[],
-        );
+            .process(&ev("1", &[(IdType::AnonymousId, "a1")]), &[])
+            .expect("ok");
+        loaded
+            .graph
+            .process(
+                &ev(
+                    "2",
+                    &[(IdType::AnonymousId, "a1"), (IdType::Email, "x@y.io")],
+                ),
+                &[],
+            )
+            .expect("ok");
         let mut offs = HashMap::new();
         offs.insert(offset_key("t", 0), 1);
         store.commit(&mut loaded.graph, 7, &offs).expect("commit");
         // work after the commit is lost on "crash"
         loaded
             .graph
-            .process(&ev("3", &[(IdType::Email, "x@y.io")]), &[]);
+            .process(&ev("3", &[(IdType::Email, "x@y.io")]), &[])
+            .expect("ok");
         drop(store);
         let (_store, again) = Store::open(dir.path(), &cfg).expect("reopen");
         assert_eq!(again.version, 7);
@@ -234,6 +338,39 @@ mod tests {
         let p = again.graph.profile_of("email:x@y.io").expect("profile");
         assert_eq!(p.event_count, 2);
         assert_eq!(again.graph.partition(), loaded.graph.partition());
+    }
+
+    #[test]
+    fn a_crashed_batch_becomes_a_recovery_record_until_replayed() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = IdentityConfig::default();
+        {
+            let (store, _) = Store::open(dir.path(), &cfg).expect("open");
+            let mut intent = Intent {
+                version: 1,
+                ..Intent::default()
+            };
+            intent.customer_ids.insert("c_crashed".into());
+            intent.offsets.insert(offset_key("t", 0), 9);
+            store.write_intent(&intent).expect("intent");
+            // crash: no commit
+        }
+        let (store, mut loaded) = Store::open(dir.path(), &cfg).expect("reopen");
+        let rec = loaded.recovery.clone().expect("recovery record");
+        assert!(rec.customer_ids.contains("c_crashed"));
+        let mut applied = HashMap::new();
+        applied.insert(offset_key("t", 0), 5);
+        assert!(!rec.passed_by(&applied));
+        applied.insert(offset_key("t", 0), 9);
+        assert!(rec.passed_by(&applied));
+        store
+            .commit(&mut loaded.graph, 2, &applied)
+            .expect("commit");
+        store.clear_recovery(3).expect("clear");
+        drop(store);
+        let (_s, again) = Store::open(dir.path(), &cfg).expect("reopen");
+        assert!(again.recovery.is_none());
+        assert_eq!(again.version, 3);
     }
 
     #[test]

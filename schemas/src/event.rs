@@ -220,10 +220,12 @@ impl CanonicalEvent {
         Ok(rejected)
     }
 
-    /// The actor's strongest identifier: the Kafka key, so one actor's events stay in order.
+    /// The actor's strongest usable identifier: the Kafka key, so one actor's events
+    /// stay in order. Junk placeholders (`undefined`, ...) are never the key.
     pub fn partition_key(&self) -> String {
         self.identifiers
             .iter()
+            .filter(|i| !crate::identifier::is_junk(&i.value.trim().to_lowercase()))
             .min_by_key(|i| {
                 let p = i
                     .id_type

@@ -38,6 +38,11 @@ pub struct DlqMessage {
     /// The original payload, base64, when it is not valid UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub original_base64: Option<String>,
+    /// True when the original was longer than the DLQ keeps (the first 256 KiB are kept).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub original_truncated: bool,
+    /// Size of the original payload in bytes.
+    pub original_size: u64,
     pub failed_at: DateTime<Utc>,
 }
 

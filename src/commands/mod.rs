@@ -65,14 +65,16 @@ pub fn current_lag(cfg: &Config) -> Result<(i64, Vec<PartitionLag>)> {
     let mut total = 0;
     let mut rows = Vec::new();
     for p in parts {
-        let (_, high) = consumer
+        let (low, high) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(10))
             .context("reading watermarks")?;
+        // no commit yet: everything still retained is to do
         let done = committed
             .find_partition(topic, p)
             .and_then(|e| e.offset().to_raw())
             .filter(|o| *o >= 0)
-            .unwrap_or(0);
+            .unwrap_or(low)
+            .max(low);
         let lag = (high - done).max(0);
         total += lag;
         rows.push((p, done, high));

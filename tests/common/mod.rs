@@ -37,6 +37,8 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub collector_addr: String,
+    /// The pipeline's `/metrics` address.
+    pub metrics_addr: String,
     pub write_key: String,
     children: Vec<Child>,
 }
@@ -61,6 +63,7 @@ impl World {
         let prefix = format!("t{tag:08x}.");
         let dir = tempfile::tempdir().expect("tempdir");
         let collector_addr = format!("127.0.0.1:{}", free_port());
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
         let write_key = format!("test-key-{tag:x}");
         let state = dir.path().join("state");
         let config = dir.path().join("socialcrm.toml");
@@ -84,6 +87,7 @@ default_phone_region = "US"
 group_id = "{prefix}pipeline"
 state_dir = "{state}"
 batch_max_wait_ms = 200
+metrics_listen = "{metrics_addr}"
 {extra_pipeline}
 [identity]
 default_phone_region = "US"
@@ -100,6 +104,7 @@ default_phone_region = "US"
             dir,
             config,
             collector_addr,
+            metrics_addr,
             write_key,
             children: Vec::new(),
         };

@@ -81,6 +81,12 @@ impl CollectorConfig {
         if self.max_event_bytes == 0 || self.max_event_bytes > self.max_batch_bytes {
             return Err("collector.max_event_bytes must be > 0 and <= max_batch_bytes".into());
         }
+        let cap = socialcrm_schemas::event::MAX_EVENT_BYTES;
+        if self.max_event_bytes > cap {
+            return Err(format!(
+                "collector.max_event_bytes must be <= {cap} (the pipeline's canonical event limit)"
+            ));
+        }
         Ok(())
     }
 }

@@ -131,7 +131,7 @@ pub fn map_message(
         // normalised when valid; raw when not, so the pipeline records the rejection
         let id = match env.normalizer.normalize_value(t, raw) {
             Ok(v) => Identifier::new(t, v),
-            Err(_) => Identifier::new(t, raw.chars().take(1024).collect::<String>()),
+            Err(_) => Identifier::new(t, raw.chars().take(256).collect::<String>()),
         };
         if !identifiers.contains(&id) {
             identifiers.push(id);

@@ -14,6 +14,7 @@ use axum::{Json, Router};
 use base64::Engine;
 use chrono::Utc;
 use serde_json::{json, Map, Value};
+use socialcrm_schemas::event::MAX_EVENT_BYTES;
 use socialcrm_schemas::{CanonicalEvent, Normalizer};
 
 use super::config::CollectorConfig;
@@ -214,7 +215,12 @@ async fn handle(
             Ok(ev) => {
                 // the pipeline's own checks, so nothing accepted here lands in the DLQ
                 let mut probe = ev.clone();
+                let encoded = serde_json::to_vec(&ev)
+                    .map(|v| v.len())
+                    .unwrap_or(usize::MAX);
                 match probe.validate_and_normalize(&st.normalizer, received_at) {
+                    Ok(_) if encoded > MAX_EVENT_BYTES => errors.push(json!({"index": i,
+                        "error": format!("the event is {encoded} bytes once merged with the batch context; the limit is {MAX_EVENT_BYTES} bytes")})),
                     Ok(_) => events.push(ev),
                     Err(e) => errors.push(json!({"index": i, "error": e.to_string()})),
                 }
@@ -259,10 +265,12 @@ async fn handle(
     }
 }
 
-/// Binds and serves until `shutdown` resolves.
+/// Binds and serves until `shutdown` resolves; `extra` routes (e.g. `/metrics`)
+/// are served on the same port.
 pub async fn serve(
     config: CollectorConfig,
     kafka: &socialcrm_schemas::kafka::KafkaConfig,
+    extra: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     config.validate()?;
@@ -278,7 +286,7 @@ pub async fn serve(
         producer: producer.clone(),
         normalizer,
     });
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state).merge(extra))
         .with_graceful_shutdown(shutdown)
         .await?;
     producer.flush(Duration::from_secs(10));

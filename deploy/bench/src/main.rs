@@ -9,6 +9,7 @@ mod kafka;
 mod proc;
 mod run;
 mod segment;
+mod stages;
 
 use std::time::Duration;
 
@@ -59,6 +60,22 @@ enum Cmd {
         #[arg(long, default_value_t = 1800)]
         timeout_secs: u64,
     },
+    /// Time the pipeline's CPU stages one by one (library code, no I/O) on the
+    /// generated data, batch after batch; for finding where pipeline time goes.
+    Stages {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 20_000)]
+        batch: usize,
+        /// Scratch identity-store directory (deleted before and after).
+        #[arg(long, default_value = "target/bench/stages-state")]
+        state_dir: std::path::PathBuf,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Print N generated canonical events as JSON lines (to inspect the data).
     Sample {
         #[arg(long, default_value_t = 20)]
@@ -108,6 +125,20 @@ async fn main() -> Result<()> {
             let cfg = ch::config(&clickhouse_url, &database);
             let r = ch::bare_insert(&brokers, &topic, &cfg, &table, batch, Duration::from_secs(timeout_secs)).await?;
             println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::Stages {
+            events,
+            seed,
+            batch,
+            state_dir,
+            json,
+        } => {
+            let r = tokio::task::spawn_blocking(move || stages::run(events, seed, batch, &state_dir)).await??;
+            stages::print(&r);
+            if let Some(p) = json {
+                std::fs::write(p, serde_json::to_vec_pretty(&r)?)?;
+            }
             Ok(())
         }
         Cmd::Sample { events, of, seed, segment } => {

@@ -73,6 +73,10 @@ pub struct RunArgs {
     /// `exit_when_idle_secs` of the phase-a pipeline.
     #[arg(long, default_value_t = 5)]
     pub idle_secs: u64,
+    /// Extra environment for the pipeline processes (repeatable), e.g.
+    /// `--pipeline-env LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2` to try another allocator.
+    #[arg(long = "pipeline-env", value_name = "KEY=VALUE")]
+    pub pipeline_env: Vec<String>,
 }
 
 /// Everything the run created, for the clean-up.
@@ -166,9 +170,14 @@ fn log_file(path: &Path) -> Result<(Stdio, Stdio)> {
     Ok((Stdio::from(f.try_clone()?), Stdio::from(f)))
 }
 
-fn spawn_socialcrm(bin: &Path, cfg: &Path, args: &[&str], log: &Path) -> Result<Child> {
+fn spawn_socialcrm(bin: &Path, cfg: &Path, args: &[&str], log: &Path, env: &[String]) -> Result<Child> {
     let (out, err) = log_file(log)?;
-    let child = Command::new(bin)
+    let mut cmd = Command::new(bin);
+    for kv in env {
+        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("--pipeline-env wants KEY=VALUE, got `{kv}`"))?;
+        cmd.env(k, v);
+    }
+    let child = cmd
         .arg("--config")
         .arg(cfg)
         .args(args)
@@ -701,13 +710,13 @@ async fn phase_a(
     let idle = a.idle_secs.to_string();
     let mark0 = svc.mark();
     let t0 = Instant::now();
-    let mut child = spawn_socialcrm(&a.socialcrm_bin, cfg, &["pipeline", "--exit-when-idle-secs", &idle], &log)?;
+    let mut child = spawn_socialcrm(&a.socialcrm_bin, cfg, &["pipeline", "--exit-when-idle-secs", &idle], &log, &a.pipeline_env)?;
     let pid = child.id().ok_or_else(|| anyhow!("pipeline has no pid"))?;
     let sampler = Sampler::start(pid, Duration::from_millis(150));
     let mut perf = if a.perf {
-        let extra = std::env::var("BENCH_PERF_ARGS").unwrap_or_else(|_| "-F 499 -g".into());
+        // e.g. BENCH_PERF_ARGS="record -F 199 --call-graph dwarf,16384" or "trace -s"
+        let extra = std::env::var("BENCH_PERF_ARGS").unwrap_or_else(|_| "record -F 499 -g".into());
         let c = Command::new("perf")
-            .arg("record")
             .args(extra.split_whitespace())
             .args(["-p", &pid.to_string(), "-o"])
             .arg(n.dir.join("perf-a.data"))
@@ -814,8 +823,8 @@ async fn phase_c(a: &RunArgs, n: &Names, created: &mut Created, svc: &Services, 
 
     let clog = n.dir.join("collector-c.log");
     let plog = n.dir.join("pipeline-c.log");
-    let mut collector = spawn_socialcrm(&a.socialcrm_bin, &cfg, &["collector"], &clog)?;
-    let mut pipeline = spawn_socialcrm(&a.socialcrm_bin, &cfg, &["pipeline"], &plog)?;
+    let mut collector = spawn_socialcrm(&a.socialcrm_bin, &cfg, &["collector"], &clog, &[])?;
+    let mut pipeline = spawn_socialcrm(&a.socialcrm_bin, &cfg, &["pipeline"], &plog, &a.pipeline_env)?;
     let cpid = collector.id().ok_or_else(|| anyhow!("collector has no pid"))?;
     let ppid = pipeline.id().ok_or_else(|| anyhow!("pipeline has no pid"))?;
     let cs = Sampler::start(cpid, Duration::from_millis(150));
