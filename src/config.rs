@@ -47,13 +47,16 @@ impl Config {
     /// Parses config text; `${VAR}` inside string values is looked up by `env`
     /// (comments are left alone).
     pub fn parse(raw: &str, env: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        // structure and types first, on the file as written: errors name the key and line
+        // (interpolation only changes the content of strings, so it cannot fix or break these)
+        let _: Config = toml::from_str(raw).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut doc: toml::Table = toml::from_str(raw).map_err(|e| anyhow::anyhow!("{e}"))?;
         for (key, value) in doc.iter_mut() {
             interpolate_value(key, value, &env)?;
         }
-        // re-serialise so that errors point at the key with its line
-        let text = toml::to_string(&doc).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let cfg: Config = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let cfg: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))?;
         cfg.pipeline.validate().map_err(anyhow::Error::msg)?;
         Ok(cfg)
     }
@@ -177,6 +180,17 @@ mod tests {
         assert_eq!(c.kafka.brokers, "kafka:19092");
         assert_eq!(c.clickhouse.url, "http://clickhouse:8123");
         assert!(c.collector.validate().is_ok());
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let env = |k: &str| (k == "S").then(|| "hunter2-secret".to_string());
+        let raw = "[clickhouse]\npassword = \"${S}\"\n[collector]\nwrite_keys = [\"${S}\"]\n[kafka.properties]\n\"sasl.password\" = \"${S}\"\n";
+        let c = Config::parse(raw, env).expect("config");
+        assert_eq!(c.clickhouse.password, "hunter2-secret");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("sasl.password"));
     }
 
     #[test]

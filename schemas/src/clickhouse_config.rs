@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `[clickhouse]` section of the config file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClickHouseConfig {
     /// HTTP endpoint of the server.
@@ -21,6 +21,26 @@ pub struct ClickHouseConfig {
     /// LZ4-compress inserts (supported by 18.16 and current releases).
     #[serde(default = "default_true")]
     pub compression: bool,
+}
+
+impl std::fmt::Debug for ClickHouseConfig {
+    // the password never reaches logs or error messages
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("compression", &self.compression)
+            .finish()
+    }
 }
 
 fn default_url() -> String {

@@ -11,7 +11,7 @@ use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
 /// `[kafka]` section of the config file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers, comma-separated.
@@ -30,6 +30,19 @@ pub struct KafkaConfig {
     /// `"sasl.username"`, `"sasl.password" = "${KAFKA_PASSWORD}"`. Values are never logged.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    // property values may be credentials (sasl.password, ssl.key.password): only keys
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topics", &self.topics)
+            .field("event_partitions", &self.event_partitions)
+            .field("replication_factor", &self.replication_factor)
+            .field("properties", &self.properties.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 /// Topic names (DESIGN §3.3 defaults).

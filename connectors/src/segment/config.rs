@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Web collector settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectorConfig {
     /// Address to listen on.
@@ -28,6 +28,24 @@ pub struct CollectorConfig {
     /// ISO 3166 region for phone numbers in traits written without a country code.
     #[serde(default)]
     pub default_phone_region: String,
+}
+
+impl std::fmt::Debug for CollectorConfig {
+    // write keys are secrets: show how many, never which
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollectorConfig")
+            .field("listen", &self.listen)
+            .field(
+                "write_keys",
+                &format!("<{} redacted>", self.write_keys.len()),
+            )
+            .field("source", &self.source)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("ack_timeout_ms", &self.ack_timeout_ms)
+            .field("default_phone_region", &self.default_phone_region)
+            .finish()
+    }
 }
 
 fn default_listen() -> String {
