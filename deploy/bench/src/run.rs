@@ -203,8 +203,8 @@ fn tail(path: &Path, n: usize) -> String {
 struct CpuMark {
     clickhouse: f64,
     kafka: f64,
+    bench: f64,
     busy: f64,
-    total: f64,
 }
 
 struct Services {
@@ -221,12 +221,12 @@ impl Services {
         }
     }
     fn mark(&self) -> CpuMark {
-        let (busy, total) = machine_cpu().unwrap_or_default();
+        let (busy, _) = machine_cpu().unwrap_or_default();
         CpuMark {
             clickhouse: self.clickhouse.and_then(cpu_secs).unwrap_or(0.0),
             kafka: self.kafka.and_then(cpu_secs).unwrap_or(0.0),
+            bench: cpu_secs(std::process::id()).unwrap_or(0.0),
             busy,
-            total,
         }
     }
 }
@@ -238,21 +238,36 @@ pub struct CpuUse {
     pub collector: Option<f64>,
     pub clickhouse: f64,
     pub kafka: f64,
+    /// The harness itself (polling, and in phase c the HTTP load generator).
+    pub bench: f64,
     /// Whole machine, all processes.
     pub machine: f64,
+    /// Machine minus everything above: other work on the machine during the phase
+    /// (should be ~0; if not, the figures are disturbed).
+    pub other: f64,
 }
 
-fn cpu_use(svc: &Services, a: CpuMark, b: CpuMark, wall: f64, pipeline_cpu: f64, collector_cpu: Option<f64>) -> CpuUse {
+fn cpu_use(a: CpuMark, b: CpuMark, wall: f64, pipeline_cpu: f64, collector_cpu: Option<f64>) -> CpuUse {
     let w = wall.max(1e-9);
-    let cores = (b.total - a.total) / w; // jiffies of all cores per second
-    let _ = svc;
-    CpuUse {
+    let mut u = CpuUse {
         pipeline: pipeline_cpu / w,
         collector: collector_cpu.map(|c| c / w),
         clickhouse: (b.clickhouse - a.clickhouse) / w,
         kafka: (b.kafka - a.kafka) / w,
-        machine: if cores > 0.0 { (b.busy - a.busy) / w } else { 0.0 },
-    }
+        bench: (b.bench - a.bench) / w,
+        machine: (b.busy - a.busy) / w,
+        other: 0.0,
+    };
+    u.other = (u.machine - u.pipeline - u.collector.unwrap_or(0.0) - u.clickhouse - u.kafka - u.bench).max(0.0);
+    u
+}
+
+/// Cores busy on the machine over `d` (to see whether something else is running).
+async fn background_cpu(d: Duration) -> f64 {
+    let a = machine_cpu().unwrap_or_default();
+    tokio::time::sleep(d).await;
+    let b = machine_cpu().unwrap_or_default();
+    (b.0 - a.0) / d.as_secs_f64()
 }
 
 /// Per-batch log lines of the pipeline (`batch written ...`).
@@ -369,6 +384,8 @@ pub struct Results {
     /// (a) events/s ÷ the slower of (b1) and (b2).
     pub ratio: Option<f64>,
     pub target_ratio: f64,
+    /// Cores busy on the machine during 3 s before the run (other work disturbs the figures).
+    pub background_cpu_cores: f64,
     pub error: Option<String>,
 }
 
@@ -567,6 +584,19 @@ fn print_summary(r: &Results) {
         ),
         None => println!("ratio: not available (needs a and b1/b2)"),
     }
+    let other = [
+        r.a_pipeline.as_ref().map(|p| p.cpu.other),
+        r.c_end_to_end.as_ref().map(|c| c.cpu.other),
+    ]
+    .into_iter()
+    .flatten()
+    .fold(0.0, f64::max);
+    println!(
+        "background CPU before start: {:.2} cores; other processes during a/c: up to {:.2} cores{}",
+        r.background_cpu_cores,
+        other,
+        if r.background_cpu_cores > 0.25 || other > 0.25 { "  (machine not quiet: figures disturbed)" } else { "" }
+    );
     if let Some(e) = &r.error {
         println!("ERROR: {e}");
     }
@@ -590,6 +620,13 @@ async fn phases_run(a: &RunArgs, phases: &[&str], n: &Names, r: &mut Results, cr
     }
     let bench_exe = std::env::current_exe()?;
     let ts = &n.ts;
+    r.background_cpu_cores = background_cpu(Duration::from_secs(3)).await;
+    if r.background_cpu_cores > 0.25 {
+        eprintln!(
+            "[bench] WARNING: {:.2} cores busy before the start (other work on the machine); figures will be lower",
+            r.background_cpu_cores
+        );
+    }
 
     if phases.iter().any(|p| ["a", "b1", "b2"].contains(p)) {
         // ---- pre-fill ------------------------------------------------------------
@@ -770,7 +807,7 @@ async fn phase_a(
         first_row_secs: first,
         events_per_sec_after_first_row: want as f64 / (done - first).max(1e-9),
         peak_rss_kb: sampler.hwm_kb().max(hwm_done),
-        cpu: cpu_use(svc, mark0, mark1, done, pipe_cpu, None),
+        cpu: cpu_use(mark0, mark1, done, pipe_cpu, None),
         batches: parse_batch_log(&log),
         exit,
         perf_attached: a.perf,
@@ -903,7 +940,7 @@ async fn phase_c(a: &RunArgs, n: &Names, created: &mut Created, svc: &Services, 
         collector_events_per_sec: accepted as f64 / send.secs.max(1e-9),
         collector_peak_rss_kb: cs.hwm_kb().max(c_hwm),
         pipeline_peak_rss_kb: ps.hwm_kb().max(p_hwm),
-        cpu: cpu_use(svc, mark0, mark1, done, p_cpu, Some(c_cpu)),
+        cpu: cpu_use(mark0, mark1, done, p_cpu, Some(c_cpu)),
         send,
         batches: parse_batch_log(&plog),
         collector_exit,
