@@ -5,6 +5,9 @@ mod commands;
 mod config;
 mod telemetry;
 
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::PathBuf;
 
 use anyhow::Result;

@@ -210,12 +210,12 @@ mod tests {
             identifiers: vec![Identifier::new(IdType::Email, "a@b.co")],
             target: vec![],
             traits: traits.as_object().cloned().unwrap_or_default(),
-            properties: Map::new(),
+            properties: Default::default(),
             revenue: revenue.map(|amount| Revenue {
                 amount,
                 currency: "EUR".into(),
             }),
-            context: Map::new(),
+            context: Default::default(),
         }
     }
 

@@ -21,6 +21,14 @@ fn json(m: &serde_json::Map<String, serde_json::Value>) -> String {
     }
 }
 
+fn raw(o: &socialcrm_schemas::JsonObject) -> String {
+    if o.is_empty() {
+        String::new()
+    } else {
+        o.as_str().to_string()
+    }
+}
+
 #[derive(Debug, clickhouse::Row, Serialize)]
 pub struct EventRow {
     pub event_id: String,
@@ -72,8 +80,8 @@ impl EventRow {
             target_types: ev.target.iter().map(|i| i.id_type.clone()).collect(),
             target_values: ev.target.iter().map(|i| i.value.clone()).collect(),
             traits: json(&ev.traits),
-            properties: json(&ev.properties),
-            context: json(&ev.context),
+            properties: raw(&ev.properties),
+            context: raw(&ev.context),
             revenue_amount: ev.revenue.as_ref().map(|r| r.amount).unwrap_or(0.0),
             revenue_currency: ev
                 .revenue

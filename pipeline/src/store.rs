@@ -14,7 +14,9 @@ use crate::profile::ProfileState;
 
 const IDS: TableDefinition<&str, &[u8]> = TableDefinition::new("ids");
 const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
-const SEEN: TableDefinition<u128, ()> = TableDefinition::new("seen");
+/// Fingerprints of counted events, one packed blob (16 bytes each) per batch
+/// version: one B-tree insert per batch instead of one per event.
+const SEEN: TableDefinition<u64, &[u8]> = TableDefinition::new("seen_batches");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const OFFSETS: TableDefinition<&str, i64> = TableDefinition::new("offsets");
 /// `pending`: what the batch in flight is about to write; `recovery`: what a
@@ -149,8 +151,12 @@ impl Store {
             graph.profiles.insert(k.value().to_string(), p);
         }
         for item in r.open_table(SEEN).map_err(se)?.iter().map_err(se)? {
-            let (k, _) = item.map_err(se)?;
-            graph.seen.insert(k.value());
+            let (_, v) = item.map_err(se)?;
+            for chunk in v.value().chunks_exact(16) {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(chunk);
+                graph.seen.insert(u128::from_le_bytes(b));
+            }
         }
         let version = r
             .open_table(META)
@@ -238,9 +244,15 @@ impl Store {
                     profiles.remove(key.as_str()).map_err(se)?;
                 }
             }
-            let mut seen = w.open_table(SEEN).map_err(se)?;
-            for fp in &graph.new_seen {
-                seen.insert(*fp, ()).map_err(se)?;
+            if !graph.new_seen.is_empty() {
+                let mut blob = Vec::with_capacity(graph.new_seen.len() * 16);
+                for fp in &graph.new_seen {
+                    blob.extend_from_slice(&fp.to_le_bytes());
+                }
+                w.open_table(SEEN)
+                    .map_err(se)?
+                    .insert(version, blob.as_slice())
+                    .map_err(se)?;
             }
             w.open_table(META)
                 .map_err(se)?

@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::identifier::{IdError, IdType, Identifier, Normalizer};
@@ -46,6 +47,77 @@ pub struct Revenue {
     pub currency: String,
 }
 
+/// A JSON object kept as its raw text. Event facts (`properties`, `context`) pass
+/// through the pipeline to storage without being built into a tree of values, which
+/// would cost more than everything else the pipeline does with an event.
+#[derive(Clone)]
+pub struct JsonObject(Box<RawValue>);
+
+impl JsonObject {
+    /// `{}`.
+    pub fn empty() -> Self {
+        JsonObject::from_map(&Map::new())
+    }
+
+    pub fn from_map(m: &Map<String, Value>) -> Self {
+        // serialising a map of JSON values cannot fail
+        let text = serde_json::to_string(m).unwrap_or_else(|_| "{}".to_string());
+        JsonObject(RawValue::from_string(text).unwrap_or_else(|_| {
+            RawValue::from_string("{}".to_string()).expect("`{}` is JSON")
+        }))
+    }
+
+    /// The object as values (parses the text).
+    pub fn to_map(&self) -> Map<String, Value> {
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+
+    /// The JSON text, as received.
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
+
+    /// True for `{}` (with any inner whitespace).
+    pub fn is_empty(&self) -> bool {
+        let t = self.0.get().trim();
+        t.len() >= 2 && t[1..t.len() - 1].trim().is_empty()
+    }
+}
+
+impl Default for JsonObject {
+    fn default() -> Self {
+        JsonObject::empty()
+    }
+}
+
+impl PartialEq for JsonObject {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get() || self.to_map() == other.to_map()
+    }
+}
+
+impl std::fmt::Debug for JsonObject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.get())
+    }
+}
+
+impl Serialize for JsonObject {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        if !raw.get().trim_start().starts_with('{') {
+            return Err(serde::de::Error::custom("expected a JSON object"));
+        }
+        Ok(JsonObject(raw))
+    }
+}
+
 /// One canonical event. Field docs are the contract; `schemas/json/canonical-event.v1.schema.json`
 /// is its machine-readable form.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,12 +144,12 @@ pub struct CanonicalEvent {
     pub target: Vec<Identifier>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub traits: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub properties: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "JsonObject::is_empty")]
+    pub properties: JsonObject,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revenue: Option<Revenue>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub context: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "JsonObject::is_empty")]
+    pub context: JsonObject,
 }
 
 /// Why an event was refused. The text is what lands in `crm.dlq`.
@@ -341,6 +413,8 @@ mod tests {
                 "invalid_field",
             ),
             (Box::new(|v| v["event_id"] = "".into()), "invalid_field"),
+            (Box::new(|v| v["properties"] = serde_json::json!([1])), "malformed"),
+            (Box::new(|v| v["context"] = "x".into()), "malformed"),
         ];
         for (mutate, code) in cases {
             let mut v = sample();
@@ -348,6 +422,18 @@ mod tests {
             let err = parse(&v).expect_err("must be rejected");
             assert_eq!(err.code(), code, "{v} -> {err}");
         }
+    }
+
+    #[test]
+    fn event_facts_pass_through_as_sent() {
+        let mut v = sample();
+        v["properties"] = serde_json::json!({"url": "https://x.io/?a=1", "n": [1, 2.5, null]});
+        let (ev, _) = parse(&v).expect("valid");
+        assert_eq!(ev.properties.to_map()["n"], serde_json::json!([1, 2.5, null]));
+        assert!(ev.context.is_empty() && !ev.properties.is_empty());
+        let back: serde_json::Value = serde_json::to_value(&ev).expect("json");
+        assert_eq!(back["properties"], v["properties"]);
+        assert!(back.get("context").is_none());
     }
 
     #[test]

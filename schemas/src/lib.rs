@@ -12,5 +12,5 @@ pub mod messages;
 pub mod migrations;
 pub mod retry;
 
-pub use event::{CanonicalEvent, Channel, EventError, Revenue, SCHEMA_VERSION};
+pub use event::{CanonicalEvent, Channel, EventError, JsonObject, Revenue, SCHEMA_VERSION};
 pub use identifier::{IdError, IdType, Identifier, Normalizer};

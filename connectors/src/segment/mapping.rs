@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use socialcrm_schemas::{
-    CanonicalEvent, Channel, IdType, Identifier, Normalizer, Revenue, SCHEMA_VERSION,
+    CanonicalEvent, Channel, IdType, Identifier, JsonObject, Normalizer, Revenue, SCHEMA_VERSION,
 };
 
 /// Why a message was refused (answered as HTTP 400).
@@ -285,8 +285,8 @@ pub fn map_message(
         identifiers,
         target: Vec::new(),
         traits,
-        properties,
+        properties: JsonObject::from_map(&properties),
         revenue,
-        context,
+        context: JsonObject::from_map(&context),
     })
 }

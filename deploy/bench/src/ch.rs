@@ -10,7 +10,7 @@ use socialcrm_pipeline::rows::EventRow;
 use socialcrm_schemas::clickhouse_config::ClickHouseConfig;
 use socialcrm_schemas::{CanonicalEvent, Normalizer};
 
-use crate::proc::{mem_kb, vm_hwm_kb_self};
+use crate::proc::{mem_kb, vm_hwm_kb_self, CpuUse, SelfCpu};
 
 pub fn config(url: &str, database: &str) -> ClickHouseConfig {
     ClickHouseConfig {
@@ -70,6 +70,8 @@ pub struct InsertReport {
     pub batch_ms_max: f64,
     pub rss_before_insert_kb: u64,
     pub vm_hwm_kb: u64,
+    /// During the inserts only.
+    pub cpu: CpuUse,
 }
 
 /// Phase b2: the same rows the pipeline writes (parsed from the same topic bytes,
@@ -109,6 +111,7 @@ pub async fn bare_insert(
 
     let client = cfg.client();
     let deadline = Instant::now() + timeout;
+    let cpu = SelfCpu::start();
     let start = Instant::now();
     let mut per_batch = Vec::new();
     for chunk in rows.chunks(batch.max(1)) {
@@ -116,14 +119,20 @@ pub async fn bare_insert(
             bail!("timeout inserting");
         }
         let t = Instant::now();
-        let mut insert = client.insert::<EventRow>(table).await?;
-        for r in chunk {
-            insert.write(r).await?;
-        }
-        insert.end().await?;
+        let one = async {
+            let mut insert = client.insert::<EventRow>(table).await?;
+            for r in chunk {
+                insert.write(r).await?;
+            }
+            insert.end().await
+        };
+        tokio::time::timeout(Duration::from_secs(120), one)
+            .await
+            .context("timeout: one insert took more than 120 s")??;
         per_batch.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let insert_secs = start.elapsed().as_secs_f64();
+    let cpu = cpu.finish(insert_secs);
     let n = rows.len() as u64;
     let got = count(cfg, table).await?;
     if got != n {
@@ -141,5 +150,6 @@ pub async fn bare_insert(
         batch_ms_max: per_batch.last().copied().unwrap_or(0.0),
         rss_before_insert_kb: rss_before,
         vm_hwm_kb: vm_hwm_kb_self(),
+        cpu,
     })
 }

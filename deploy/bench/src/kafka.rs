@@ -17,7 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
 use crate::gen::Dataset;
-use crate::proc::vm_hwm_kb_self;
+use crate::proc::{vm_hwm_kb_self, CpuUse, SelfCpu};
 
 pub fn base_config(brokers: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
@@ -203,11 +203,13 @@ pub struct ConsumeReport {
     /// Excluding the time to the first message.
     pub events_per_sec_after_first: f64,
     pub vm_hwm_kb: u64,
+    pub cpu: CpuUse,
 }
 
 /// Phase b1: a consumer configured like the pipeline's (StreamConsumer, fresh
 /// group, same fetch settings) that reads `expect` messages and does nothing else.
 pub async fn bare_consume(brokers: &str, topic: &str, group: &str, expect: u64, timeout: Duration) -> Result<ConsumeReport> {
+    let cpu = SelfCpu::start();
     let start = Instant::now();
     let consumer: StreamConsumer = base_config(brokers)
         .set("group.id", group)
@@ -242,6 +244,7 @@ pub async fn bare_consume(brokers: &str, topic: &str, group: &str, expect: u64, 
         events_per_sec: n as f64 / secs,
         events_per_sec_after_first: n as f64 / (secs - first).max(1e-9),
         vm_hwm_kb: vm_hwm_kb_self(),
+        cpu: cpu.finish(secs),
     })
 }
 

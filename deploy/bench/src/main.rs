@@ -7,6 +7,7 @@ mod ch;
 mod gen;
 mod kafka;
 mod proc;
+mod redb_probe;
 mod run;
 mod segment;
 mod stages;
@@ -76,6 +77,28 @@ enum Cmd {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Cost of one durable redb commit per batch, table by table, with the
+    /// identity store's shapes and phase-a volumes (and an append-only `seen`).
+    RedbProbe {
+        #[arg(long, default_value_t = 50)]
+        batches: usize,
+        /// New event ids per batch.
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        /// Profiles in the store.
+        #[arg(long, default_value_t = 76_923)]
+        people: usize,
+        /// Profiles rewritten per batch.
+        #[arg(long, default_value_t = 5_100)]
+        profiles: usize,
+        /// New identifiers per batch.
+        #[arg(long, default_value_t = 4_150)]
+        new_ids: usize,
+        #[arg(long, default_value_t = 650)]
+        profile_bytes: usize,
+        #[arg(long, default_value = "target/bench/redb-probe")]
+        dir: std::path::PathBuf,
+    },
     /// Print N generated canonical events as JSON lines (to inspect the data).
     Sample {
         #[arg(long, default_value_t = 20)]
@@ -139,6 +162,24 @@ async fn main() -> Result<()> {
             if let Some(p) = json {
                 std::fs::write(p, serde_json::to_vec_pretty(&r)?)?;
             }
+            Ok(())
+        }
+        Cmd::RedbProbe {
+            batches,
+            events,
+            people,
+            profiles,
+            new_ids,
+            profile_bytes,
+            dir,
+        } => {
+            let r = tokio::task::spawn_blocking(move || {
+                let r = redb_probe::run(&dir, batches, events, people, profiles, new_ids, profile_bytes);
+                let _ = std::fs::remove_dir_all(&dir);
+                r
+            })
+            .await??;
+            redb_probe::print(&r);
             Ok(())
         }
         Cmd::Sample { events, of, seed, segment } => {

@@ -150,3 +150,90 @@ pub async fn run_checked(cmd: &mut tokio::process::Command, what: &str, timeout:
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// CPU seconds of the services around the pipeline, read at the start and end of a phase.
+#[derive(Clone, Copy, Default)]
+pub struct CpuMark {
+    clickhouse: f64,
+    kafka: f64,
+    bench: f64,
+    busy: f64,
+}
+
+pub struct Services {
+    clickhouse: Option<u32>,
+    kafka: Option<u32>,
+}
+
+impl Services {
+    pub fn find() -> Services {
+        let local = std::env::var("SOCIALCRM_LOCAL_DIR").unwrap_or_else(|_| ".local".into());
+        Services {
+            clickhouse: pid_from_file(&Path::new(&local).join("clickhouse/clickhouse-server.pid")),
+            kafka: pid_from_file(&Path::new(&local).join("kafka/kafka.pid")),
+        }
+    }
+    pub fn mark(&self) -> CpuMark {
+        let (busy, _) = machine_cpu().unwrap_or_default();
+        CpuMark {
+            clickhouse: self.clickhouse.and_then(cpu_secs).unwrap_or(0.0),
+            kafka: self.kafka.and_then(cpu_secs).unwrap_or(0.0),
+            bench: cpu_secs(std::process::id()).unwrap_or(0.0),
+            busy,
+        }
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default)]
+pub struct CpuUse {
+    /// CPU seconds per wall second (2.0 = both cores of this machine busy) of the
+    /// process under test: the pipeline (a, c), the bare consumer/inserter (b1, b2).
+    pub process: f64,
+    pub collector: Option<f64>,
+    pub clickhouse: f64,
+    pub kafka: f64,
+    /// The harness itself (polling, and in phase c the HTTP load generator).
+    pub bench: f64,
+    /// Whole machine, all processes.
+    pub machine: f64,
+    /// Machine minus everything above: other work on the machine during the phase
+    /// (should be ~0; if not, the figures are disturbed).
+    pub other: f64,
+}
+
+pub fn cpu_use(a: CpuMark, b: CpuMark, wall: f64, process_cpu: f64, collector_cpu: Option<f64>) -> CpuUse {
+    let w = wall.max(1e-9);
+    let mut u = CpuUse {
+        process: process_cpu / w,
+        collector: collector_cpu.map(|c| c / w),
+        clickhouse: (b.clickhouse - a.clickhouse) / w,
+        kafka: (b.kafka - a.kafka) / w,
+        bench: (b.bench - a.bench) / w,
+        machine: (b.busy - a.busy) / w,
+        other: 0.0,
+    };
+    u.other = (u.machine - u.process - u.collector.unwrap_or(0.0) - u.clickhouse - u.kafka - u.bench).max(0.0);
+    u
+}
+
+
+/// CPU use over a stretch of work done by this very process (phases b1, b2).
+pub struct SelfCpu {
+    svc: Services,
+    mark: CpuMark,
+}
+
+impl SelfCpu {
+    pub fn start() -> SelfCpu {
+        let svc = Services::find();
+        let mark = svc.mark();
+        SelfCpu { svc, mark }
+    }
+    pub fn finish(&self, wall: f64) -> CpuUse {
+        let m = self.svc.mark();
+        let mut u = cpu_use(self.mark, m, wall, m.bench - self.mark.bench, None);
+        u.bench = 0.0;
+        u.other = (u.machine - u.process - u.clickhouse - u.kafka).max(0.0);
+        u
+    }
+}

@@ -20,7 +20,7 @@ use tokio::process::{Child, Command};
 use crate::ch;
 use crate::gen;
 use crate::kafka;
-use crate::proc::{cpu_secs, machine_cpu, mem_kb, pid_from_file, run_checked, sigterm, stop_child, Sampler};
+use crate::proc::{cpu_secs, cpu_use, machine_cpu, mem_kb, run_checked, sigterm, stop_child, CpuUse, Sampler, Services};
 use crate::segment;
 
 #[derive(Debug, Clone, clap::Args, Serialize)]
@@ -55,7 +55,9 @@ pub struct RunArgs {
     /// Keep the bench topics, databases and state directories.
     #[arg(long)]
     pub keep: bool,
-    /// Attach `perf record` to the pipeline in phase a (slows it down; figures are marked).
+    /// Attach `perf` to the pipeline in phase a (slows it down; figures are marked).
+    /// Default `perf record -F 499 -g`; set BENCH_PERF_ARGS (e.g. "record -F 199
+    /// --call-graph dwarf,16384" or "trace -s") to change it. Output: <run dir>/perf-a.data.
     #[arg(long)]
     pub perf: bool,
     #[arg(long, default_value = "127.0.0.1:9092")]
@@ -152,6 +154,8 @@ state_dir = "{state}"
 batch_max_events = {batch}
 batch_max_wait_ms = {wait}
 retry_max_interval_ms = 10000
+# a free port, so the bench never collides with another pipeline's default 127.0.0.1:9464
+metrics_listen = "127.0.0.1:{metrics_port}"
 
 [identity]
 default_phone_region = ""
@@ -162,7 +166,15 @@ default_phone_region = ""
         state = state_dir.display(),
         batch = a.batch_max_events,
         wait = a.batch_max_wait_ms,
+        metrics_port = free_port(),
     )
+}
+
+/// A port nobody listens on right now (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(19464, |a| a.port())
 }
 
 fn log_file(path: &Path) -> Result<(Stdio, Stdio)> {
@@ -198,70 +210,6 @@ fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// CPU seconds of the services around the pipeline, read at the start and end of a phase.
-#[derive(Clone, Copy, Default)]
-struct CpuMark {
-    clickhouse: f64,
-    kafka: f64,
-    bench: f64,
-    busy: f64,
-}
-
-struct Services {
-    clickhouse: Option<u32>,
-    kafka: Option<u32>,
-}
-
-impl Services {
-    fn find() -> Services {
-        let local = std::env::var("SOCIALCRM_LOCAL_DIR").unwrap_or_else(|_| ".local".into());
-        Services {
-            clickhouse: pid_from_file(&Path::new(&local).join("clickhouse/clickhouse-server.pid")),
-            kafka: pid_from_file(&Path::new(&local).join("kafka/kafka.pid")),
-        }
-    }
-    fn mark(&self) -> CpuMark {
-        let (busy, _) = machine_cpu().unwrap_or_default();
-        CpuMark {
-            clickhouse: self.clickhouse.and_then(cpu_secs).unwrap_or(0.0),
-            kafka: self.kafka.and_then(cpu_secs).unwrap_or(0.0),
-            bench: cpu_secs(std::process::id()).unwrap_or(0.0),
-            busy,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct CpuUse {
-    /// CPU seconds per wall second (2.0 = both cores of this machine busy).
-    pub pipeline: f64,
-    pub collector: Option<f64>,
-    pub clickhouse: f64,
-    pub kafka: f64,
-    /// The harness itself (polling, and in phase c the HTTP load generator).
-    pub bench: f64,
-    /// Whole machine, all processes.
-    pub machine: f64,
-    /// Machine minus everything above: other work on the machine during the phase
-    /// (should be ~0; if not, the figures are disturbed).
-    pub other: f64,
-}
-
-fn cpu_use(a: CpuMark, b: CpuMark, wall: f64, pipeline_cpu: f64, collector_cpu: Option<f64>) -> CpuUse {
-    let w = wall.max(1e-9);
-    let mut u = CpuUse {
-        pipeline: pipeline_cpu / w,
-        collector: collector_cpu.map(|c| c / w),
-        clickhouse: (b.clickhouse - a.clickhouse) / w,
-        kafka: (b.kafka - a.kafka) / w,
-        bench: (b.bench - a.bench) / w,
-        machine: (b.busy - a.busy) / w,
-        other: 0.0,
-    };
-    u.other = (u.machine - u.pipeline - u.collector.unwrap_or(0.0) - u.clickhouse - u.kafka - u.bench).max(0.0);
-    u
-}
-
 /// Cores busy on the machine over `d` (to see whether something else is running).
 async fn background_cpu(d: Duration) -> f64 {
     let a = machine_cpu().unwrap_or_default();
@@ -275,6 +223,8 @@ async fn background_cpu(d: Duration) -> f64 {
 pub struct BatchLog {
     pub batches: u64,
     pub messages: u64,
+    /// Sent to the dead-letter topic (must be 0: every generated event is valid).
+    pub rejected: u64,
     pub avg_messages: f64,
     pub avg_profiles: f64,
     /// Time between consecutive `batch written` lines (consume + process + write of one batch).
@@ -286,7 +236,7 @@ pub struct BatchLog {
 fn parse_batch_log(path: &Path) -> BatchLog {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut times = Vec::new();
-    let (mut msgs, mut profiles) = (0u64, 0u64);
+    let (mut msgs, mut profiles, mut rejected) = (0u64, 0u64, 0u64);
     for line in text.lines().filter(|l| l.contains("batch written")) {
         let clean: String = strip_ansi(line);
         let mut it = clean.split_whitespace();
@@ -298,6 +248,8 @@ fn parse_batch_log(path: &Path) -> BatchLog {
                 msgs += v.parse::<u64>().unwrap_or(0);
             } else if let Some(v) = kv.strip_prefix("profiles=") {
                 profiles += v.parse::<u64>().unwrap_or(0);
+            } else if let Some(v) = kv.strip_prefix("rejected=") {
+                rejected += v.parse::<u64>().unwrap_or(0);
             }
         }
     }
@@ -307,6 +259,7 @@ fn parse_batch_log(path: &Path) -> BatchLog {
     BatchLog {
         batches: n,
         messages: msgs,
+        rejected,
         avg_messages: msgs as f64 / n.max(1) as f64,
         avg_profiles: profiles as f64 / n.max(1) as f64,
         interval_ms_p50: gaps.get(gaps.len() / 2).copied().unwrap_or(0.0),
@@ -508,16 +461,9 @@ fn mib(kb: u64) -> String {
 }
 
 fn eps(x: f64) -> String {
-    let n = x.round() as u64;
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
+    let digits: Vec<char> = (x.round() as u64).to_string().chars().rev().collect();
+    let groups: Vec<String> = digits.chunks(3).map(|c| c.iter().rev().collect()).collect();
+    groups.into_iter().rev().collect::<Vec<_>>().join(",")
 }
 
 fn print_summary(r: &Results) {
@@ -583,6 +529,30 @@ fn print_summary(r: &Results) {
             if x >= r.target_ratio { "MET" } else { "NOT MET" }
         ),
         None => println!("ratio: not available (needs a and b1/b2)"),
+    }
+    println!("CPU during each phase (cores of {}): process under test / collector / ClickHouse / Kafka / whole machine",
+        r.machine.get("cores").and_then(Value::as_u64).unwrap_or(0));
+    let cpu_line = |name: &str, c: &CpuUse| {
+        println!(
+            "  {name:<6} {:.2} / {} / {:.2} / {:.2} / {:.2}",
+            c.process,
+            c.collector.map_or("-".to_string(), |x| format!("{x:.2}")),
+            c.clickhouse,
+            c.kafka,
+            c.machine
+        )
+    };
+    if let Some(p) = &r.a_pipeline {
+        cpu_line("(a)", &p.cpu);
+    }
+    if let Some(b) = &r.b1_bare_consume {
+        cpu_line("(b1)", &b.cpu);
+    }
+    if let Some(b) = &r.b2_bare_insert {
+        cpu_line("(b2)", &b.cpu);
+    }
+    if let Some(c) = &r.c_end_to_end {
+        cpu_line("(c)", &c.cpu);
     }
     let other = [
         r.a_pipeline.as_ref().map(|p| p.cpu.other),
@@ -836,8 +806,7 @@ async fn phase_c(a: &RunArgs, n: &Names, created: &mut Created, svc: &Services, 
     let db = format!("bench_{ts}_e2e");
     let topics = topics_for(&prefix);
     let state = n.dir.join("state-c");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", free_port());
     let cfg = n.dir.join("e2e.toml");
     std::fs::write(&cfg, config_toml(a, &prefix, &db, &format!("bench-{ts}-c"), &state, &listen))?;
     kafka::create_topics(

@@ -63,6 +63,11 @@ pub struct StagesReport {
     pub events_per_sec_cpu_only: f64,
     /// Per batch: [batch, seconds of each stage..., store file MiB].
     pub per_batch: Vec<(usize, StageTimes, f64)>,
+    /// State at the end: identifiers, profiles, and the mean size of a profile
+    /// as the store writes it (JSON).
+    pub identifiers: usize,
+    pub profiles: usize,
+    pub avg_profile_json_bytes: usize,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -186,6 +191,11 @@ pub fn run(events: usize, seed: u64, batch: usize, state_dir: &std::path::Path) 
     }
     let total_secs = secs(all.elapsed());
     let _ = std::fs::remove_dir_all(state_dir);
+    let profile_bytes: usize = graph
+        .profiles
+        .values()
+        .map(|p| serde_json::to_vec(p).map_or(0, |v| v.len()))
+        .sum();
     Ok(StagesReport {
         events,
         batch,
@@ -193,6 +203,9 @@ pub fn run(events: usize, seed: u64, batch: usize, state_dir: &std::path::Path) 
         total,
         total_secs,
         per_batch,
+        identifiers: graph.ids.len(),
+        profiles: graph.profiles.len(),
+        avg_profile_json_bytes: profile_bytes / graph.profiles.len().max(1),
     })
 }
 
@@ -211,6 +224,10 @@ pub fn print(r: &StagesReport) {
     row("identity store commit (redb, fsync)", r.total.store_commit);
     row("dropping the batch", r.total.drop_batch);
     println!("  {:<34} {:>8.2} s  => {:.0} events/s before any ClickHouse/Kafka I/O", "total", tt, r.events_per_sec_cpu_only);
+    println!(
+        "  state at the end: {} identifiers, {} profiles, {} bytes of JSON per stored profile",
+        r.identifiers, r.profiles, r.avg_profile_json_bytes
+    );
     println!("per batch (s): batch  parse  graph  rows  profiles  ledger  intent  commit  drop  store MiB");
     let n = r.per_batch.len();
     for (i, (b, t, mib)) in r.per_batch.iter().enumerate() {
