@@ -548,9 +548,9 @@ impl Dataset {
             identifiers: self.identifiers(n),
             target: Vec::new(),
             traits: b.traits,
-            properties: b.properties,
+            properties: socialcrm_schemas::JsonObject::from_map(&b.properties),
             revenue: b.revenue,
-            context: b.context,
+            context: socialcrm_schemas::JsonObject::from_map(&b.context),
         }
     }
 
