@@ -381,6 +381,27 @@ impl Graph {
         ));
     }
 
+    /// Detaches what changed since the last call (values cloned) and clears the
+    /// dirty sets.
+    pub fn take_delta(&mut self) -> crate::store::Delta {
+        let delta = crate::store::Delta {
+            ids: self
+                .dirty_ids
+                .iter()
+                .map(|k| (k.clone(), self.ids.get(k).cloned()))
+                .collect(),
+            profiles: self
+                .dirty_profiles
+                .iter()
+                .map(|k| (k.clone(), self.profiles.get(k).cloned()))
+                .collect(),
+            seen: std::mem::take(&mut self.new_seen),
+            aliases: std::mem::take(&mut self.dirty_aliases),
+        };
+        self.clear_dirty();
+        delta
+    }
+
     /// Forgets what the last batch changed (after it was persisted).
     pub fn clear_dirty(&mut self) {
         self.dirty_ids.clear();

@@ -233,7 +233,17 @@ impl ProfileRow {
     }
 
     pub fn new(p: &ProfileState, version: u64, now: DateTime<Utc>) -> Self {
-        let msg = p.to_message(version, now);
+        Self::from_message(&p.to_message(version, now), p, version, now)
+    }
+
+    /// From the published form (built once for both the row and the message).
+    pub fn from_message(
+        msg: &socialcrm_schemas::messages::Profile,
+        p: &ProfileState,
+        version: u64,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let msg = msg.clone();
         ProfileRow {
             customer_id: p.customer_id.clone(),
             version,

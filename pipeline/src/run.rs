@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -26,7 +27,7 @@ use tokio::sync::watch;
 use crate::config::{IdentityConfig, PipelineConfig};
 use crate::identity::Graph;
 use crate::rows::{secs, AliasRow, EventRow, IdentityRow, LedgerRow, ProfileRow};
-use crate::store::{offset_key, Intent, Store, StoreError};
+use crate::store::{offset_key, Delta, Intent, Store, StoreError};
 
 /// Largest original payload copied into a DLQ message; longer ones are truncated
 /// (and flagged) so the DLQ message always fits Kafka's default message size.
@@ -69,20 +70,50 @@ pub struct Settings {
 /// (topic, key, payload); a `None` payload is a tombstone.
 type OutMsg<'a> = (&'a str, Option<String>, Option<Vec<u8>>);
 
-/// What one batch writes.
+/// What resolving one batch produced (on the consumer's side).
 #[derive(Default)]
 struct Prepared {
+    version: u64,
+    now: DateTime<Utc>,
     events: Vec<EventRow>,
+    ledger: Vec<IdentityMessage>,
+    dlq: Vec<(Option<String>, DlqMessage)>,
+    delta: Delta,
+    max_offsets: BTreeMap<(String, i32), i64>,
+    /// Applied offsets including this batch (persisted with it).
+    applied: HashMap<String, i64>,
+    messages: usize,
+    skipped: u64,
+}
+
+/// Rows and messages of one batch, built by the writer.
+struct Outputs {
     identities: Vec<IdentityRow>,
     aliases: Vec<AliasRow>,
     ledger_rows: Vec<LedgerRow>,
     profiles: Vec<ProfileRow>,
-    ledger: Vec<IdentityMessage>,
-    dlq: Vec<(Option<String>, DlqMessage)>,
     /// (customer_id, payload or tombstone)
     profile_msgs: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// What the writer of a batch needs.
+struct Writer {
+    ch: clickhouse::Client,
+    producer: FutureProducer,
+    kafka: KafkaConfig,
+    policy: RetryPolicy,
+    store: Arc<Store>,
+    failpoint_after_sinks: bool,
+}
+
+/// Result of a written and committed batch.
+struct Done {
     max_offsets: BTreeMap<(String, i32), i64>,
-    skipped: u64,
+    applied: HashMap<String, i64>,
+    messages: usize,
+    accepted: usize,
+    rejected: usize,
+    profiles: usize,
 }
 
 /// Runs until `shutdown` resolves or, when `exit_when_idle_secs` is set, until
@@ -95,7 +126,7 @@ pub async fn run(
     let normalizer = Normalizer::new(Some(&s.identity.default_phone_region))
         .map_err(|e| PipelineError::Config(format!("identity.default_phone_region: {e}")))?;
     let (store, loaded) = Store::open(Path::new(&s.pipeline.state_dir), &s.identity)?;
-    let mut graph = loaded.graph;
+    let graph = loaded.graph;
     let mut version = loaded.version;
     let mut applied = loaded.offsets;
     let mut recovery = loaded.recovery;
@@ -154,11 +185,23 @@ pub async fn run(
         .set("message.timeout.ms", "120000")
         .create()?;
 
+    let store = Arc::new(store);
+    let writer = Arc::new(Writer {
+        ch,
+        producer,
+        kafka: s.kafka.clone(),
+        policy: policy.clone(),
+        store: store.clone(),
+        failpoint_after_sinks,
+    });
     let mut stats = RunStats::default();
     let batch_wait = Duration::from_millis(s.pipeline.batch_max_wait_ms);
     let idle_limit = (s.pipeline.exit_when_idle_secs > 0)
         .then(|| Duration::from_secs(s.pipeline.exit_when_idle_secs));
     let mut idle_since = Instant::now();
+    // the batch being written while the next one is consumed and resolved
+    let mut inflight: Option<tokio::task::JoinHandle<Result<Done, PipelineError>>> = None;
+    let mut graph = Some(graph);
 
     loop {
         if *stop_rx.borrow() {
@@ -174,6 +217,23 @@ pub async fn run(
             }
         };
         let Some(first) = first else {
+            // idle: finish the batch in flight so its offsets are stored
+            if let Some(h) = inflight.take() {
+                let done = tokio::select! {
+                    r = h => r.map_err(join_err)??,
+                    _ = stop_rx.changed() => return Ok(stats),
+                };
+                after_commit(&consumer, &done, &mut stats)?;
+                recover(
+                    &writer,
+                    graph.as_ref(),
+                    &mut recovery,
+                    &done.applied,
+                    version,
+                    &mut stats,
+                )
+                .await?;
+            }
             if idle_limit.is_some_and(|l| idle_since.elapsed() >= l) {
                 tracing::info!("idle, exiting");
                 break;
@@ -195,93 +255,187 @@ pub async fn run(
         }
         idle_since = Instant::now();
         version += 1;
-        let now = Utc::now();
 
-        // 1. validate and resolve, in memory
-        let p = prepare(
-            &batch,
-            &mut graph,
-            &applied,
-            &normalizer,
-            version,
-            now,
-            &mut stats,
-        )?;
+        // 1. validate and resolve (CPU, off the async workers), while the previous
+        //    batch is still being written
+        let mut g = graph
+            .take()
+            .ok_or_else(|| PipelineError::Config("graph lost".into()))?;
+        let norm = normalizer.clone();
+        let applied_now = applied.clone();
+        let (g, p, batch_stats) = tokio::task::spawn_blocking(move || {
+            let mut st = RunStats::default();
+            let p = prepare(
+                &batch,
+                &mut g,
+                &applied_now,
+                &norm,
+                version,
+                Utc::now(),
+                &mut st,
+            );
+            (g, p, st)
+        })
+        .await
+        .map_err(join_err)?;
+        graph = Some(g);
+        let p = p?;
+        stats.accepted += batch_stats.accepted;
+        stats.duplicates += batch_stats.duplicates;
+        stats.rejected += batch_stats.rejected;
+        stats.skipped_applied += batch_stats.skipped_applied;
         if p.skipped > 0 {
             tracing::warn!(
                 skipped = p.skipped,
                 "skipped messages at or below offsets already applied (a replay after a crash, or the topic or group offsets were reset)"
             );
         }
+        applied = p.applied.clone();
 
-        // 2. record what this batch is about to publish (for crash recovery)
-        let mut intent = Intent {
-            version,
-            ..Intent::default()
-        };
-        intent
-            .customer_ids
-            .extend(p.profiles.iter().map(|r| r.customer_id.clone()));
-        for ((t, part), o) in &p.max_offsets {
-            intent.offsets.insert(offset_key(t, *part), *o);
-        }
-        if !intent.customer_ids.is_empty() {
-            store.write_intent(&intent)?;
+        // 2. the previous batch must be committed before this one is written
+        if let Some(h) = inflight.take() {
+            let done = tokio::select! {
+                r = h => r.map_err(join_err)??,
+                _ = stop_rx.changed() => {
+                    tracing::info!("stop requested while writing; unwritten batches will be replayed on restart");
+                    return Ok(stats);
+                }
+            };
+            after_commit(&consumer, &done, &mut stats)?;
+            recover(
+                &writer,
+                graph.as_ref(),
+                &mut recovery,
+                &done.applied,
+                version,
+                &mut stats,
+            )
+            .await?;
         }
 
-        // 3. sinks, retried until accepted; a stop request abandons the batch
+        // 3. write this batch in the background: intent, sinks, store commit
+        let w = writer.clone();
+        inflight = Some(tokio::spawn(async move { write_batch(w, p).await }));
+    }
+    if let Some(h) = inflight.take() {
         tokio::select! {
-            r = write_outputs(&ch, &producer, &s.kafka, &p, &policy) => r?,
-            _ = stop_rx.changed() => {
-                tracing::info!("stop requested while writing; this batch will be replayed on restart");
-                return Ok(stats);
+            r = h => {
+                let done = r.map_err(join_err)??;
+                after_commit(&consumer, &done, &mut stats)?;
             }
-        }
-        if failpoint_after_sinks {
-            tracing::error!("SOCIALCRM_FAILPOINT=after_sinks: aborting");
-            std::process::abort();
-        }
-
-        // 4. persist the identity store with the applied offsets, then store offsets
-        for ((t, part), o) in &p.max_offsets {
-            applied.insert(offset_key(t, *part), *o);
-        }
-        store.commit(&mut graph, version, &applied)?;
-        for ((t, part), o) in &p.max_offsets {
-            consumer.store_offset(t, *part, *o)?;
-        }
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
-            tracing::debug!(error = %e, "offset commit deferred");
-        }
-        stats.batches += 1;
-        metrics::counter!("socialcrm_pipeline_batches_total").increment(1);
-        metrics::counter!("socialcrm_pipeline_messages_total").increment(batch.len() as u64);
-        tracing::info!(
-            batch = stats.batches,
-            messages = batch.len(),
-            accepted = p.events.len(),
-            rejected = p.dlq.len(),
-            profiles = p.profiles.len(),
-            total_accepted = stats.accepted,
-            "batch written"
-        );
-
-        // 5. once a crashed batch has been replayed, retract what only it created
-        if let Some(rec) = recovery.take() {
-            if rec.passed_by(&applied) {
-                version += 1;
-                let n = retract(&ch, &producer, &s.kafka, &graph, &rec, version, &policy).await?;
-                store.clear_recovery(version)?;
-                stats.retracted += n;
-            } else {
-                recovery = Some(rec);
-            }
+            _ = stop_rx.changed() => {}
         }
     }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "final offset commit");
     }
     Ok(stats)
+}
+
+fn join_err(e: tokio::task::JoinError) -> PipelineError {
+    PipelineError::Config(format!("internal task failed: {e}"))
+}
+
+/// Offsets of a committed batch go to Kafka; one log line per batch.
+fn after_commit(
+    consumer: &StreamConsumer,
+    done: &Done,
+    stats: &mut RunStats,
+) -> Result<(), PipelineError> {
+    for ((t, part), o) in &done.max_offsets {
+        consumer.store_offset(t, *part, *o)?;
+    }
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Async) {
+        tracing::debug!(error = %e, "offset commit deferred");
+    }
+    stats.batches += 1;
+    metrics::counter!("socialcrm_pipeline_batches_total").increment(1);
+    metrics::counter!("socialcrm_pipeline_messages_total").increment(done.messages as u64);
+    tracing::info!(
+        batch = stats.batches,
+        messages = done.messages,
+        accepted = done.accepted,
+        rejected = done.rejected,
+        profiles = done.profiles,
+        total_accepted = stats.accepted,
+        "batch written"
+    );
+    Ok(())
+}
+
+/// Once a crashed batch has been replayed, retracts what only it created.
+async fn recover(
+    w: &Writer,
+    graph: Option<&Graph>,
+    recovery: &mut Option<Intent>,
+    committed: &HashMap<String, i64>,
+    version: u64,
+    stats: &mut RunStats,
+) -> Result<(), PipelineError> {
+    let (Some(rec), Some(graph)) = (recovery.as_ref(), graph) else {
+        return Ok(());
+    };
+    if !rec.passed_by(committed) {
+        return Ok(());
+    }
+    // higher than any version the crashed attempt used (it reused committed + 1)
+    let n = retract(w, graph, rec, version + 1).await?;
+    let store = w.store.clone();
+    tokio::task::spawn_blocking(move || store.clear_recovery())
+        .await
+        .map_err(join_err)??;
+    stats.retracted += n;
+    *recovery = None;
+    Ok(())
+}
+
+/// Builds the batch's rows, records the intent, writes the sinks, commits the store.
+async fn write_batch(w: Arc<Writer>, p: Prepared) -> Result<Done, PipelineError> {
+    let (p, out) = tokio::task::spawn_blocking(move || {
+        let out = outputs(&p);
+        (p, out)
+    })
+    .await
+    .map_err(join_err)?;
+    let out = out?;
+
+    // record what this batch is about to publish (for crash recovery)
+    let mut intent = Intent {
+        version: p.version,
+        ..Intent::default()
+    };
+    intent
+        .customer_ids
+        .extend(out.profiles.iter().map(|r| r.customer_id.clone()));
+    for ((t, part), o) in &p.max_offsets {
+        intent.offsets.insert(offset_key(t, *part), *o);
+    }
+    if !intent.customer_ids.is_empty() {
+        let store = w.store.clone();
+        tokio::task::spawn_blocking(move || store.write_intent(&intent))
+            .await
+            .map_err(join_err)??;
+    }
+
+    write_outputs(&w, &p, &out).await?;
+    if w.failpoint_after_sinks {
+        tracing::error!("SOCIALCRM_FAILPOINT=after_sinks: aborting");
+        std::process::abort();
+    }
+
+    let done = Done {
+        max_offsets: p.max_offsets.clone(),
+        applied: p.applied.clone(),
+        messages: p.messages,
+        accepted: p.events.len(),
+        rejected: p.dlq.len(),
+        profiles: out.profiles.len(),
+    };
+    let store = w.store.clone();
+    tokio::task::spawn_blocking(move || store.commit_delta(&p.delta, p.version, &p.applied))
+        .await
+        .map_err(join_err)??;
+    Ok(done)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -295,7 +449,11 @@ fn prepare(
     stats: &mut RunStats,
 ) -> Result<Prepared, PipelineError> {
     let mut p = Prepared {
+        version,
+        now,
         events: Vec::with_capacity(batch.len()),
+        applied: applied.clone(),
+        messages: batch.len(),
         ..Prepared::default()
     };
     for m in batch {
@@ -351,38 +509,12 @@ fn prepare(
         }
     }
 
-    p.identities = graph
-        .dirty_ids
-        .iter()
-        .map(|k| IdentityRow::new(k, graph.ids.get(k), version, now))
-        .collect();
-    p.aliases = graph
-        .dirty_aliases
-        .iter()
-        .map(|(r, s, at)| AliasRow {
-            retired_id: r.clone(),
-            survivor_id: s.clone(),
-            merged_at: secs(*at),
-            version,
-        })
-        .collect();
-    p.ledger_rows = p
-        .ledger
-        .iter()
-        .map(|m| LedgerRow::new(m, version))
-        .collect();
-    for c in &graph.dirty_profiles {
-        let Some(state) = graph.profiles.get(c) else {
-            continue;
-        };
-        p.profiles.push(ProfileRow::new(state, version, now));
-        let payload = if state.is_active() {
-            Some(serde_json::to_vec(&state.to_message(version, now))?)
-        } else {
-            None // merged away: tombstone on the compacted topic
-        };
-        p.profile_msgs.push((c.clone(), payload));
+    for ((t, part), o) in &p.max_offsets {
+        let k = offset_key(t, *part);
+        let e = p.applied.entry(k).or_insert(*o);
+        *e = (*e).max(*o);
     }
+    p.delta = graph.take_delta();
     Ok(p)
 }
 
@@ -425,41 +557,84 @@ fn dlq_message(
     }
 }
 
-async fn write_outputs(
-    ch: &clickhouse::Client,
-    producer: &FutureProducer,
-    kafka: &KafkaConfig,
-    p: &Prepared,
-    policy: &RetryPolicy,
-) -> Result<(), PipelineError> {
+/// Rows and messages for what the batch changed (runs on a blocking thread).
+fn outputs(p: &Prepared) -> Result<Outputs, PipelineError> {
+    let (version, now) = (p.version, p.now);
+    let identities = p
+        .delta
+        .ids
+        .iter()
+        .map(|(k, rec)| IdentityRow::new(k, rec.as_ref(), version, now))
+        .collect();
+    let aliases = p
+        .delta
+        .aliases
+        .iter()
+        .map(|(r, s, at)| AliasRow {
+            retired_id: r.clone(),
+            survivor_id: s.clone(),
+            merged_at: secs(*at),
+            version,
+        })
+        .collect();
+    let ledger_rows = p
+        .ledger
+        .iter()
+        .map(|m| LedgerRow::new(m, version))
+        .collect();
+    let mut profiles = Vec::with_capacity(p.delta.profiles.len());
+    let mut profile_msgs = Vec::with_capacity(p.delta.profiles.len());
+    for (c, state) in &p.delta.profiles {
+        let Some(state) = state else { continue };
+        let msg = state.to_message(version, now);
+        profiles.push(ProfileRow::from_message(&msg, state, version, now));
+        let payload = if state.is_active() {
+            Some(serde_json::to_vec(&msg)?)
+        } else {
+            None // merged away: tombstone on the compacted topic
+        };
+        profile_msgs.push((c.clone(), payload));
+    }
+    Ok(Outputs {
+        identities,
+        aliases,
+        ledger_rows,
+        profiles,
+        profile_msgs,
+    })
+}
+
+async fn write_outputs(w: &Writer, p: &Prepared, out: &Outputs) -> Result<(), PipelineError> {
+    let (ch, policy) = (&w.ch, &w.policy);
     let (a, b, c, d, e) = tokio::join!(
         insert_rows(ch, "events", &p.events, policy),
-        insert_rows(ch, "identities", &p.identities, policy),
-        insert_rows(ch, "customer_aliases", &p.aliases, policy),
-        insert_rows(ch, "identity_ledger", &p.ledger_rows, policy),
-        insert_rows(ch, "profiles", &p.profiles, policy),
+        insert_rows(ch, "identities", &out.identities, policy),
+        insert_rows(ch, "customer_aliases", &out.aliases, policy),
+        insert_rows(ch, "identity_ledger", &out.ledger_rows, policy),
+        insert_rows(ch, "profiles", &out.profiles, policy),
     );
     a?;
     b?;
     c?;
     d?;
     e?;
+    let topics = &w.kafka.topics;
     let mut msgs: Vec<OutMsg<'_>> =
-        Vec::with_capacity(p.dlq.len() + p.ledger.len() + p.profile_msgs.len());
+        Vec::with_capacity(p.dlq.len() + p.ledger.len() + out.profile_msgs.len());
     for (key, m) in &p.dlq {
-        msgs.push((&kafka.topics.dlq, key.clone(), Some(serde_json::to_vec(m)?)));
+        msgs.push((&topics.dlq, key.clone(), Some(serde_json::to_vec(m)?)));
     }
     for m in &p.ledger {
         msgs.push((
-            &kafka.topics.identity,
+            &topics.identity,
             Some(m.customer_id.clone()),
             Some(serde_json::to_vec(m)?),
         ));
     }
-    for (key, payload) in &p.profile_msgs {
-        msgs.push((&kafka.topics.profiles, Some(key.clone()), payload.clone()));
+    for (key, payload) in &out.profile_msgs {
+        msgs.push((&topics.profiles, Some(key.clone()), payload.clone()));
     }
-    produce_all(producer, &msgs, policy).await?;
+    produce_all(&w.producer, &msgs, policy).await?;
     Ok(())
 }
 
@@ -474,13 +649,10 @@ pub fn to_retract<'a>(graph: &Graph, rec: &'a Intent) -> Vec<&'a String> {
 /// Marks the customer ids a crashed batch published, but the replay did not
 /// recreate, as inactive (ClickHouse) and tombstones them (`crm.profiles`).
 async fn retract(
-    ch: &clickhouse::Client,
-    producer: &FutureProducer,
-    kafka: &KafkaConfig,
+    w: &Writer,
     graph: &Graph,
     rec: &Intent,
     version: u64,
-    policy: &RetryPolicy,
 ) -> Result<u64, PipelineError> {
     let now = Utc::now();
     let gone = to_retract(graph, rec);
@@ -492,12 +664,12 @@ async fn retract(
         .iter()
         .map(|c| ProfileRow::retracted(c, version, now))
         .collect();
-    insert_rows(ch, "profiles", &rows, policy).await?;
+    insert_rows(&w.ch, "profiles", &rows, &w.policy).await?;
     let msgs: Vec<OutMsg<'_>> = gone
         .iter()
-        .map(|c| (kafka.topics.profiles.as_str(), Some((*c).clone()), None))
+        .map(|c| (w.kafka.topics.profiles.as_str(), Some((*c).clone()), None))
         .collect();
-    produce_all(producer, &msgs, policy).await?;
+    produce_all(&w.producer, &msgs, &w.policy).await?;
     tracing::warn!(
         retracted = gone.len(),
         "crash recovery: retracted profiles that only the crashed batch had created"

@@ -83,6 +83,17 @@ pub struct Store {
     pub path: PathBuf,
 }
 
+/// What one batch changed in the graph, detached from it: current values of the
+/// identifiers and profiles it touched (`None` = deleted) and the new event fingerprints.
+#[derive(Debug, Default, Clone)]
+pub struct Delta {
+    pub ids: Vec<(String, Option<IdRecord>)>,
+    pub profiles: Vec<(String, Option<ProfileState>)>,
+    pub seen: Vec<u128>,
+    /// (retired, survivor, when) pairs of merges.
+    pub aliases: Vec<(String, String, chrono::DateTime<chrono::Utc>)>,
+}
+
 /// Everything loaded at start.
 pub struct Loaded {
     pub graph: Graph,
@@ -196,18 +207,14 @@ impl Store {
         w.commit().map_err(se)
     }
 
-    /// Forgets the recovery record (after its retractions were written), saving `version`.
-    pub fn clear_recovery(&self, version: u64) -> Result<(), StoreError> {
+    /// Forgets the recovery record (after its retractions were written).
+    pub fn clear_recovery(&self) -> Result<(), StoreError> {
         let mut w = self.db.begin_write().map_err(db_err)?;
         w.set_durability(Durability::Immediate).map_err(se)?;
         {
             w.open_table(INTENTS)
                 .map_err(se)?
                 .remove("recovery")
-                .map_err(se)?;
-            w.open_table(META)
-                .map_err(se)?
-                .insert("version", version)
                 .map_err(se)?;
         }
         w.commit().map_err(se)
@@ -221,12 +228,24 @@ impl Store {
         version: u64,
         offsets: &HashMap<String, i64>,
     ) -> Result<(), StoreError> {
+        let delta = graph.take_delta();
+        self.commit_delta(&delta, version, offsets)
+    }
+
+    /// Persists a batch's [`Delta`] (taken from the graph when the batch was
+    /// resolved, so the next batch can be resolved while this one is written).
+    pub fn commit_delta(
+        &self,
+        delta: &Delta,
+        version: u64,
+        offsets: &HashMap<String, i64>,
+    ) -> Result<(), StoreError> {
         let mut w = self.db.begin_write().map_err(db_err)?;
         w.set_durability(Durability::Immediate).map_err(se)?;
         {
             let mut ids = w.open_table(IDS).map_err(se)?;
-            for key in &graph.dirty_ids {
-                if let Some(rec) = graph.ids.get(key) {
+            for (key, rec) in &delta.ids {
+                if let Some(rec) = rec {
                     let bytes = serde_json::to_vec(rec).map_err(se)?;
                     ids.insert(key.as_str(), bytes.as_slice()).map_err(se)?;
                 } else {
@@ -234,8 +253,8 @@ impl Store {
                 }
             }
             let mut profiles = w.open_table(PROFILES).map_err(se)?;
-            for key in &graph.dirty_profiles {
-                if let Some(p) = graph.profiles.get(key) {
+            for (key, p) in &delta.profiles {
+                if let Some(p) = p {
                     let bytes = serde_json::to_vec(p).map_err(se)?;
                     profiles
                         .insert(key.as_str(), bytes.as_slice())
@@ -244,9 +263,9 @@ impl Store {
                     profiles.remove(key.as_str()).map_err(se)?;
                 }
             }
-            if !graph.new_seen.is_empty() {
-                let mut blob = Vec::with_capacity(graph.new_seen.len() * 16);
-                for fp in &graph.new_seen {
+            if !delta.seen.is_empty() {
+                let mut blob = Vec::with_capacity(delta.seen.len() * 16);
+                for fp in &delta.seen {
                     blob.extend_from_slice(&fp.to_le_bytes());
                 }
                 w.open_table(SEEN)
@@ -268,7 +287,6 @@ impl Store {
                 .map_err(se)?;
         }
         w.commit().map_err(se)?;
-        graph.clear_dirty();
         Ok(())
     }
 }
@@ -378,11 +396,11 @@ mod tests {
         store
             .commit(&mut loaded.graph, 2, &applied)
             .expect("commit");
-        store.clear_recovery(3).expect("clear");
+        store.clear_recovery().expect("clear");
         drop(store);
         let (_s, again) = Store::open(dir.path(), &cfg).expect("reopen");
         assert!(again.recovery.is_none());
-        assert_eq!(again.version, 3);
+        assert_eq!(again.version, 2);
     }
 
     #[test]

@@ -62,9 +62,10 @@ impl JsonObject {
     pub fn from_map(m: &Map<String, Value>) -> Self {
         // serialising a map of JSON values cannot fail
         let text = serde_json::to_string(m).unwrap_or_else(|_| "{}".to_string());
-        JsonObject(RawValue::from_string(text).unwrap_or_else(|_| {
-            RawValue::from_string("{}".to_string()).expect("`{}` is JSON")
-        }))
+        JsonObject(
+            RawValue::from_string(text)
+                .unwrap_or_else(|_| RawValue::from_string("{}".to_string()).expect("`{}` is JSON")),
+        )
     }
 
     /// The object as values (parses the text).
@@ -413,7 +414,10 @@ mod tests {
                 "invalid_field",
             ),
             (Box::new(|v| v["event_id"] = "".into()), "invalid_field"),
-            (Box::new(|v| v["properties"] = serde_json::json!([1])), "malformed"),
+            (
+                Box::new(|v| v["properties"] = serde_json::json!([1])),
+                "malformed",
+            ),
             (Box::new(|v| v["context"] = "x".into()), "malformed"),
         ];
         for (mutate, code) in cases {
@@ -429,7 +433,10 @@ mod tests {
         let mut v = sample();
         v["properties"] = serde_json::json!({"url": "https://x.io/?a=1", "n": [1, 2.5, null]});
         let (ev, _) = parse(&v).expect("valid");
-        assert_eq!(ev.properties.to_map()["n"], serde_json::json!([1, 2.5, null]));
+        assert_eq!(
+            ev.properties.to_map()["n"],
+            serde_json::json!([1, 2.5, null])
+        );
         assert!(ev.context.is_empty() && !ev.properties.is_empty());
         let back: serde_json::Value = serde_json::to_value(&ev).expect("json");
         assert_eq!(back["properties"], v["properties"]);

@@ -3,6 +3,9 @@
 //! data, plus a collector → ClickHouse end-to-end run. Driven by `deploy/bench/run`;
 //! what it measures and why: docs/benchmarks.md.
 
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod ch;
 mod gen;
 mod kafka;
