@@ -14,6 +14,17 @@ use crate::profile::ProfileState;
 
 const IDS: TableDefinition<&str, &[u8]> = TableDefinition::new("ids");
 const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
+/// One blob per batch with the identifiers and profiles it changed: a batch writes
+/// one sequential record instead of thousands of random B-tree updates. Every
+/// [`COMPACT_EVERY`] batches the changelog is folded into `ids`/`profiles`, in the
+/// same transaction as that batch.
+const CHANGELOG: TableDefinition<u64, &[u8]> = TableDefinition::new("changelog");
+/// Batches kept in the changelog before it is folded into the tables.
+pub const COMPACT_EVERY: usize = 32;
+/// ... or bytes of changed values, whichever comes first.
+const COMPACT_BYTES: usize = 256 * 1024 * 1024;
+const TAG_ID: u8 = 0;
+const TAG_PROFILE: u8 = 1;
 /// Fingerprints of counted events, one packed blob (16 bytes each) per batch
 /// version: one B-tree insert per batch instead of one per event.
 const SEEN: TableDefinition<u64, &[u8]> = TableDefinition::new("seen_batches");
@@ -81,6 +92,70 @@ fn se<E: std::fmt::Display>(e: E) -> StoreError {
 pub struct Store {
     db: Database,
     pub path: PathBuf,
+    /// Latest encoded value of every key changed since the last compaction.
+    pending: std::sync::Mutex<Pending>,
+}
+
+#[derive(Default)]
+struct Pending {
+    ids: HashMap<String, Option<Vec<u8>>>,
+    profiles: HashMap<String, Option<Vec<u8>>>,
+    batches: usize,
+    bytes: usize,
+}
+
+impl Pending {
+    fn add(&mut self, tag: u8, key: String, value: Option<Vec<u8>>) {
+        self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
+        if tag == TAG_ID {
+            self.ids.insert(key, value);
+        } else {
+            self.profiles.insert(key, value);
+        }
+    }
+}
+
+/// `[tag u8][key len u32][key][value len u32, u32::MAX = deleted][value]`, repeated.
+fn encode_record(out: &mut Vec<u8>, tag: u8, key: &str, value: Option<&[u8]>) {
+    out.push(tag);
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key.as_bytes());
+    match value {
+        Some(v) => {
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            out.extend_from_slice(v);
+        }
+        None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+    }
+}
+
+type Record<'a> = (u8, &'a str, Option<&'a [u8]>);
+
+fn decode_records(mut b: &[u8]) -> Result<Vec<Record<'_>>, StoreError> {
+    let bad = || StoreError::Db("corrupt changelog record".into());
+    let mut out = Vec::new();
+    let take_u32 = |b: &mut &[u8]| -> Option<u32> {
+        let (n, rest) = b.split_at_checked(4)?;
+        *b = rest;
+        Some(u32::from_le_bytes(n.try_into().ok()?))
+    };
+    while let Some((&tag, rest)) = b.split_first() {
+        b = rest;
+        let klen = take_u32(&mut b).ok_or_else(bad)? as usize;
+        let (key, rest) = b.split_at_checked(klen).ok_or_else(bad)?;
+        b = rest;
+        let key = std::str::from_utf8(key).map_err(|_| bad())?;
+        let vlen = take_u32(&mut b).ok_or_else(bad)?;
+        let value = if vlen == u32::MAX {
+            None
+        } else {
+            let (v, rest) = b.split_at_checked(vlen as usize).ok_or_else(bad)?;
+            b = rest;
+            Some(v)
+        };
+        out.push((tag, key, value));
+    }
+    Ok(out)
 }
 
 /// What one batch changed in the graph, detached from it: current values of the
@@ -125,6 +200,7 @@ impl Store {
         {
             w.open_table(IDS).map_err(se)?;
             w.open_table(PROFILES).map_err(se)?;
+            w.open_table(CHANGELOG).map_err(se)?;
             w.open_table(SEEN).map_err(se)?;
             w.open_table(META).map_err(se)?;
             w.open_table(OFFSETS).map_err(se)?;
@@ -161,6 +237,39 @@ impl Store {
                 })?;
             graph.profiles.insert(k.value().to_string(), p);
         }
+        let mut pending = Pending::default();
+        for item in r.open_table(CHANGELOG).map_err(se)?.iter().map_err(se)? {
+            let (_, blob) = item.map_err(se)?;
+            let blob = blob.value();
+            for (tag, key, value) in decode_records(blob)? {
+                let decode_err = |source| StoreError::Decode {
+                    key: key.to_string(),
+                    source,
+                };
+                match (tag, value) {
+                    (TAG_ID, Some(v)) => {
+                        graph.ids.insert(
+                            key.to_string(),
+                            serde_json::from_slice(v).map_err(decode_err)?,
+                        );
+                    }
+                    (TAG_ID, None) => {
+                        graph.ids.remove(key);
+                    }
+                    (_, Some(v)) => {
+                        graph.profiles.insert(
+                            key.to_string(),
+                            serde_json::from_slice(v).map_err(decode_err)?,
+                        );
+                    }
+                    (_, None) => {
+                        graph.profiles.remove(key);
+                    }
+                }
+                pending.add(tag, key.to_string(), value.map(<[u8]>::to_vec));
+            }
+            pending.batches += 1;
+        }
         for item in r.open_table(SEEN).map_err(se)?.iter().map_err(se)? {
             let (_, v) = item.map_err(se)?;
             for chunk in v.value().chunks_exact(16) {
@@ -183,7 +292,11 @@ impl Store {
         }
         let recovery = read_intent(&r.open_table(INTENTS).map_err(se)?, "recovery")?;
         Ok((
-            Store { db, path },
+            Store {
+                db,
+                path,
+                pending: std::sync::Mutex::new(pending),
+            },
             Loaded {
                 graph,
                 version,
@@ -243,26 +356,62 @@ impl Store {
         let mut w = self.db.begin_write().map_err(db_err)?;
         w.set_durability(Durability::Immediate).map_err(se)?;
         {
-            let mut ids = w.open_table(IDS).map_err(se)?;
+            let mut records: Vec<(u8, String, Option<Vec<u8>>)> =
+                Vec::with_capacity(delta.ids.len() + delta.profiles.len());
             for (key, rec) in &delta.ids {
-                if let Some(rec) = rec {
-                    let bytes = serde_json::to_vec(rec).map_err(se)?;
-                    ids.insert(key.as_str(), bytes.as_slice()).map_err(se)?;
-                } else {
-                    ids.remove(key.as_str()).map_err(se)?;
-                }
+                let v = rec
+                    .as_ref()
+                    .map(serde_json::to_vec)
+                    .transpose()
+                    .map_err(se)?;
+                records.push((TAG_ID, key.clone(), v));
             }
-            let mut profiles = w.open_table(PROFILES).map_err(se)?;
             for (key, p) in &delta.profiles {
-                if let Some(p) = p {
-                    let bytes = serde_json::to_vec(p).map_err(se)?;
-                    profiles
-                        .insert(key.as_str(), bytes.as_slice())
-                        .map_err(se)?;
-                } else {
-                    profiles.remove(key.as_str()).map_err(se)?;
-                }
+                let v = p.as_ref().map(serde_json::to_vec).transpose().map_err(se)?;
+                records.push((TAG_PROFILE, key.clone(), v));
             }
+            let mut blob = Vec::new();
+            for (tag, key, v) in &records {
+                encode_record(&mut blob, *tag, key, v.as_deref());
+            }
+            let mut pending = self
+                .pending
+                .lock()
+                .map_err(|_| StoreError::Db("store state poisoned".into()))?;
+            for (tag, key, v) in records {
+                pending.add(tag, key, v);
+            }
+            pending.batches += 1;
+            if pending.batches >= COMPACT_EVERY || pending.bytes >= COMPACT_BYTES {
+                // fold the changelog into the tables, in this same transaction
+                let mut ids = w.open_table(IDS).map_err(se)?;
+                for (k, v) in &pending.ids {
+                    match v {
+                        Some(v) => ids.insert(k.as_str(), v.as_slice()).map(|_| ()),
+                        None => ids.remove(k.as_str()).map(|_| ()),
+                    }
+                    .map_err(se)?;
+                }
+                let mut profiles = w.open_table(PROFILES).map_err(se)?;
+                for (k, v) in &pending.profiles {
+                    match v {
+                        Some(v) => profiles.insert(k.as_str(), v.as_slice()).map(|_| ()),
+                        None => profiles.remove(k.as_str()).map(|_| ()),
+                    }
+                    .map_err(se)?;
+                }
+                drop(ids);
+                drop(profiles);
+                w.delete_table(CHANGELOG).map_err(se)?;
+                w.open_table(CHANGELOG).map_err(se)?;
+                *pending = Pending::default();
+            } else {
+                w.open_table(CHANGELOG)
+                    .map_err(se)?
+                    .insert(version, blob.as_slice())
+                    .map_err(se)?;
+            }
+            drop(pending);
             if !delta.seen.is_empty() {
                 let mut blob = Vec::with_capacity(delta.seen.len() * 16);
                 for fp in &delta.seen {
@@ -401,6 +550,69 @@ mod tests {
         let (_s, again) = Store::open(dir.path(), &cfg).expect("reopen");
         assert!(again.recovery.is_none());
         assert_eq!(again.version, 2);
+    }
+
+    #[test]
+    fn changelog_and_compaction_restore_the_same_graph() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = IdentityConfig::default();
+        let (store, mut loaded) = Store::open(dir.path(), &cfg).expect("open");
+        let mut applied = HashMap::new();
+        // more batches than COMPACT_EVERY, with merges that delete nothing but move ids
+        for b in 0..(COMPACT_EVERY as u64 + 5) {
+            let g = &mut loaded.graph;
+            g.process(
+                &ev(
+                    &format!("a{b}"),
+                    &[(IdType::AnonymousId, &format!("anon{b}"))],
+                ),
+                &[],
+            )
+            .expect("ok");
+            g.process(
+                &ev(
+                    &format!("b{b}"),
+                    &[
+                        (IdType::AnonymousId, &format!("anon{b}")),
+                        (IdType::Email, "same@x.io"),
+                    ],
+                ),
+                &[],
+            )
+            .expect("ok");
+            applied.insert(offset_key("t", 0), b as i64);
+            store.commit(g, b + 1, &applied).expect("commit");
+        }
+        let expected = loaded.graph.partition();
+        let profiles: usize = loaded.graph.profiles.len();
+        drop(store);
+        let (_s, again) = Store::open(dir.path(), &cfg).expect("reopen");
+        assert_eq!(again.graph.partition(), expected);
+        assert_eq!(again.graph.profiles.len(), profiles);
+        assert_eq!(
+            again
+                .graph
+                .profile_of("email:same@x.io")
+                .map(|p| p.event_count),
+            Some(2 * (COMPACT_EVERY as u64 + 5))
+        );
+        assert_eq!(again.graph.seen.len(), 2 * (COMPACT_EVERY + 5));
+    }
+
+    #[test]
+    fn changelog_records_round_trip() {
+        let mut b = Vec::new();
+        encode_record(&mut b, TAG_ID, "email:a@b.co", Some(b"{}"));
+        encode_record(&mut b, TAG_PROFILE, "c_1", None);
+        let r = decode_records(&b).expect("decode");
+        assert_eq!(
+            r,
+            vec![
+                (TAG_ID, "email:a@b.co", Some(&b"{}"[..])),
+                (TAG_PROFILE, "c_1", None)
+            ]
+        );
+        assert!(decode_records(&b[..b.len() - 2]).is_err());
     }
 
     #[test]
