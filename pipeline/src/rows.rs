@@ -17,7 +17,8 @@ fn json(m: &serde_json::Map<String, serde_json::Value>) -> String {
     if m.is_empty() {
         String::new()
     } else {
-        serde_json::Value::Object(m.clone()).to_string()
+        // a map of JSON values always serialises
+        serde_json::to_string(m).unwrap_or_default()
     }
 }
 
@@ -243,7 +244,6 @@ impl ProfileRow {
         version: u64,
         now: DateTime<Utc>,
     ) -> Self {
-        let msg = msg.clone();
         ProfileRow {
             customer_id: p.customer_id.clone(),
             version,
@@ -252,8 +252,8 @@ impl ProfileRow {
             identifier_types: msg.identifiers.iter().map(|i| i.id_type.clone()).collect(),
             identifier_values: msg.identifiers.iter().map(|i| i.value.clone()).collect(),
             traits: json(&msg.traits),
-            channels: msg.channels,
-            sources: msg.sources,
+            channels: msg.channels.clone(),
+            sources: msg.sources.clone(),
             event_count: msg.event_count,
             event_count_types: msg.event_counts.keys().cloned().collect(),
             event_count_values: msg.event_counts.values().copied().collect(),
@@ -266,9 +266,9 @@ impl ProfileRow {
             revenue_amounts: msg.revenue.values().copied().collect(),
             engagement_score: msg.engagement_score,
             influence_score: msg.influence_score,
-            lifecycle_stage: msg.lifecycle_stage,
+            lifecycle_stage: msg.lifecycle_stage.clone(),
             score_components: json(&msg.score_components),
-            merged_from: msg.merged_from,
+            merged_from: msg.merged_from.clone(),
             updated_at: secs(now),
         }
     }

@@ -704,7 +704,28 @@ async fn produce_all(
     msgs: &[OutMsg<'_>],
     policy: &RetryPolicy,
 ) -> Result<(), rdkafka::error::KafkaError> {
-    let sends = msgs.iter().map(|(topic, key, payload)| async move {
+    // first attempt for all at once; only failures go through the retry loop
+    let first = join_all(msgs.iter().map(|(topic, key, payload)| async move {
+        let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic);
+        if let Some(k) = key {
+            rec = rec.key(k.as_str());
+        }
+        if let Some(p) = payload {
+            rec = rec.payload(p.as_slice());
+        }
+        producer.send(rec, Timeout::Never).await
+    }))
+    .await;
+    let failed: Vec<&OutMsg<'_>> = msgs
+        .iter()
+        .zip(first)
+        .filter_map(|(m, r)| r.is_err().then_some(m))
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(failed = failed.len(), "kafka deliveries failed; retrying");
+    let sends = failed.into_iter().map(|(topic, key, payload)| async move {
         retry(policy, "kafka_produce", || async {
             let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic);
             if let Some(k) = key {
