@@ -98,10 +98,49 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown requested");
+    // a second signal, or a shutdown stuck for 30 s (e.g. a client library's
+    // destructor), ends the process: state is safe at any point (crash-safe design)
+    std::thread::spawn(|| {
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        eprintln!("shutdown took longer than 30 s; exiting");
+        std::process::exit(1);
+    });
+    tokio::spawn(async {
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(130);
+    });
+    #[cfg(unix)]
+    tokio::spawn(async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+            std::process::exit(143);
+        }
+    });
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() {
+    let code = match tokio::runtime::Runtime::new() {
+        Ok(rt) => match rt.block_on(run()) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("Error: {e:?}");
+                1
+            }
+        },
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            1
+        }
+    };
+    // exit without waiting for client libraries' destructors (librdkafka's consumer
+    // close can block); everything that must be durable was flushed before this point
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
+}
+
+async fn run() -> Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_format);
     let cfg = config::Config::load(cli.config.as_deref())?;

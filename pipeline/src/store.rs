@@ -23,6 +23,9 @@ const CHANGELOG: TableDefinition<u64, &[u8]> = TableDefinition::new("changelog")
 pub const COMPACT_EVERY: usize = 32;
 /// ... or bytes of changed values, whichever comes first.
 const COMPACT_BYTES: usize = 256 * 1024 * 1024;
+/// Layout of the store's tables. A store written with another layout is refused
+/// at start instead of being misread (which could count events twice).
+pub const FORMAT: u64 = 2;
 const TAG_ID: u8 = 0;
 const TAG_PROFILE: u8 = 1;
 /// Fingerprints of counted events, one packed blob (16 bytes each) per batch
@@ -77,6 +80,8 @@ pub enum StoreError {
     Open { path: PathBuf, message: String },
     #[error("identity store: {0}")]
     Db(String),
+    #[error("identity store {path} has format {found}, this version reads format {FORMAT}: start with an empty state_dir (and a new consumer group) to rebuild it from the events topic")]
+    Format { path: PathBuf, found: u64 },
     #[error("identity store record {key}: {source}")]
     Decode {
         key: String,
@@ -198,6 +203,22 @@ impl Store {
         // make sure every table exists
         let w = db.begin_write().map_err(db_err)?;
         {
+            let fresh = w.list_tables().map_err(se)?.next().is_none();
+            let mut meta = w.open_table(META).map_err(se)?;
+            let found = meta.get("format").map_err(se)?.map(|v| v.value());
+            match found {
+                None if fresh => {
+                    meta.insert("format", FORMAT).map_err(se)?;
+                }
+                Some(FORMAT) => {}
+                other => {
+                    return Err(StoreError::Format {
+                        path: path.clone(),
+                        found: other.unwrap_or(1),
+                    })
+                }
+            }
+            drop(meta);
             w.open_table(IDS).map_err(se)?;
             w.open_table(PROFILES).map_err(se)?;
             w.open_table(CHANGELOG).map_err(se)?;
@@ -613,6 +634,28 @@ mod tests {
             ]
         );
         assert!(decode_records(&b[..b.len() - 2]).is_err());
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_refused() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let db = Database::create(dir.path().join("identity.redb")).expect("db");
+            let w = db.begin_write().expect("w");
+            w.open_table(META)
+                .expect("t")
+                .insert("format", 1u64)
+                .expect("i");
+            w.commit().expect("c");
+        }
+        let err = Store::open(dir.path(), &IdentityConfig::default())
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("has format 1"), "{err}");
+        // and a fresh store is stamped and reopens
+        let dir2 = tempfile::tempdir().expect("tmp");
+        drop(Store::open(dir2.path(), &IdentityConfig::default()).expect("fresh"));
+        assert!(Store::open(dir2.path(), &IdentityConfig::default()).is_ok());
     }
 
     #[test]

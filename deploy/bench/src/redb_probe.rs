@@ -67,7 +67,7 @@ pub fn run(dir: &std::path::Path, batches: usize, events: usize, people: usize, 
     std::fs::create_dir_all(dir)?;
     let value = vec![b'x'; profile_bytes];
     let mut out = Vec::new();
-    out.push(run_case(dir, "seen: random u128 keys (as today)", batches, |w, _, r| {
+    out.push(run_case(dir, "seen: one random u128 key per event", batches, |w, _, r| {
         let mut t = w.open_table(SEEN)?;
         for _ in 0..events {
             t.insert(r.random::<u128>(), ())?;
