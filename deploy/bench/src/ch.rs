@@ -21,22 +21,32 @@ pub fn config(url: &str, database: &str) -> ClickHouseConfig {
 }
 
 pub async fn exec(cfg: &ClickHouseConfig, sql: &str) -> Result<()> {
-    tokio::time::timeout(Duration::from_secs(120), cfg.client_without_database().query_raw(sql).execute())
-        .await
-        .with_context(|| format!("timeout: {sql}"))?
-        .with_context(|| sql.to_string())
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        cfg.client_without_database().query_raw(sql).execute(),
+    )
+    .await
+    .with_context(|| format!("timeout: {sql}"))?
+    .with_context(|| sql.to_string())
 }
 
 pub async fn scalar(cfg: &ClickHouseConfig, sql: &str) -> Result<u64> {
-    let v: u64 = tokio::time::timeout(Duration::from_secs(30), cfg.client_without_database().query_raw(sql).fetch_one())
-        .await
-        .with_context(|| format!("timeout: {sql}"))?
-        .with_context(|| sql.to_string())?;
+    let v: u64 = tokio::time::timeout(
+        Duration::from_secs(30),
+        cfg.client_without_database().query_raw(sql).fetch_one(),
+    )
+    .await
+    .with_context(|| format!("timeout: {sql}"))?
+    .with_context(|| sql.to_string())?;
     Ok(v)
 }
 
 pub async fn count(cfg: &ClickHouseConfig, table: &str) -> Result<u64> {
-    scalar(cfg, &format!("SELECT count() FROM {}.{table}", cfg.database)).await
+    scalar(
+        cfg,
+        &format!("SELECT count() FROM {}.{table}", cfg.database),
+    )
+    .await
 }
 
 /// Waits (bounded) until ClickHouse runs no merges, so one phase's background
@@ -86,7 +96,11 @@ pub async fn bare_insert(
     timeout: Duration,
 ) -> Result<InsertReport> {
     let db = &cfg.database;
-    exec(cfg, &format!("CREATE TABLE IF NOT EXISTS {db}.{table} AS {db}.events")).await?;
+    exec(
+        cfg,
+        &format!("CREATE TABLE IF NOT EXISTS {db}.{table} AS {db}.events"),
+    )
+    .await?;
 
     let build_start = Instant::now();
     let brokers2 = brokers.to_string();

@@ -8,7 +8,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
-use socialcrm_schemas::{CanonicalEvent, Channel, IdType, Identifier, Normalizer, Revenue, SCHEMA_VERSION};
+use socialcrm_schemas::{
+    CanonicalEvent, Channel, IdType, Identifier, Normalizer, Revenue, SCHEMA_VERSION,
+};
 
 /// Average events per person (1M events → ~77k people).
 pub const EVENTS_PER_PERSON: usize = 13;
@@ -78,19 +80,30 @@ pub struct DatasetStats {
 }
 
 const FIRST: &[&str] = &[
-    "Ann", "Ben", "Carl", "Dana", "Eva", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemal", "Lena", "Mateo",
-    "Nora", "Olga", "Pavel", "Quinn", "Rosa", "Sami", "Tara", "Umar", "Vera", "Wei", "Ximena", "Yusuf", "Zoe",
-    "Amelie", "Bruno", "Chloe", "Diego", "Elif", "Finn", "Greta", "Hugo", "Ida", "Jamal", "Kira", "Luca",
-    "Maya", "Nils",
+    "Ann", "Ben", "Carl", "Dana", "Eva", "Farid", "Grace", "Hiro", "Ines", "Jonas", "Kemal",
+    "Lena", "Mateo", "Nora", "Olga", "Pavel", "Quinn", "Rosa", "Sami", "Tara", "Umar", "Vera",
+    "Wei", "Ximena", "Yusuf", "Zoe", "Amelie", "Bruno", "Chloe", "Diego", "Elif", "Finn", "Greta",
+    "Hugo", "Ida", "Jamal", "Kira", "Luca", "Maya", "Nils",
 ];
 const LAST: &[&str] = &[
-    "Lee", "Smith", "Garcia", "Müller", "Rossi", "Dubois", "Novak", "Silva", "Kowalski", "Yilmaz", "Tanaka",
-    "Olsen", "Ivanova", "Schmidt", "Jensen", "Moreau", "Kim", "Nguyen", "Patel", "Cohen", "Santos", "Berg",
-    "Fischer", "Costa", "Horvat", "Popescu", "Virtanen", "Andersen", "Meyer", "Romano",
+    "Lee", "Smith", "Garcia", "Müller", "Rossi", "Dubois", "Novak", "Silva", "Kowalski", "Yilmaz",
+    "Tanaka", "Olsen", "Ivanova", "Schmidt", "Jensen", "Moreau", "Kim", "Nguyen", "Patel", "Cohen",
+    "Santos", "Berg", "Fischer", "Costa", "Horvat", "Popescu", "Virtanen", "Andersen", "Meyer",
+    "Romano",
 ];
 const DOMAINS: &[&str] = &[
-    "gmail.com", "yahoo.com", "outlook.com", "icloud.com", "proton.me", "gmx.de", "web.de", "hotmail.co.uk",
-    "example.com", "example.org", "mail.example.net", "fastmail.com",
+    "gmail.com",
+    "yahoo.com",
+    "outlook.com",
+    "icloud.com",
+    "proton.me",
+    "gmx.de",
+    "web.de",
+    "hotmail.co.uk",
+    "example.com",
+    "example.org",
+    "mail.example.net",
+    "fastmail.com",
 ];
 const UAS: &[&str] = &[
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
@@ -101,10 +114,21 @@ const UAS: &[&str] = &[
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:133.0) Gecko/20100101 Firefox/133.0",
     "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36 Edg/131.0.2903.63",
 ];
-const LOCALES: &[&str] = &["en-US", "en-GB", "de-DE", "fr-FR", "es-ES", "it-IT", "nl-NL", "pl-PL"];
+const LOCALES: &[&str] = &[
+    "en-US", "en-GB", "de-DE", "fr-FR", "es-ES", "it-IT", "nl-NL", "pl-PL",
+];
 const REFERRERS: &[&str] = &[
-    "", "", "", "", "https://www.google.com/", "https://www.google.com/", "https://www.instagram.com/",
-    "https://www.facebook.com/", "https://www.tiktok.com/", "https://duckduckgo.com/", "https://www.bing.com/",
+    "",
+    "",
+    "",
+    "",
+    "https://www.google.com/",
+    "https://www.google.com/",
+    "https://www.instagram.com/",
+    "https://www.facebook.com/",
+    "https://www.tiktok.com/",
+    "https://duckduckgo.com/",
+    "https://www.bing.com/",
     "https://news.example.org/newsletter",
 ];
 const CAMPAIGNS: &[(&str, &str, &str)] = &[
@@ -114,18 +138,44 @@ const CAMPAIGNS: &[(&str, &str, &str)] = &[
     ("brand_search", "google", "cpc"),
     ("insta_stories", "instagram", "social"),
 ];
-const CATEGORIES: &[&str] = &["apparel", "shoes", "accessories", "home", "outdoor", "kids", "beauty", "gifts"];
-const ADJ: &[&str] = &["Classic", "Organic", "Vintage", "Urban", "Alpine", "Soft", "Travel", "Everyday"];
-const NOUN: &[&str] = &["Hoodie", "Sneaker", "Backpack", "Mug", "Jacket", "Scarf", "Lamp", "Bottle", "Cap", "Tote"];
+const CATEGORIES: &[&str] = &[
+    "apparel",
+    "shoes",
+    "accessories",
+    "home",
+    "outdoor",
+    "kids",
+    "beauty",
+    "gifts",
+];
+const ADJ: &[&str] = &[
+    "Classic", "Organic", "Vintage", "Urban", "Alpine", "Soft", "Travel", "Everyday",
+];
+const NOUN: &[&str] = &[
+    "Hoodie", "Sneaker", "Backpack", "Mug", "Jacket", "Scarf", "Lamp", "Bottle", "Cap", "Tote",
+];
 const BLOG: &[&str] = &[
-    "10-gift-ideas", "how-we-source-cotton", "care-guide", "summer-lookbook", "behind-the-seams", "size-guide",
+    "10-gift-ideas",
+    "how-we-source-cotton",
+    "care-guide",
+    "summer-lookbook",
+    "behind-the-seams",
+    "size-guide",
 ];
 const TRACKS: &[&str] = &[
-    "Product Viewed", "Product Viewed", "Product Viewed", "Product Added", "Products Searched",
-    "Product List Viewed", "Checkout Started", "Cart Viewed",
+    "Product Viewed",
+    "Product Viewed",
+    "Product Viewed",
+    "Product Added",
+    "Products Searched",
+    "Product List Viewed",
+    "Checkout Started",
+    "Cart Viewed",
 ];
 const PLANS: &[&str] = &["free", "free", "plus", "pro"];
-const US_AREAS: &[&str] = &["212", "415", "312", "617", "305", "206", "512", "646", "718", "213", "303", "404"];
+const US_AREAS: &[&str] = &[
+    "212", "415", "312", "617", "305", "206", "512", "646", "718", "213", "303", "404",
+];
 const PRODUCTS: usize = 1000;
 
 fn pick<'a, T: ?Sized>(r: &mut SmallRng, xs: &'a [&'a T]) -> &'a T {
@@ -135,7 +185,14 @@ fn pick<'a, T: ?Sized>(r: &mut SmallRng, xs: &'a [&'a T]) -> &'a T {
 fn uuid(r: &mut SmallRng) -> String {
     let a: u128 = r.random();
     let h = format!("{a:032x}");
-    format!("{}-{}-4{}-a{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 /// Standard normal (Box–Muller).
@@ -215,7 +272,9 @@ pub fn build(n: usize, seed: u64, anchor_ms: i64) -> Dataset {
     // events per person: log-normal weights (a few heavy users, many light ones),
     // scaled to exactly n, at least one each
     let mut r = SmallRng::seed_from_u64(seed.wrapping_add(1));
-    let weights: Vec<f64> = (0..n_persons).map(|_| (0.9 * normal(&mut r)).exp()).collect();
+    let weights: Vec<f64> = (0..n_persons)
+        .map(|_| (0.9 * normal(&mut r)).exp())
+        .collect();
     let wsum: f64 = weights.iter().sum();
     let mut counts: Vec<usize> = weights
         .iter()
@@ -241,7 +300,8 @@ pub fn build(n: usize, seed: u64, anchor_ms: i64) -> Dataset {
     let mut slots: Vec<Slot> = Vec::with_capacity(n);
     let start_ms = anchor_ms - SPAN_DAYS * DAY_MS;
     for (p, &k) in counts.iter().enumerate() {
-        let mut r = SmallRng::seed_from_u64(seed ^ (p as u64).wrapping_mul(0xd1b5_4a32_d192_ed03) ^ 0x5555);
+        let mut r =
+            SmallRng::seed_from_u64(seed ^ (p as u64).wrapping_mul(0xd1b5_4a32_d192_ed03) ^ 0x5555);
         // identify: 70% of people with two or more events
         let identifies = k >= 2 && r.random_bool(0.7);
         let id0 = if identifies {
@@ -300,7 +360,11 @@ pub fn build(n: usize, seed: u64, anchor_ms: i64) -> Dataset {
                     Kind::Order
                 }
             };
-            let known_user = if device == 0 { j >= id0 } else { j >= id1 && persons[p].d2_user };
+            let known_user = if device == 0 {
+                j >= id0
+            } else {
+                j >= id1 && persons[p].d2_user
+            };
             match kind {
                 Kind::Page => stats.pages += 1,
                 Kind::Track => stats.tracks += 1,
@@ -327,7 +391,9 @@ pub fn build(n: usize, seed: u64, anchor_ms: i64) -> Dataset {
 }
 
 fn ms_to_dt(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or_else(Utc::now)
+    Utc.timestamp_millis_opt(ms)
+        .single()
+        .unwrap_or_else(Utc::now)
 }
 
 /// What a page or track looks like, shared by both renderings.
@@ -343,7 +409,11 @@ struct Body {
 
 fn product(i: usize) -> (String, String, &'static str, f64) {
     let id = format!("p-{}", 1000 + i);
-    let name = format!("{} {}", ADJ[i % ADJ.len()], NOUN[(i / ADJ.len()) % NOUN.len()]);
+    let name = format!(
+        "{} {}",
+        ADJ[i % ADJ.len()],
+        NOUN[(i / ADJ.len()) % NOUN.len()]
+    );
     let cat = CATEGORIES[(i * 7) % CATEGORIES.len()];
     let price = 9.0 + ((i * 37) % 190) as f64 + 0.99;
     (id, name, cat, price)
@@ -354,18 +424,28 @@ impl Dataset {
         let s = self.slots[n];
         let p = &self.persons[s.person as usize];
         let d = s.device as usize;
-        let mut r = SmallRng::seed_from_u64(self.seed ^ (n as u64).wrapping_mul(0xa076_1d64_78bd_642f) ^ 0x77);
+        let mut r = SmallRng::seed_from_u64(
+            self.seed ^ (n as u64).wrapping_mul(0xa076_1d64_78bd_642f) ^ 0x77,
+        );
 
         // page the event happened on
         let (path, title, search): (String, String, String) = match r.random_range(0..10) {
             0 => ("/".into(), "Shop Example".into(), String::new()),
             1 | 2 => {
                 let c = pick(&mut r, CATEGORIES);
-                (format!("/catalog/{c}"), format!("{c} | Shop Example"), String::new())
+                (
+                    format!("/catalog/{c}"),
+                    format!("{c} | Shop Example"),
+                    String::new(),
+                )
             }
             3..=6 => {
                 let (id, name, _, _) = product(r.random_range(0..PRODUCTS));
-                (format!("/products/{id}"), format!("{name} | Shop Example"), String::new())
+                (
+                    format!("/products/{id}"),
+                    format!("{name} | Shop Example"),
+                    String::new(),
+                )
             }
             7 => {
                 let b = pick(&mut r, BLOG);
@@ -378,14 +458,21 @@ impl Dataset {
             }
         };
         let referrer = pick(&mut r, REFERRERS);
-        let campaign = r.random_bool(0.12).then(|| CAMPAIGNS[r.random_range(0..CAMPAIGNS.len())]);
+        let campaign = r
+            .random_bool(0.12)
+            .then(|| CAMPAIGNS[r.random_range(0..CAMPAIGNS.len())]);
         let search = match campaign {
-            Some((name, src, med)) => format!("?utm_source={src}&utm_medium={med}&utm_campaign={name}"),
+            Some((name, src, med)) => {
+                format!("?utm_source={src}&utm_medium={med}&utm_campaign={name}")
+            }
             None => search,
         };
         let url = format!("https://shop.example.com{path}{search}");
         let mut context = Map::new();
-        context.insert("library".into(), json!({"name": "analytics.js", "version": "5.2.1"}));
+        context.insert(
+            "library".into(),
+            json!({"name": "analytics.js", "version": "5.2.1"}),
+        );
         context.insert("userAgent".into(), Value::String(UAS[p.ua[d]].to_string()));
         context.insert("ip".into(), Value::String(p.ip[d].clone()));
         context.insert("locale".into(), Value::String(p.locale.to_string()));
@@ -401,7 +488,10 @@ impl Dataset {
         page.insert("url".into(), Value::String(url.clone()));
         context.insert("page".into(), Value::Object(page));
         if let Some((name, src, med)) = campaign {
-            context.insert("campaign".into(), json!({"name": name, "source": src, "medium": med}));
+            context.insert(
+                "campaign".into(),
+                json!({"name": name, "source": src, "medium": med}),
+            );
         }
 
         let mut properties = Map::new();
@@ -415,22 +505,36 @@ impl Dataset {
                 }
                 properties.insert("title".into(), Value::String(title.clone()));
                 properties.insert("url".into(), Value::String(url.clone()));
-                let name = path.split('/').nth(1).filter(|x| !x.is_empty()).unwrap_or("home");
-                ("page", "page", Some(format!("{}{}", name[..1].to_uppercase(), &name[1..])))
+                let name = path
+                    .split('/')
+                    .nth(1)
+                    .filter(|x| !x.is_empty())
+                    .unwrap_or("home");
+                (
+                    "page",
+                    "page",
+                    Some(format!("{}{}", name[..1].to_uppercase(), &name[1..])),
+                )
             }
             Kind::Track => {
                 let ev = pick(&mut r, TRACKS);
                 let (id, pname, cat, price) = product(r.random_range(0..PRODUCTS));
                 match ev {
                     "Products Searched" => {
-                        properties.insert("query".into(), Value::String(pick(&mut r, NOUN).to_lowercase()));
+                        properties.insert(
+                            "query".into(),
+                            Value::String(pick(&mut r, NOUN).to_lowercase()),
+                        );
                     }
                     "Product List Viewed" => {
                         properties.insert("list_id".into(), Value::String(format!("list-{cat}")));
                         properties.insert("category".into(), Value::String(cat.to_string()));
                     }
                     "Checkout Started" | "Cart Viewed" => {
-                        properties.insert("cart_id".into(), Value::String(format!("cart-{}-{}", s.person, s.device)));
+                        properties.insert(
+                            "cart_id".into(),
+                            Value::String(format!("cart-{}-{}", s.person, s.device)),
+                        );
                         properties.insert("value".into(), json!(price));
                         properties.insert("currency".into(), Value::String("USD".into()));
                     }
@@ -485,14 +589,23 @@ impl Dataset {
                     p.email.clone()
                 };
                 traits.insert("email".into(), Value::String(email));
-                traits.insert("name".into(), Value::String(format!("{} {}", p.first, p.last)));
+                traits.insert(
+                    "name".into(),
+                    Value::String(format!("{} {}", p.first, p.last)),
+                );
                 traits.insert("plan".into(), Value::String(p.plan.to_string()));
                 traits.insert(
                     "createdAt".into(),
-                    Value::String(ms_to_dt(p.created_ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                    Value::String(
+                        ms_to_dt(p.created_ms).to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    ),
                 );
                 if let (Some(e164), Some(typed)) = (&p.phone, &p.phone_typed) {
-                    let v = if for_segment { typed.clone() } else { e164.clone() };
+                    let v = if for_segment {
+                        typed.clone()
+                    } else {
+                        e164.clone()
+                    };
                     traits.insert("phone".into(), Value::String(v));
                 }
                 ("identify", "identify", None)
@@ -562,7 +675,10 @@ impl Dataset {
         let mut m = Map::new();
         m.insert("type".into(), Value::String(b.seg_type.into()));
         m.insert("messageId".into(), Value::String(format!("{id_prefix}{n}")));
-        m.insert("anonymousId".into(), Value::String(p.anon[s.device as usize].clone()));
+        m.insert(
+            "anonymousId".into(),
+            Value::String(p.anon[s.device as usize].clone()),
+        );
         if s.known_user {
             m.insert("userId".into(), Value::String(p.user_id.clone()));
         }
@@ -606,7 +722,8 @@ mod tests {
             let ev = d.canonical(i);
             let raw = serde_json::to_vec(&ev).expect("json");
             bytes += raw.len();
-            let (parsed, rejected) = CanonicalEvent::parse_and_validate(&raw, &n, now).expect("valid");
+            let (parsed, rejected) =
+                CanonicalEvent::parse_and_validate(&raw, &n, now).expect("valid");
             assert!(rejected.is_empty(), "{rejected:?}");
             assert_eq!(parsed.identifiers, ev.identifiers);
             assert!(ev.occurred_at.timestamp_millis() < anchor);

@@ -33,9 +33,12 @@ pub async fn create_topics(brokers: &str, topics: &[(String, i32)]) -> Result<()
         .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let res = tokio::time::timeout(Duration::from_secs(60), admin.create_topics(new.iter(), &opts))
-        .await
-        .context("timeout creating topics")??;
+    let res = tokio::time::timeout(
+        Duration::from_secs(60),
+        admin.create_topics(new.iter(), &opts),
+    )
+    .await
+    .context("timeout creating topics")??;
     for r in res {
         if let Err((name, code)) = r {
             bail!("cannot create topic {name}: {code}");
@@ -129,7 +132,12 @@ pub struct ProduceReport {
 
 /// Produces every event of `ds` to `topic` (idempotent producer, key =
 /// `partition_key()`), and waits until all are acknowledged.
-pub fn produce(brokers: &str, topic: &str, ds: &Dataset, timeout: Duration) -> Result<ProduceReport> {
+pub fn produce(
+    brokers: &str,
+    topic: &str,
+    ds: &Dataset,
+    timeout: Duration,
+) -> Result<ProduceReport> {
     let counts = Arc::new(Counts::default());
     let producer: ThreadedProducer<CountCtx> = base_config(brokers)
         .set("enable.idempotence", "true")
@@ -154,7 +162,9 @@ pub fn produce(brokers: &str, topic: &str, ds: &Dataset, timeout: Duration) -> R
         bytes += len;
         min = min.min(len);
         max = max.max(len);
-        let mut rec = BaseRecord::to(topic).key(key.as_str()).payload(payload.as_slice());
+        let mut rec = BaseRecord::to(topic)
+            .key(key.as_str())
+            .payload(payload.as_slice());
         loop {
             match producer.send(rec) {
                 Ok(()) => break,
@@ -169,7 +179,11 @@ pub fn produce(brokers: &str, topic: &str, ds: &Dataset, timeout: Duration) -> R
             }
         }
         if (i + 1) % 200_000 == 0 {
-            eprintln!("[bench] produced {} / {n} ({:.1}s)", i + 1, start.elapsed().as_secs_f64());
+            eprintln!(
+                "[bench] produced {} / {n} ({:.1}s)",
+                i + 1,
+                start.elapsed().as_secs_f64()
+            );
         }
     }
     let left = deadline.saturating_duration_since(Instant::now());
@@ -208,7 +222,13 @@ pub struct ConsumeReport {
 
 /// Phase b1: a consumer configured like the pipeline's (StreamConsumer, fresh
 /// group, same fetch settings) that reads `expect` messages and does nothing else.
-pub async fn bare_consume(brokers: &str, topic: &str, group: &str, expect: u64, timeout: Duration) -> Result<ConsumeReport> {
+pub async fn bare_consume(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    expect: u64,
+    timeout: Duration,
+) -> Result<ConsumeReport> {
     let cpu = SelfCpu::start();
     let start = Instant::now();
     let consumer: StreamConsumer = base_config(brokers)

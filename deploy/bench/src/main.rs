@@ -21,7 +21,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "socialcrm-bench", about = "socialcrm load harness (docs/benchmarks.md)")]
+#[command(
+    name = "socialcrm-bench",
+    about = "socialcrm load harness (docs/benchmarks.md)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -135,7 +138,14 @@ async fn main() -> Result<()> {
             expect,
             timeout_secs,
         } => {
-            let r = kafka::bare_consume(&brokers, &topic, &group, expect, Duration::from_secs(timeout_secs)).await?;
+            let r = kafka::bare_consume(
+                &brokers,
+                &topic,
+                &group,
+                expect,
+                Duration::from_secs(timeout_secs),
+            )
+            .await?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
@@ -149,7 +159,15 @@ async fn main() -> Result<()> {
             timeout_secs,
         } => {
             let cfg = ch::config(&clickhouse_url, &database);
-            let r = ch::bare_insert(&brokers, &topic, &cfg, &table, batch, Duration::from_secs(timeout_secs)).await?;
+            let r = ch::bare_insert(
+                &brokers,
+                &topic,
+                &cfg,
+                &table,
+                batch,
+                Duration::from_secs(timeout_secs),
+            )
+            .await?;
             println!("{}", serde_json::to_string(&r)?);
             Ok(())
         }
@@ -160,7 +178,9 @@ async fn main() -> Result<()> {
             state_dir,
             json,
         } => {
-            let r = tokio::task::spawn_blocking(move || stages::run(events, seed, batch, &state_dir)).await??;
+            let r =
+                tokio::task::spawn_blocking(move || stages::run(events, seed, batch, &state_dir))
+                    .await??;
             stages::print(&r);
             if let Some(p) = json {
                 std::fs::write(p, serde_json::to_vec_pretty(&r)?)?;
@@ -177,7 +197,15 @@ async fn main() -> Result<()> {
             dir,
         } => {
             let r = tokio::task::spawn_blocking(move || {
-                let r = redb_probe::run(&dir, batches, events, people, profiles, new_ids, profile_bytes);
+                let r = redb_probe::run(
+                    &dir,
+                    batches,
+                    events,
+                    people,
+                    profiles,
+                    new_ids,
+                    profile_bytes,
+                );
                 let _ = std::fs::remove_dir_all(&dir);
                 r
             })
@@ -185,7 +213,12 @@ async fn main() -> Result<()> {
             redb_probe::print(&r);
             Ok(())
         }
-        Cmd::Sample { events, of, seed, segment } => {
+        Cmd::Sample {
+            events,
+            of,
+            seed,
+            segment,
+        } => {
             let ds = gen::build(of, seed, gen::default_anchor_ms());
             let step = (of / events.max(1)).max(1);
             for i in (0..of).step_by(step).take(events) {

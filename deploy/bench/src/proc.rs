@@ -54,7 +54,11 @@ pub fn cpu_secs(pid: u32) -> Option<f64> {
 pub fn machine_cpu() -> Option<(f64, f64)> {
     let s = std::fs::read_to_string("/proc/stat").ok()?;
     let l = s.lines().next()?;
-    let v: Vec<f64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let v: Vec<f64> = l
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     let total: f64 = v.iter().sum();
     let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
     Some(((total - idle) / clk_tck(), total / clk_tck()))
@@ -112,7 +116,12 @@ pub fn sigterm(pid: u32) {
 
 /// Waits for `child` up to `grace`; then SIGTERM and `grace` again; then SIGKILL.
 /// Returns the exit status text.
-pub async fn stop_child(child: &mut Child, name: &str, grace: Duration, term_first: bool) -> String {
+pub async fn stop_child(
+    child: &mut Child,
+    name: &str,
+    grace: Duration,
+    term_first: bool,
+) -> String {
     if term_first {
         if let Some(pid) = child.id() {
             sigterm(pid);
@@ -134,7 +143,11 @@ pub async fn stop_child(child: &mut Child, name: &str, grace: Duration, term_fir
 }
 
 /// Runs a command to completion with a timeout, failing with its output on error.
-pub async fn run_checked(cmd: &mut tokio::process::Command, what: &str, timeout: Duration) -> Result<String> {
+pub async fn run_checked(
+    cmd: &mut tokio::process::Command,
+    what: &str,
+    timeout: Duration,
+) -> Result<String> {
     cmd.kill_on_drop(true);
     let out = tokio::time::timeout(timeout, cmd.output())
         .await
@@ -201,7 +214,13 @@ pub struct CpuUse {
     pub other: f64,
 }
 
-pub fn cpu_use(a: CpuMark, b: CpuMark, wall: f64, process_cpu: f64, collector_cpu: Option<f64>) -> CpuUse {
+pub fn cpu_use(
+    a: CpuMark,
+    b: CpuMark,
+    wall: f64,
+    process_cpu: f64,
+    collector_cpu: Option<f64>,
+) -> CpuUse {
     let w = wall.max(1e-9);
     let mut u = CpuUse {
         process: process_cpu / w,
@@ -212,10 +231,11 @@ pub fn cpu_use(a: CpuMark, b: CpuMark, wall: f64, process_cpu: f64, collector_cp
         machine: (b.busy - a.busy) / w,
         other: 0.0,
     };
-    u.other = (u.machine - u.process - u.collector.unwrap_or(0.0) - u.clickhouse - u.kafka - u.bench).max(0.0);
+    u.other =
+        (u.machine - u.process - u.collector.unwrap_or(0.0) - u.clickhouse - u.kafka - u.bench)
+            .max(0.0);
     u
 }
-
 
 /// CPU use over a stretch of work done by this very process (phases b1, b2).
 pub struct SelfCpu {

@@ -63,51 +63,95 @@ fn run_case(
 
 /// Per batch: `events` new event fingerprints, `profiles` of `people` profiles
 /// rewritten (~`profile_bytes` of JSON each), `new_ids` new identifiers.
-pub fn run(dir: &std::path::Path, batches: usize, events: usize, people: usize, profiles: usize, new_ids: usize, profile_bytes: usize) -> Result<Vec<ProbeResult>> {
+pub fn run(
+    dir: &std::path::Path,
+    batches: usize,
+    events: usize,
+    people: usize,
+    profiles: usize,
+    new_ids: usize,
+    profile_bytes: usize,
+) -> Result<Vec<ProbeResult>> {
     std::fs::create_dir_all(dir)?;
     let value = vec![b'x'; profile_bytes];
     let mut out = Vec::new();
-    out.push(run_case(dir, "seen: one random u128 key per event", batches, |w, _, r| {
-        let mut t = w.open_table(SEEN)?;
-        for _ in 0..events {
-            t.insert(r.random::<u128>(), ())?;
-        }
-        Ok(())
-    })?);
-    out.push(run_case(dir, "seen: one blob per batch (append-only)", batches, |w, b, r| {
-        let mut t = w.open_table(SEEN_LOG)?;
-        let mut blob = Vec::with_capacity(events * 16);
-        for _ in 0..events {
-            blob.extend_from_slice(&r.random::<u128>().to_be_bytes());
-        }
-        t.insert(b as u64, blob.as_slice())?;
-        Ok(())
-    })?);
-    out.push(run_case(dir, "profiles: random rewrites of JSON values", batches, |w, _, r| {
-        let mut t = w.open_table(PROFILES)?;
-        for _ in 0..profiles {
-            let k = format!("c_{:016x}", r.random_range(0..people as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            t.insert(k.as_str(), value.as_slice())?;
-        }
-        Ok(())
-    })?);
-    out.push(run_case(dir, "ids: new identifiers", batches, |w, _, r| {
-        let mut t = w.open_table(IDS)?;
-        for _ in 0..new_ids {
-            let k = format!("anonymous_id:{:032x}", r.random::<u128>());
-            t.insert(k.as_str(), br#"{"customer_id":"c_0123456789abcdef","first_seen":"2026-10-01T10:00:00Z"}"#.as_slice())?;
-        }
-        Ok(())
-    })?);
-    out.push(run_case(dir, "empty commit (fsync only)", batches, |w, _, _| {
-        w.open_table(IDS)?;
-        Ok(())
-    })?);
+    out.push(run_case(
+        dir,
+        "seen: one random u128 key per event",
+        batches,
+        |w, _, r| {
+            let mut t = w.open_table(SEEN)?;
+            for _ in 0..events {
+                t.insert(r.random::<u128>(), ())?;
+            }
+            Ok(())
+        },
+    )?);
+    out.push(run_case(
+        dir,
+        "seen: one blob per batch (append-only)",
+        batches,
+        |w, b, r| {
+            let mut t = w.open_table(SEEN_LOG)?;
+            let mut blob = Vec::with_capacity(events * 16);
+            for _ in 0..events {
+                blob.extend_from_slice(&r.random::<u128>().to_be_bytes());
+            }
+            t.insert(b as u64, blob.as_slice())?;
+            Ok(())
+        },
+    )?);
+    out.push(run_case(
+        dir,
+        "profiles: random rewrites of JSON values",
+        batches,
+        |w, _, r| {
+            let mut t = w.open_table(PROFILES)?;
+            for _ in 0..profiles {
+                let k = format!(
+                    "c_{:016x}",
+                    r.random_range(0..people as u64)
+                        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                );
+                t.insert(k.as_str(), value.as_slice())?;
+            }
+            Ok(())
+        },
+    )?);
+    out.push(run_case(
+        dir,
+        "ids: new identifiers",
+        batches,
+        |w, _, r| {
+            let mut t = w.open_table(IDS)?;
+            for _ in 0..new_ids {
+                let k = format!("anonymous_id:{:032x}", r.random::<u128>());
+                t.insert(
+                    k.as_str(),
+                    br#"{"customer_id":"c_0123456789abcdef","first_seen":"2026-10-01T10:00:00Z"}"#
+                        .as_slice(),
+                )?;
+            }
+            Ok(())
+        },
+    )?);
+    out.push(run_case(
+        dir,
+        "empty commit (fsync only)",
+        batches,
+        |w, _, _| {
+            w.open_table(IDS)?;
+            Ok(())
+        },
+    )?);
     Ok(out)
 }
 
 pub fn print(rs: &[ProbeResult]) {
-    println!("{:<44} {:>9} {:>10} {:>10} {:>9}", "redb, one durable commit per batch", "total s", "1st ms", "last ms", "file MiB");
+    println!(
+        "{:<44} {:>9} {:>10} {:>10} {:>9}",
+        "redb, one durable commit per batch", "total s", "1st ms", "last ms", "file MiB"
+    );
     for r in rs {
         println!(
             "{:<44} {:>9.2} {:>10.1} {:>10.1} {:>9.0}",

@@ -20,7 +20,10 @@ use tokio::process::{Child, Command};
 use crate::ch;
 use crate::gen;
 use crate::kafka;
-use crate::proc::{cpu_secs, cpu_use, machine_cpu, mem_kb, run_checked, sigterm, stop_child, CpuUse, Sampler, Services};
+use crate::proc::{
+    cpu_secs, cpu_use, machine_cpu, mem_kb, run_checked, sigterm, stop_child, CpuUse, Sampler,
+    Services,
+};
 use crate::segment;
 
 #[derive(Debug, Clone, clap::Args, Serialize)]
@@ -182,11 +185,19 @@ fn log_file(path: &Path) -> Result<(Stdio, Stdio)> {
     Ok((Stdio::from(f.try_clone()?), Stdio::from(f)))
 }
 
-fn spawn_socialcrm(bin: &Path, cfg: &Path, args: &[&str], log: &Path, env: &[String]) -> Result<Child> {
+fn spawn_socialcrm(
+    bin: &Path,
+    cfg: &Path,
+    args: &[&str],
+    log: &Path,
+    env: &[String],
+) -> Result<Child> {
     let (out, err) = log_file(log)?;
     let mut cmd = Command::new(bin);
     for kv in env {
-        let (k, v) = kv.split_once('=').ok_or_else(|| anyhow!("--pipeline-env wants KEY=VALUE, got `{kv}`"))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--pipeline-env wants KEY=VALUE, got `{kv}`"))?;
         cmd.env(k, v);
     }
     let child = cmd
@@ -240,7 +251,10 @@ fn parse_batch_log(path: &Path) -> BatchLog {
     for line in text.lines().filter(|l| l.contains("batch written")) {
         let clean: String = strip_ansi(line);
         let mut it = clean.split_whitespace();
-        if let Some(t) = it.next().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()) {
+        if let Some(t) = it
+            .next()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        {
             times.push(t.timestamp_micros() as f64 / 1000.0);
         }
         for kv in clean.split_whitespace() {
@@ -263,7 +277,11 @@ fn parse_batch_log(path: &Path) -> BatchLog {
         avg_messages: msgs as f64 / n.max(1) as f64,
         avg_profiles: profiles as f64 / n.max(1) as f64,
         interval_ms_p50: gaps.get(gaps.len() / 2).copied().unwrap_or(0.0),
-        interval_ms_mean: if gaps.is_empty() { 0.0 } else { gaps.iter().sum::<f64>() / gaps.len() as f64 },
+        interval_ms_mean: if gaps.is_empty() {
+            0.0
+        } else {
+            gaps.iter().sum::<f64>() / gaps.len() as f64
+        },
         interval_ms_max: gaps.last().copied().unwrap_or(0.0),
     }
 }
@@ -365,7 +383,11 @@ fn machine_facts() -> Value {
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .find(|n| n.starts_with("kafka_2.13-") && n.ends_with(".jar"))
         })
-        .map(|n| n.trim_start_matches("kafka_2.13-").trim_end_matches(".jar").to_string());
+        .map(|n| {
+            n.trim_start_matches("kafka_2.13-")
+                .trim_end_matches(".jar")
+                .to_string()
+        });
     json!({
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "mem_gib": (mem_kb as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
@@ -377,10 +399,17 @@ fn machine_facts() -> Value {
 
 pub async fn run(a: RunArgs) -> Result<()> {
     if !loopback(&a.brokers) || !loopback(&a.clickhouse_url) {
-        bail!("the benchmark only talks to 127.0.0.1 (brokers {}, clickhouse {})", a.brokers, a.clickhouse_url);
+        bail!(
+            "the benchmark only talks to 127.0.0.1 (brokers {}, clickhouse {})",
+            a.brokers,
+            a.clickhouse_url
+        );
     }
     if !a.socialcrm_bin.exists() {
-        bail!("{} not found: build it with cargo build --release -p socialcrm", a.socialcrm_bin.display());
+        bail!(
+            "{} not found: build it with cargo build --release -p socialcrm",
+            a.socialcrm_bin.display()
+        );
     }
     let phases: Vec<&str> = a.phases.split(',').map(str::trim).collect();
     for p in &phases {
@@ -392,7 +421,10 @@ pub async fn run(a: RunArgs) -> Result<()> {
     let ts = now.format("%Y%m%d%H%M%S").to_string();
     let dir = a.out_dir.join(&ts);
     std::fs::create_dir_all(&dir)?;
-    let names = Names { ts: ts.clone(), dir };
+    let names = Names {
+        ts: ts.clone(),
+        dir,
+    };
     let mut results = Results {
         timestamp: ts.clone(),
         date: now.to_rfc3339(),
@@ -413,11 +445,18 @@ pub async fn run(a: RunArgs) -> Result<()> {
         results.error = Some(format!("{e:#}"));
     }
 
-    if let (Some(pa), b1, b2) = (&results.a_pipeline, &results.b1_bare_consume, &results.b2_bare_insert) {
-        let slower = [b1.as_ref().map(|r| r.events_per_sec), b2.as_ref().map(|r| r.rows_per_sec)]
-            .into_iter()
-            .flatten()
-            .fold(f64::INFINITY, f64::min);
+    if let (Some(pa), b1, b2) = (
+        &results.a_pipeline,
+        &results.b1_bare_consume,
+        &results.b2_bare_insert,
+    ) {
+        let slower = [
+            b1.as_ref().map(|r| r.events_per_sec),
+            b2.as_ref().map(|r| r.rows_per_sec),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(f64::INFINITY, f64::min);
         if slower.is_finite() && slower > 0.0 {
             results.ratio = Some(pa.events_per_sec / slower);
         }
@@ -434,7 +473,12 @@ pub async fn run(a: RunArgs) -> Result<()> {
             eprintln!("[bench] clean-up: {e:#}");
         }
         for db in &created.databases {
-            if let Err(e) = ch::exec(&ch::config(&a.clickhouse_url, "default"), &format!("DROP DATABASE IF EXISTS {db}")).await {
+            if let Err(e) = ch::exec(
+                &ch::config(&a.clickhouse_url, "default"),
+                &format!("DROP DATABASE IF EXISTS {db}"),
+            )
+            .await
+            {
                 eprintln!("[bench] clean-up: {e:#}");
             }
         }
@@ -469,7 +513,10 @@ fn eps(x: f64) -> String {
 fn print_summary(r: &Results) {
     println!();
     println!("socialcrm benchmark {} ({})", r.timestamp, r.date);
-    println!("{:<46} {:>12} {:>22}  notes", "phase", "events/s", "peak RSS");
+    println!(
+        "{:<46} {:>12} {:>22}  notes",
+        "phase", "events/s", "peak RSS"
+    );
     println!("{}", "-".repeat(110));
     if let Some(p) = &r.a_pipeline {
         println!(
@@ -480,7 +527,11 @@ fn print_summary(r: &Results) {
             p.events,
             p.secs,
             p.first_row_secs,
-            if p.perf_attached { " [perf attached]" } else { "" }
+            if p.perf_attached {
+                " [perf attached]"
+            } else {
+                ""
+            }
         );
     }
     if let Some(b) = &r.b1_bare_consume {
@@ -513,7 +564,11 @@ fn print_summary(r: &Results) {
             "{:<46} {:>12} {:>22}  {} messages in {:.1}s (HTTP done after {:.1}s, {} failed calls)",
             "(c)  collector -> Kafka -> pipeline -> ClickHouse",
             eps(c.events_per_sec),
-            format!("coll {} / pipe {}", mib(c.collector_peak_rss_kb), mib(c.pipeline_peak_rss_kb)),
+            format!(
+                "coll {} / pipe {}",
+                mib(c.collector_peak_rss_kb),
+                mib(c.pipeline_peak_rss_kb)
+            ),
             c.messages,
             c.secs,
             c.send_secs,
@@ -526,7 +581,11 @@ fn print_summary(r: &Results) {
             "ratio (a) / min(b1, b2) = {:.2}  (target >= {:.1}: {})",
             x,
             r.target_ratio,
-            if x >= r.target_ratio { "MET" } else { "NOT MET" }
+            if x >= r.target_ratio {
+                "MET"
+            } else {
+                "NOT MET"
+            }
         ),
         None => println!("ratio: not available (needs a and b1/b2)"),
     }
@@ -565,14 +624,24 @@ fn print_summary(r: &Results) {
         "background CPU before start: {:.2} cores; other processes during a/c: up to {:.2} cores{}",
         r.background_cpu_cores,
         other,
-        if r.background_cpu_cores > 0.25 || other > 0.25 { "  (machine not quiet: figures disturbed)" } else { "" }
+        if r.background_cpu_cores > 0.25 || other > 0.25 {
+            "  (machine not quiet: figures disturbed)"
+        } else {
+            ""
+        }
     );
     if let Some(e) = &r.error {
         println!("ERROR: {e}");
     }
 }
 
-async fn phases_run(a: &RunArgs, phases: &[&str], n: &Names, r: &mut Results, created: &mut Created) -> Result<()> {
+async fn phases_run(
+    a: &RunArgs,
+    phases: &[&str],
+    n: &Names,
+    r: &mut Results,
+    created: &mut Created,
+) -> Result<()> {
     let timeout = Duration::from_secs(a.timeout_secs);
     let svc = Services::find();
     kafka::broker_answers(&a.brokers).await?;
@@ -605,7 +674,17 @@ async fn phases_run(a: &RunArgs, phases: &[&str], n: &Names, r: &mut Results, cr
         let topics = topics_for(&prefix);
         let state = n.dir.join("state-a");
         let cfg_path = n.dir.join("pipeline-a.toml");
-        std::fs::write(&cfg_path, config_toml(a, &prefix, &db, &format!("bench-{ts}-a"), &state, "127.0.0.1:1"))?;
+        std::fs::write(
+            &cfg_path,
+            config_toml(
+                a,
+                &prefix,
+                &db,
+                &format!("bench-{ts}-a"),
+                &state,
+                "127.0.0.1:1",
+            ),
+        )?;
         kafka::create_topics(
             &a.brokers,
             &[
@@ -620,11 +699,18 @@ async fn phases_run(a: &RunArgs, phases: &[&str], n: &Names, r: &mut Results, cr
         created.databases.push(db.clone());
         created.dirs.push(state.clone());
         let mut cmd = Command::new(&a.socialcrm_bin);
-        cmd.arg("--config").arg(&cfg_path).args(["migrate", "--no-kafka"]).env("NO_COLOR", "1");
+        cmd.arg("--config")
+            .arg(&cfg_path)
+            .args(["migrate", "--no-kafka"])
+            .env("NO_COLOR", "1");
         run_checked(&mut cmd, "socialcrm migrate", Duration::from_secs(120)).await?;
 
-        eprintln!("[bench] generating and producing {} events to {}", a.events, topics[0]);
-        let (events, seed, brokers, topic) = (a.events, a.seed, a.brokers.clone(), topics[0].clone());
+        eprintln!(
+            "[bench] generating and producing {} events to {}",
+            a.events, topics[0]
+        );
+        let (events, seed, brokers, topic) =
+            (a.events, a.seed, a.brokers.clone(), topics[0].clone());
         let (stats, rep) = tokio::task::spawn_blocking(move || -> Result<_> {
             let ds = gen::build(events, seed, gen::default_anchor_ms());
             let rep = kafka::produce(&brokers, &topic, &ds, timeout)?;
@@ -633,7 +719,11 @@ async fn phases_run(a: &RunArgs, phases: &[&str], n: &Names, r: &mut Results, cr
         .await??;
         let (in_topic, parts) = kafka::topic_size(&a.brokers, &topics[0])?;
         if in_topic != a.events as i64 {
-            bail!("topic {} holds {in_topic} messages, expected {}", topics[0], a.events);
+            bail!(
+                "topic {} holds {in_topic} messages, expected {}",
+                topics[0],
+                a.events
+            );
         }
         eprintln!(
             "[bench] produced {} events ({} persons, avg {} B) in {:.1}s to {} partitions",
@@ -651,11 +741,23 @@ async fn phases_run(a: &RunArgs, phases: &[&str], n: &Names, r: &mut Results, cr
         if phases.contains(&"b1") {
             eprintln!("[bench] (b1) bare consumer");
             let mut cmd = Command::new(&bench_exe);
-            cmd.args(["bare-consume", "--brokers", &a.brokers, "--topic", &topics[0]])
-                .args(["--group", &format!("bench-{ts}-bare")])
-                .args(["--expect", &a.events.to_string(), "--timeout-secs", &a.timeout_secs.to_string()]);
+            cmd.args([
+                "bare-consume",
+                "--brokers",
+                &a.brokers,
+                "--topic",
+                &topics[0],
+            ])
+            .args(["--group", &format!("bench-{ts}-bare")])
+            .args([
+                "--expect",
+                &a.events.to_string(),
+                "--timeout-secs",
+                &a.timeout_secs.to_string(),
+            ]);
             let (out, hwm) = run_sampled(cmd, &n.dir.join("bare-consume.log"), timeout).await?;
-            let rep: kafka::ConsumeReport = serde_json::from_str(&out).with_context(|| format!("bare-consume output: {out}"))?;
+            let rep: kafka::ConsumeReport = serde_json::from_str(&out)
+                .with_context(|| format!("bare-consume output: {out}"))?;
             r.b1_peak_rss_kb = Some(hwm.max(rep.vm_hwm_kb));
             r.b1_bare_consume = Some(rep);
         }
@@ -663,18 +765,40 @@ async fn phases_run(a: &RunArgs, phases: &[&str], n: &Names, r: &mut Results, cr
             let w = ch::wait_merges_idle(&chc, Duration::from_secs(120)).await;
             eprintln!("[bench] (b2) bare insert (merges idle after {w:.1}s)");
             let mut cmd = Command::new(&bench_exe);
-            cmd.args(["bare-insert", "--brokers", &a.brokers, "--topic", &topics[0]])
-                .args(["--clickhouse-url", &a.clickhouse_url, "--database", &db, "--table", "events_bare"])
-                .args(["--batch", &a.batch_max_events.to_string(), "--timeout-secs", &a.timeout_secs.to_string()]);
+            cmd.args([
+                "bare-insert",
+                "--brokers",
+                &a.brokers,
+                "--topic",
+                &topics[0],
+            ])
+            .args([
+                "--clickhouse-url",
+                &a.clickhouse_url,
+                "--database",
+                &db,
+                "--table",
+                "events_bare",
+            ])
+            .args([
+                "--batch",
+                &a.batch_max_events.to_string(),
+                "--timeout-secs",
+                &a.timeout_secs.to_string(),
+            ]);
             let (out, hwm) = run_sampled(cmd, &n.dir.join("bare-insert.log"), timeout).await?;
-            let rep: ch::InsertReport = serde_json::from_str(&out).with_context(|| format!("bare-insert output: {out}"))?;
+            let rep: ch::InsertReport =
+                serde_json::from_str(&out).with_context(|| format!("bare-insert output: {out}"))?;
             r.b2_peak_rss_kb = Some(hwm.max(rep.vm_hwm_kb));
             r.b2_bare_insert = Some(rep);
         }
     }
 
     if phases.contains(&"c") {
-        eprintln!("[bench] (c) collector -> ClickHouse, {} Segment messages", a.messages);
+        eprintln!(
+            "[bench] (c) collector -> ClickHouse, {} Segment messages",
+            a.messages
+        );
         r.c_end_to_end = Some(phase_c(a, n, created, &svc, timeout).await?);
     }
     Ok(())
@@ -717,7 +841,13 @@ async fn phase_a(
     let idle = a.idle_secs.to_string();
     let mark0 = svc.mark();
     let t0 = Instant::now();
-    let mut child = spawn_socialcrm(&a.socialcrm_bin, cfg, &["pipeline", "--exit-when-idle-secs", &idle], &log, &a.pipeline_env)?;
+    let mut child = spawn_socialcrm(
+        &a.socialcrm_bin,
+        cfg,
+        &["pipeline", "--exit-when-idle-secs", &idle],
+        &log,
+        &a.pipeline_env,
+    )?;
     let pid = child.id().ok_or_else(|| anyhow!("pipeline has no pid"))?;
     let sampler = Sampler::start(pid, Duration::from_millis(150));
     let mut perf = if a.perf {
@@ -728,7 +858,9 @@ async fn phase_a(
             .args(["-p", &pid.to_string(), "-o"])
             .arg(n.dir.join("perf-a.data"))
             .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(n.dir.join("perf-a.log"))?))
+            .stderr(Stdio::from(std::fs::File::create(
+                n.dir.join("perf-a.log"),
+            )?))
             .kill_on_drop(true)
             .spawn()
             .context("starting perf (apt-get install linux-perf)")?;
@@ -741,7 +873,11 @@ async fn phase_a(
     let done = loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if let Some(st) = child.try_wait()? {
-            bail!("pipeline exited early ({st}) — log {}:\n{}", log.display(), tail(&log, 30));
+            bail!(
+                "pipeline exited early ({st}) — log {}:\n{}",
+                log.display(),
+                tail(&log, 30)
+            );
         }
         match ch::count(chc, "events").await {
             Ok(c) => {
@@ -762,12 +898,20 @@ async fn phase_a(
     let mark1 = svc.mark();
     if let Some(p) = perf.as_mut() {
         if let Some(ppid) = p.id() {
-            let _ = std::process::Command::new("kill").args(["-INT", &ppid.to_string()]).status();
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &ppid.to_string()])
+                .status();
         }
         let _ = tokio::time::timeout(Duration::from_secs(120), p.wait()).await;
     }
     let hwm_done = mem_kb(pid).map_or(0, |m| m.0);
-    let exit = stop_child(&mut child, "pipeline", Duration::from_secs(a.idle_secs + 60), false).await;
+    let exit = stop_child(
+        &mut child,
+        "pipeline",
+        Duration::from_secs(a.idle_secs + 60),
+        false,
+    )
+    .await;
     sampler.stop();
     let first = first_row.unwrap_or(done);
     Ok(PipelinePhase {
@@ -785,7 +929,9 @@ async fn phase_a(
 }
 
 async fn health(url: &str, timeout: Duration) -> Result<()> {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
     let start = Instant::now();
     loop {
         if let Ok(r) = client.get(format!("{url}/health")).send().await {
@@ -800,7 +946,13 @@ async fn health(url: &str, timeout: Duration) -> Result<()> {
     }
 }
 
-async fn phase_c(a: &RunArgs, n: &Names, created: &mut Created, svc: &Services, timeout: Duration) -> Result<E2ePhase> {
+async fn phase_c(
+    a: &RunArgs,
+    n: &Names,
+    created: &mut Created,
+    svc: &Services,
+    timeout: Duration,
+) -> Result<E2ePhase> {
     let ts = &n.ts;
     let prefix = format!("bench.{ts}.e2e");
     let db = format!("bench_{ts}_e2e");
@@ -808,7 +960,10 @@ async fn phase_c(a: &RunArgs, n: &Names, created: &mut Created, svc: &Services, 
     let state = n.dir.join("state-c");
     let listen = format!("127.0.0.1:{}", free_port());
     let cfg = n.dir.join("e2e.toml");
-    std::fs::write(&cfg, config_toml(a, &prefix, &db, &format!("bench-{ts}-c"), &state, &listen))?;
+    std::fs::write(
+        &cfg,
+        config_toml(a, &prefix, &db, &format!("bench-{ts}-c"), &state, &listen),
+    )?;
     kafka::create_topics(
         &a.brokers,
         &[
@@ -823,16 +978,29 @@ async fn phase_c(a: &RunArgs, n: &Names, created: &mut Created, svc: &Services, 
     created.databases.push(db.clone());
     created.dirs.push(state.clone());
     let mut cmd = Command::new(&a.socialcrm_bin);
-    cmd.arg("--config").arg(&cfg).args(["migrate", "--no-kafka"]).env("NO_COLOR", "1");
+    cmd.arg("--config")
+        .arg(&cfg)
+        .args(["migrate", "--no-kafka"])
+        .env("NO_COLOR", "1");
     run_checked(&mut cmd, "socialcrm migrate", Duration::from_secs(120)).await?;
     let chc = ch::config(&a.clickhouse_url, &db);
 
     let clog = n.dir.join("collector-c.log");
     let plog = n.dir.join("pipeline-c.log");
     let mut collector = spawn_socialcrm(&a.socialcrm_bin, &cfg, &["collector"], &clog, &[])?;
-    let mut pipeline = spawn_socialcrm(&a.socialcrm_bin, &cfg, &["pipeline"], &plog, &a.pipeline_env)?;
-    let cpid = collector.id().ok_or_else(|| anyhow!("collector has no pid"))?;
-    let ppid = pipeline.id().ok_or_else(|| anyhow!("pipeline has no pid"))?;
+    let mut pipeline = spawn_socialcrm(
+        &a.socialcrm_bin,
+        &cfg,
+        &["pipeline"],
+        &plog,
+        &a.pipeline_env,
+    )?;
+    let cpid = collector
+        .id()
+        .ok_or_else(|| anyhow!("collector has no pid"))?;
+    let ppid = pipeline
+        .id()
+        .ok_or_else(|| anyhow!("pipeline has no pid"))?;
     let cs = Sampler::start(cpid, Duration::from_millis(150));
     let ps = Sampler::start(ppid, Duration::from_millis(150));
 
@@ -845,7 +1013,9 @@ async fn phase_c(a: &RunArgs, n: &Names, created: &mut Created, svc: &Services, 
     .await??;
     let calls = Arc::new(calls);
     let url = format!("http://{listen}");
-    health(&url, Duration::from_secs(30)).await.map_err(|e| anyhow!("{e:#}\n{}", tail(&clog, 20)))?;
+    health(&url, Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow!("{e:#}\n{}", tail(&clog, 20)))?;
     // let the pipeline finish starting (store open, ClickHouse check, group join)
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -854,7 +1024,13 @@ async fn phase_c(a: &RunArgs, n: &Names, created: &mut Created, svc: &Services, 
     let p_cpu0 = cpu_secs(ppid).unwrap_or(0.0);
     let t0 = Instant::now();
     let deadline = t0 + timeout;
-    let sender = tokio::spawn(segment::send(url.clone(), "bench-key".into(), calls.clone(), a.concurrency, deadline));
+    let sender = tokio::spawn(segment::send(
+        url.clone(),
+        "bench-key".into(),
+        calls.clone(),
+        a.concurrency,
+        deadline,
+    ));
     let mut send_report: Option<segment::SendReport> = None;
     let mut sender = Some(sender);
     let done = loop {
@@ -875,7 +1051,9 @@ async fn phase_c(a: &RunArgs, n: &Names, created: &mut Created, svc: &Services, 
                 send_report = Some(rep);
             }
         }
-        let target = send_report.as_ref().map_or(a.messages as u64, |s| s.accepted_messages);
+        let target = send_report
+            .as_ref()
+            .map_or(a.messages as u64, |s| s.accepted_messages);
         match ch::count(&chc, "events").await {
             Ok(c) if c >= target && send_report.is_some() => break t0.elapsed().as_secs_f64(),
             Ok(_) => {}
@@ -893,13 +1071,17 @@ async fn phase_c(a: &RunArgs, n: &Names, created: &mut Created, svc: &Services, 
     let p_hwm = mem_kb(ppid).map_or(0, |m| m.0);
     sigterm(cpid);
     sigterm(ppid);
-    let collector_exit = stop_child(&mut collector, "collector", Duration::from_secs(30), false).await;
+    let collector_exit =
+        stop_child(&mut collector, "collector", Duration::from_secs(30), false).await;
     let pipeline_exit = stop_child(&mut pipeline, "pipeline", Duration::from_secs(30), false).await;
     cs.stop();
     ps.stop();
     let accepted = send.accepted_messages;
     if send.failed_calls > 0 {
-        eprintln!("[bench] (c) WARNING: {} calls failed: {:?}", send.failed_calls, send.first_error);
+        eprintln!(
+            "[bench] (c) WARNING: {} calls failed: {:?}",
+            send.failed_calls, send.first_error
+        );
     }
     Ok(E2ePhase {
         messages: accepted,

@@ -52,7 +52,13 @@ pub struct SendReport {
 /// Posts every call with `concurrency` clients pulling from one queue (so the
 /// collector sees the messages roughly in time order). A 503 or a connection
 /// error is retried (at most 3 times, 1 s apart); a 400 is counted as failed.
-pub async fn send(url: String, write_key: String, calls: Arc<Vec<Call>>, concurrency: usize, deadline: Instant) -> SendReport {
+pub async fn send(
+    url: String,
+    write_key: String,
+    calls: Arc<Vec<Call>>,
+    concurrency: usize,
+    deadline: Instant,
+) -> SendReport {
     let client = match reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .timeout(Duration::from_secs(60))
@@ -105,7 +111,9 @@ pub async fn send(url: String, write_key: String, calls: Arc<Vec<Call>>, concurr
                         .await;
                     let retry = match res {
                         Ok(r) if r.status().is_success() => break Ok(()),
-                        Ok(r) if r.status().as_u16() == 503 => format!("503: {}", r.text().await.unwrap_or_default()),
+                        Ok(r) if r.status().as_u16() == 503 => {
+                            format!("503: {}", r.text().await.unwrap_or_default())
+                        }
                         Ok(r) => {
                             let st = r.status();
                             break Err(format!("{st}: {}", r.text().await.unwrap_or_default()));
@@ -142,7 +150,11 @@ pub async fn send(url: String, write_key: String, calls: Arc<Vec<Call>>, concurr
         }
     }
     lat.sort_by(f64::total_cmp);
-    let q = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p).round().max(0.0) as usize).copied().unwrap_or(0.0);
+    let q = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p).round().max(0.0) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
     let first_error = first_error.lock().ok().and_then(|f| f.clone());
     SendReport {
         calls: calls.len() as u64,

@@ -74,7 +74,12 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-pub fn run(events: usize, seed: u64, batch: usize, state_dir: &std::path::Path) -> Result<StagesReport> {
+pub fn run(
+    events: usize,
+    seed: u64,
+    batch: usize,
+    state_dir: &std::path::Path,
+) -> Result<StagesReport> {
     eprintln!("[stages] generating {events} events");
     let ds = gen::build(events, seed, gen::default_anchor_ms());
     let payloads: Vec<Vec<u8>> = (0..events)
@@ -117,7 +122,14 @@ pub fn run(events: usize, seed: u64, batch: usize, state_dir: &std::path::Path) 
         for (i, (r, o)) in parsed.iter().zip(&outcomes).enumerate() {
             if let (Ok((ev, _)), Some(o)) = (r, o) {
                 let n = b * batch + i;
-                rows.push(EventRow::new(ev, &o.customer_id, (n % 6) as i32, (n / 6) as i64, version, now));
+                rows.push(EventRow::new(
+                    ev,
+                    &o.customer_id,
+                    (n % 6) as i32,
+                    (n / 6) as i64,
+                    version,
+                    now,
+                ));
             }
         }
         t.event_rows = secs(s.elapsed());
@@ -137,8 +149,14 @@ pub fn run(events: usize, seed: u64, batch: usize, state_dir: &std::path::Path) 
                 }
             }
         }
-        let profile_states: Vec<_> = touched.iter().filter_map(|c| graph.profiles.get(*c)).collect();
-        let profile_rows: Vec<ProfileRow> = profile_states.iter().map(|p| ProfileRow::new(p, version, now)).collect();
+        let profile_states: Vec<_> = touched
+            .iter()
+            .filter_map(|c| graph.profiles.get(*c))
+            .collect();
+        let profile_rows: Vec<ProfileRow> = profile_states
+            .iter()
+            .map(|p| ProfileRow::new(p, version, now))
+            .collect();
         let mut profile_msgs = Vec::with_capacity(profile_states.len());
         for p in &profile_states {
             profile_msgs.push(serde_json::to_vec(&p.to_message(version, now))?);
@@ -147,7 +165,8 @@ pub fn run(events: usize, seed: u64, batch: usize, state_dir: &std::path::Path) 
 
         let s = Instant::now();
         let ledger: Vec<_> = outcomes.iter().flat_map(|o| o.ledger.iter()).collect();
-        let ledger_rows: Vec<LedgerRow> = ledger.iter().map(|m| LedgerRow::new(m, version)).collect();
+        let ledger_rows: Vec<LedgerRow> =
+            ledger.iter().map(|m| LedgerRow::new(m, version)).collect();
         let mut ledger_msgs = Vec::with_capacity(ledger.len());
         for m in &ledger {
             ledger_msgs.push(serde_json::to_vec(m)?);
@@ -159,9 +178,13 @@ pub fn run(events: usize, seed: u64, batch: usize, state_dir: &std::path::Path) 
             version,
             ..Intent::default()
         };
-        intent.customer_ids.extend(profile_rows.iter().map(|r| r.customer_id.clone()));
+        intent
+            .customer_ids
+            .extend(profile_rows.iter().map(|r| r.customer_id.clone()));
         for p in 0..6 {
-            intent.offsets.insert(offset_key("bench", p), ((b + 1) * batch / 6) as i64);
+            intent
+                .offsets
+                .insert(offset_key("bench", p), ((b + 1) * batch / 6) as i64);
         }
         store.write_intent(&intent)?;
         t.store_intent = secs(s.elapsed());
@@ -185,7 +208,8 @@ pub fn run(events: usize, seed: u64, batch: usize, state_dir: &std::path::Path) 
         drop(parsed);
         t.drop_batch = secs(s.elapsed());
 
-        let mib = std::fs::metadata(state_dir.join("identity.redb")).map_or(0.0, |m| m.len() as f64 / 1048576.0);
+        let mib = std::fs::metadata(state_dir.join("identity.redb"))
+            .map_or(0.0, |m| m.len() as f64 / 1048576.0);
         total.add(&t);
         per_batch.push((b + 1, t, mib));
     }
@@ -212,10 +236,20 @@ pub fn run(events: usize, seed: u64, batch: usize, state_dir: &std::path::Path) 
 pub fn print(r: &StagesReport) {
     let tt = r.total.total();
     let row = |name: &str, v: f64| {
-        println!("  {name:<34} {v:>8.2} s  {:>5.1} %  {:>6.1} µs/event", 100.0 * v / tt, 1e6 * v / r.events as f64);
+        println!(
+            "  {name:<34} {v:>8.2} s  {:>5.1} %  {:>6.1} µs/event",
+            100.0 * v / tt,
+            1e6 * v / r.events as f64
+        );
     };
-    println!("pipeline CPU stages, {} events, batches of {} (single thread):", r.events, r.batch);
-    row("parse + validate (serde, normalise)", r.total.parse_validate);
+    println!(
+        "pipeline CPU stages, {} events, batches of {} (single thread):",
+        r.events, r.batch
+    );
+    row(
+        "parse + validate (serde, normalise)",
+        r.total.parse_validate,
+    );
     row("identity graph + profile update", r.total.graph_process);
     row("EventRow::new (incl. JSON re-encode)", r.total.event_rows);
     row("profile rows + profile JSON", r.total.profile_rows_and_json);
@@ -223,7 +257,10 @@ pub fn print(r: &StagesReport) {
     row("identity store intent (redb, fsync)", r.total.store_intent);
     row("identity store commit (redb, fsync)", r.total.store_commit);
     row("dropping the batch", r.total.drop_batch);
-    println!("  {:<34} {:>8.2} s  => {:.0} events/s before any ClickHouse/Kafka I/O", "total", tt, r.events_per_sec_cpu_only);
+    println!(
+        "  {:<34} {:>8.2} s  => {:.0} events/s before any ClickHouse/Kafka I/O",
+        "total", tt, r.events_per_sec_cpu_only
+    );
     println!(
         "  state at the end: {} identifiers, {} profiles, {} bytes of JSON per stored profile",
         r.identifiers, r.profiles, r.avg_profile_json_bytes
