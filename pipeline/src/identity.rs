@@ -165,8 +165,9 @@ impl Graph {
         // configured blocklist on top of the built-in junk values
         let mut ids: Vec<Identifier> = Vec::with_capacity(ev.identifiers.len());
         for id in &ev.identifiers {
-            let lower = id.value.to_lowercase();
-            if self.rules.blocked.contains(&lower) || is_junk(&lower) {
+            let blocked = !self.rules.blocked.is_empty()
+                && self.rules.blocked.contains(&id.value.to_lowercase());
+            if blocked || is_junk(&id.value) {
                 rejects.push((
                     id.clone(),
                     "blocked_value",

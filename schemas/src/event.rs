@@ -298,7 +298,7 @@ impl CanonicalEvent {
     pub fn partition_key(&self) -> String {
         self.identifiers
             .iter()
-            .filter(|i| !crate::identifier::is_junk(&i.value.trim().to_lowercase()))
+            .filter(|i| !crate::identifier::is_junk(i.value.trim()))
             .min_by_key(|i| {
                 let p = i
                     .id_type

@@ -243,6 +243,27 @@ impl Normalizer {
     }
 
     fn normalize_phone(&self, raw: &str) -> Result<String, IdError> {
+        // parsing runs regexes (~40 µs); the same people send the same numbers
+        // again and again, so results are cached per thread (bounded)
+        thread_local! {
+            static CACHE: std::cell::RefCell<PhoneCache> = std::cell::RefCell::new(PhoneCache::new());
+        }
+        let key = (self.default_region, raw.to_string());
+        if let Some(hit) = CACHE.with(|c| c.borrow().get(&key).cloned()) {
+            return hit;
+        }
+        let result = self.parse_phone(raw);
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.len() >= 100_000 {
+                c.clear();
+            }
+            c.insert(key, result.clone());
+        });
+        result
+    }
+
+    fn parse_phone(&self, raw: &str) -> Result<String, IdError> {
         let cleaned: String = raw
             .chars()
             .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.' | '/'))
@@ -273,14 +294,29 @@ impl Normalizer {
     }
 }
 
+/// Phone parse results by (default region, raw input).
+type PhoneCache =
+    std::collections::HashMap<(Option<phonenumber::country::Id>, String), Result<String, IdError>>;
+
 /// True for placeholder values that must never be linked.
-pub fn is_junk(lower: &str) -> bool {
-    if DEFAULT_BLOCKED_VALUES.contains(&lower) {
+/// (Case-insensitive; no allocation: this runs for every identifier of every event.)
+pub fn is_junk(value: &str) -> bool {
+    if value.len() <= 36
+        && DEFAULT_BLOCKED_VALUES
+            .iter()
+            .any(|b| b.len() == value.len() && b.eq_ignore_ascii_case(value))
+    {
         return true;
     }
     // all zeros (with separators), e.g. `0000`, `000-000`
-    let significant: Vec<char> = lower.chars().filter(|c| c.is_alphanumeric()).collect();
-    !significant.is_empty() && significant.iter().all(|c| *c == '0')
+    let mut any = false;
+    for c in value.chars().filter(|c| c.is_alphanumeric()) {
+        if c != '0' {
+            return false;
+        }
+        any = true;
+    }
+    any
 }
 
 fn invalid(t: IdType, reason: &str) -> IdError {
