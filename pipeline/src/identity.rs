@@ -438,26 +438,10 @@ impl Graph {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use socialcrm_schemas::Channel;
     use std::collections::HashMap;
 
     fn ev(id: &str, at: &str, ids: &[(IdType, &str)]) -> CanonicalEvent {
-        CanonicalEvent {
-            schema_version: 1,
-            event_id: id.into(),
-            source: "web".into(),
-            channel: Channel::Web,
-            event_type: "track".into(),
-            name: None,
-            occurred_at: at.parse().expect("date"),
-            received_at: at.parse().expect("date"),
-            identifiers: ids.iter().map(|(t, v)| Identifier::new(*t, *v)).collect(),
-            target: vec![],
-            traits: Default::default(),
-            properties: Default::default(),
-            revenue: None,
-            context: Default::default(),
-        }
+        crate::testing::event(id, at, ids)
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub mod profile;
 pub mod rows;
 pub mod run;
 pub mod store;
+#[cfg(test)]
+mod testing;
 
 pub use config::PipelineConfig;
 pub use run::{run, PipelineError};

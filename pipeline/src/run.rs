@@ -219,16 +219,15 @@ pub async fn run(
         let Some(first) = first else {
             // idle: finish the batch in flight so its offsets are stored
             if let Some(h) = inflight.take() {
-                let done = tokio::select! {
-                    r = h => r.map_err(join_err)??,
-                    _ = stop_rx.changed() => return Ok(stats),
+                let Some(done) = settle(h, &mut stop_rx).await? else {
+                    return Ok(stats);
                 };
-                after_commit(&consumer, &done, &mut stats)?;
-                recover(
+                complete(
+                    &consumer,
                     &writer,
                     graph.as_ref(),
                     &mut recovery,
-                    &done.applied,
+                    &done,
                     version,
                     &mut stats,
                 )
@@ -294,19 +293,18 @@ pub async fn run(
 
         // 2. the previous batch must be committed before this one is written
         if let Some(h) = inflight.take() {
-            let done = tokio::select! {
-                r = h => r.map_err(join_err)??,
-                _ = stop_rx.changed() => {
-                    tracing::info!("stop requested while writing; unwritten batches will be replayed on restart");
-                    return Ok(stats);
-                }
+            let Some(done) = settle(h, &mut stop_rx).await? else {
+                tracing::info!(
+                    "stop requested while writing; unwritten batches will be replayed on restart"
+                );
+                return Ok(stats);
             };
-            after_commit(&consumer, &done, &mut stats)?;
-            recover(
+            complete(
+                &consumer,
                 &writer,
                 graph.as_ref(),
                 &mut recovery,
-                &done.applied,
+                &done,
                 version,
                 &mut stats,
             )
@@ -330,6 +328,31 @@ pub async fn run(
         tracing::debug!(error = %e, "final offset commit");
     }
     Ok(stats)
+}
+
+/// Waits for the batch in flight; `None` when a stop was requested meanwhile.
+async fn settle(
+    h: tokio::task::JoinHandle<Result<Done, PipelineError>>,
+    stop_rx: &mut watch::Receiver<bool>,
+) -> Result<Option<Done>, PipelineError> {
+    tokio::select! {
+        r = h => Ok(Some(r.map_err(join_err)??)),
+        _ = stop_rx.changed() => Ok(None),
+    }
+}
+
+/// After a batch's commit: its offsets, its log line, and crash recovery.
+async fn complete(
+    consumer: &StreamConsumer,
+    writer: &Writer,
+    graph: Option<&Graph>,
+    recovery: &mut Option<Intent>,
+    done: &Done,
+    version: u64,
+    stats: &mut RunStats,
+) -> Result<(), PipelineError> {
+    after_commit(consumer, done, stats)?;
+    recover(writer, graph, recovery, &done.applied, version, stats).await
 }
 
 fn join_err(e: tokio::task::JoinError) -> PipelineError {
@@ -777,25 +800,10 @@ fn base64_encode(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use socialcrm_schemas::{Channel, IdType, Identifier};
+    use socialcrm_schemas::IdType;
 
     fn ev(id: &str, at: &str, ids: &[(IdType, &str)]) -> CanonicalEvent {
-        CanonicalEvent {
-            schema_version: 1,
-            event_id: id.into(),
-            source: "web".into(),
-            channel: Channel::Web,
-            event_type: "page".into(),
-            name: None,
-            occurred_at: at.parse().expect("date"),
-            received_at: at.parse().expect("date"),
-            identifiers: ids.iter().map(|(t, v)| Identifier::new(*t, *v)).collect(),
-            target: vec![],
-            traits: Default::default(),
-            properties: Default::default(),
-            revenue: None,
-            context: Default::default(),
-        }
+        crate::testing::event(id, at, ids)
     }
 
     #[test]

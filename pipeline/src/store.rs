@@ -483,25 +483,10 @@ fn db_err(e: redb::TransactionError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use socialcrm_schemas::{CanonicalEvent, Channel, IdType, Identifier};
+    use socialcrm_schemas::{CanonicalEvent, IdType};
 
     fn ev(id: &str, ids: &[(IdType, &str)]) -> CanonicalEvent {
-        CanonicalEvent {
-            schema_version: 1,
-            event_id: id.into(),
-            source: "web".into(),
-            channel: Channel::Web,
-            event_type: "page".into(),
-            name: None,
-            occurred_at: "2026-01-01T00:00:00Z".parse().expect("date"),
-            received_at: "2026-01-01T00:00:00Z".parse().expect("date"),
-            identifiers: ids.iter().map(|(t, v)| Identifier::new(*t, *v)).collect(),
-            target: vec![],
-            traits: Default::default(),
-            properties: Default::default(),
-            revenue: None,
-            context: Default::default(),
-        }
+        crate::testing::event(id, "2026-01-01T00:00:00Z", ids)
     }
 
     #[test]
