@@ -58,6 +58,15 @@ impl World {
 
     /// `extra_pipeline` is appended to the `[pipeline]` section.
     pub fn with_pipeline_settings(name: &str, extra_pipeline: &str) -> World {
+        Self::build(name, extra_pipeline, &clickhouse_url())
+    }
+
+    /// A world whose socialcrm processes reach ClickHouse at `ch_url` (e.g. a proxy).
+    pub fn with_clickhouse_url(name: &str, extra_pipeline: &str, ch_url: &str) -> World {
+        Self::build(name, extra_pipeline, ch_url)
+    }
+
+    fn build(name: &str, extra_pipeline: &str, ch_url: &str) -> World {
         let tag: u32 = rand::random();
         let db = format!("crm_t_{name}_{tag:08x}");
         let prefix = format!("t{tag:08x}.");
@@ -93,7 +102,7 @@ metrics_listen = "{metrics_addr}"
 default_phone_region = "US"
 "#,
             brokers = kafka_brokers(),
-            ch = clickhouse_url(),
+            ch = ch_url,
             state = state.display(),
         );
         std::fs::write(&config, toml).expect("write config");
@@ -421,4 +430,64 @@ pub fn assert_all_valid(schema: &str, payloads: &[Vec<u8>], what: &str) -> Vec<s
 
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// A TCP proxy whose upstream can be cut and restored, to play a dependency that
+/// goes down: while down, new connections are accepted and closed at once, and
+/// open ones are cut.
+pub struct FlakyProxy {
+    pub addr: String,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FlakyProxy {
+    pub fn start(upstream: &str) -> FlakyProxy {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = down.clone();
+        let upstream = upstream.to_string();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(client) = conn else { continue };
+                if flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    ),
+                    (server, client),
+                ] {
+                    let flag = flag.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 65536];
+                        use std::io::{Read, Write};
+                        loop {
+                            let n = match from.read(&mut buf) {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            if flag.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        FlakyProxy { addr, down }
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
 }
