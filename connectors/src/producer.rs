@@ -24,6 +24,25 @@ pub enum ProduceError {
     Create(#[from] rdkafka::error::KafkaError),
 }
 
+/// A canonical event as it goes to Kafka.
+pub struct Encoded {
+    pub event_id: String,
+    /// The actor's strongest identifier (`CanonicalEvent::partition_key`).
+    pub key: String,
+    /// The JSON encoding.
+    pub payload: Vec<u8>,
+}
+
+impl Encoded {
+    pub fn new(ev: &CanonicalEvent) -> Result<Self, serde_json::Error> {
+        Ok(Encoded {
+            event_id: ev.event_id.clone(),
+            key: ev.partition_key(),
+            payload: serde_json::to_vec(ev)?,
+        })
+    }
+}
+
 /// Idempotent producer of canonical events to the events topic.
 #[derive(Clone)]
 pub struct EventProducer {
@@ -56,26 +75,29 @@ impl EventProducer {
     /// Sends every event and waits for Kafka's acknowledgement of all of them.
     /// A full local queue waits (back-pressure) instead of failing.
     pub async fn send_all(&self, events: &[CanonicalEvent]) -> Result<(), ProduceError> {
-        let encoded: Vec<(String, Vec<u8>)> = events
+        let encoded = events
             .iter()
-            .map(|e| Ok((e.partition_key(), serde_json::to_vec(e)?)))
-            .collect::<Result<_, serde_json::Error>>()?;
-        let sends = encoded
-            .iter()
-            .zip(events)
-            .map(|((key, payload), ev)| async move {
-                let rec = FutureRecord::to(&self.topic)
-                    .key(key.as_str())
-                    .payload(payload.as_slice());
-                self.producer
-                    .send(rec, Timeout::After(self.delivery_timeout))
-                    .await
-                    .map(|_| ())
-                    .map_err(|(source, _)| ProduceError::Delivery {
-                        event_id: ev.event_id.clone(),
-                        source,
-                    })
-            });
+            .map(Encoded::new)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.send_encoded(&encoded).await
+    }
+
+    /// [`send_all`](Self::send_all) for events already encoded (by a caller that
+    /// needed their size).
+    pub async fn send_encoded(&self, events: &[Encoded]) -> Result<(), ProduceError> {
+        let sends = events.iter().map(|e| async move {
+            let rec = FutureRecord::to(&self.topic)
+                .key(e.key.as_str())
+                .payload(e.payload.as_slice());
+            self.producer
+                .send(rec, Timeout::After(self.delivery_timeout))
+                .await
+                .map(|_| ())
+                .map_err(|(source, _)| ProduceError::Delivery {
+                    event_id: e.event_id.clone(),
+                    source,
+                })
+        });
         for r in join_all(sends).await {
             r?;
         }

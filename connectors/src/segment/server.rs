@@ -15,11 +15,30 @@ use base64::Engine;
 use chrono::Utc;
 use serde_json::{json, Map, Value};
 use socialcrm_schemas::event::MAX_EVENT_BYTES;
-use socialcrm_schemas::{CanonicalEvent, Normalizer};
+use socialcrm_schemas::Normalizer;
 
 use super::config::CollectorConfig;
 use super::mapping::{map_message, Envelope, TYPES};
-use crate::producer::EventProducer;
+use crate::producer::{Encoded, EventProducer};
+
+/// Length of a value's JSON encoding, without building it.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    match serde_json::to_writer(&mut c, v) {
+        Ok(()) => c.0,
+        Err(_) => usize::MAX,
+    }
+}
 
 /// Shared state of the handlers.
 pub struct AppState {
@@ -199,13 +218,13 @@ async fn handle(
         context: batch_context,
         normalizer: &st.normalizer,
     };
-    let mut events: Vec<CanonicalEvent> = Vec::with_capacity(messages.len());
+    let mut events: Vec<Encoded> = Vec::with_capacity(messages.len());
     let mut errors: Vec<Value> = Vec::new();
     for (i, msg) in messages.iter().enumerate() {
         let size = if messages.len() == 1 {
             body.len()
         } else {
-            msg.to_string().len()
+            json_len(msg)
         };
         if size > st.config.max_event_bytes {
             errors.push(json!({"index": i, "error": format!("message is {size} bytes; the limit is {} bytes", st.config.max_event_bytes)}));
@@ -214,14 +233,21 @@ async fn handle(
         match map_message(msg, implied, &env) {
             Ok(ev) => {
                 // the pipeline's own checks, so nothing accepted here lands in the DLQ
-                let mut probe = ev.clone();
-                let encoded = serde_json::to_vec(&ev)
-                    .map(|v| v.len())
-                    .unwrap_or(usize::MAX);
+                let encoded = match Encoded::new(&ev) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        errors.push(
+                            json!({"index": i, "error": format!("cannot encode the event: {e}")}),
+                        );
+                        continue;
+                    }
+                };
+                let size = encoded.payload.len();
+                let mut probe = ev;
                 match probe.validate_and_normalize(&st.normalizer, received_at) {
-                    Ok(_) if encoded > MAX_EVENT_BYTES => errors.push(json!({"index": i,
-                        "error": format!("the event is {encoded} bytes once merged with the batch context; the limit is {MAX_EVENT_BYTES} bytes")})),
-                    Ok(_) => events.push(ev),
+                    Ok(_) if size > MAX_EVENT_BYTES => errors.push(json!({"index": i,
+                        "error": format!("the event is {size} bytes once merged with the batch context; the limit is {MAX_EVENT_BYTES} bytes")})),
+                    Ok(_) => events.push(encoded),
                     Err(e) => errors.push(json!({"index": i, "error": e.to_string()})),
                 }
             }
@@ -248,7 +274,7 @@ async fn handle(
         )
             .into_response();
     }
-    match st.producer.send_all(&events).await {
+    match st.producer.send_encoded(&events).await {
         Ok(()) => {
             metrics::counter!("socialcrm_collector_events_total").increment(events.len() as u64);
             Json(json!({"success": true})).into_response()
