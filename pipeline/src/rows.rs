@@ -172,7 +172,8 @@ impl LedgerRow {
     }
 }
 
-#[derive(Debug, clickhouse::Row, Serialize)]
+/// One `profiles` row; written by the pipeline, read back by the CLI.
+#[derive(Debug, clickhouse::Row, Serialize, serde::Deserialize)]
 pub struct ProfileRow {
     pub customer_id: String,
     pub version: u64,

@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -426,10 +426,6 @@ pub fn assert_all_valid(schema: &str, payloads: &[Vec<u8>], what: &str) -> Vec<s
             v
         })
         .collect()
-}
-
-pub fn path_exists(p: &Path) -> bool {
-    p.exists()
 }
 
 /// A TCP proxy whose upstream can be cut and restored, to play a dependency that
