@@ -30,6 +30,9 @@ pub struct Config {
     /// Identity-resolution rules.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Pull connector instances: `[connectors.<name>]` (docs/connectors/).
+    #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
+    pub connectors: toml::Table,
 }
 
 impl Config {
@@ -58,7 +61,17 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))?;
         cfg.pipeline.validate().map_err(anyhow::Error::msg)?;
+        socialcrm_connectors::registry::parse_instances(&cfg.connectors)
+            .map_err(anyhow::Error::msg)?;
         Ok(cfg)
+    }
+
+    /// The configured connector instances (validated by [`Config::parse`]).
+    pub fn connector_instances(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, socialcrm_connectors::registry::Instance>> {
+        socialcrm_connectors::registry::parse_instances(&self.connectors)
+            .map_err(anyhow::Error::msg)
     }
 }
 

@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::profile::ProfileCommand,
     },
+    /// Run or list pull connectors (Mastodon, X, Telegram, Shopify, WooCommerce).
+    Connector {
+        #[command(subcommand)]
+        command: commands::connector::ConnectorCommand,
+    },
     /// Send a JSONL file of Segment messages to a collector over HTTP, in batches.
     Replay(commands::replay::ReplayArgs),
 }
@@ -186,5 +191,8 @@ async fn run() -> Result<()> {
         Command::Lag { wait, timeout_secs } => commands::lag(&cfg, wait, timeout_secs).await,
         Command::Profile { command } => commands::profile::run(&cfg, command).await,
         Command::Replay(args) => commands::replay::run(&cfg, args).await,
+        Command::Connector { command } => {
+            commands::connector::run(&cfg, command, shutdown_signal()).await
+        }
     }
 }

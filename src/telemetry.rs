@@ -24,12 +24,21 @@ pub fn metrics_router(handle: Option<PrometheusHandle>) -> Router {
 
 /// Serves `/metrics` and `/health` on `listen` in the background (empty = off).
 pub async fn spawn_metrics_server(listen: &str, handle: Option<PrometheusHandle>) -> Result<()> {
+    spawn_metrics_server_for(listen, "pipeline.metrics_listen", handle).await
+}
+
+/// [`spawn_metrics_server`] with the config field named in errors.
+pub async fn spawn_metrics_server_for(
+    listen: &str,
+    field: &str,
+    handle: Option<PrometheusHandle>,
+) -> Result<()> {
     if listen.trim().is_empty() {
         return Ok(());
     }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("pipeline.metrics_listen: cannot listen on {listen}"))?;
+        .with_context(|| format!("{field}: cannot listen on {listen}"))?;
     let app = metrics_router(handle).route("/health", get(|| async { "ok" }));
     tracing::info!(listen, "metrics endpoint listening");
     tokio::spawn(async move {

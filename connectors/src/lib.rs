@@ -2,8 +2,18 @@
 //! (DESIGN §3.2) through [`producer::EventProducer`], which answers only after Kafka
 //! acknowledged them.
 //!
-//! Sources:
 //! - [`segment`]: the web collector, a Segment HTTP Tracking API compatible server.
+//! - [`runtime`]: the loop every pull connector runs in (cursors, retries, DLQ,
+//!   progress, metrics); [`registry`] lists the pull connectors.
 
+pub mod mastodon;
 pub mod producer;
+pub mod registry;
+pub mod runtime;
 pub mod segment;
+pub mod shopify;
+pub mod telegram;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+pub mod woocommerce;
+pub mod x;

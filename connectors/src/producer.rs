@@ -8,6 +8,7 @@ use futures::future::join_all;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use socialcrm_schemas::kafka::KafkaConfig;
+use socialcrm_schemas::retry::Retryable;
 use socialcrm_schemas::CanonicalEvent;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,16 @@ pub enum ProduceError {
     Encode(#[from] serde_json::Error),
     #[error("kafka producer: {0}")]
     Create(#[from] rdkafka::error::KafkaError),
+}
+
+impl Retryable for ProduceError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            ProduceError::Delivery { source, .. } => source.is_retryable(),
+            ProduceError::Encode(_) => false,
+            ProduceError::Create(_) => true,
+        }
+    }
 }
 
 /// A canonical event as it goes to Kafka.
@@ -54,6 +65,15 @@ pub struct EventProducer {
 
 impl EventProducer {
     pub fn new(kafka: &KafkaConfig, delivery_timeout: Duration) -> Result<Self, ProduceError> {
+        Self::for_topic(kafka, &kafka.topics.events, delivery_timeout)
+    }
+
+    /// The same producer settings for another topic (the DLQ).
+    pub fn for_topic(
+        kafka: &KafkaConfig,
+        topic: &str,
+        delivery_timeout: Duration,
+    ) -> Result<Self, ProduceError> {
         let producer: FutureProducer = kafka
             .client_config()
             .set("enable.idempotence", "true")
@@ -67,7 +87,7 @@ impl EventProducer {
             .create()?;
         Ok(EventProducer {
             producer,
-            topic: kafka.topics.events.clone(),
+            topic: topic.to_string(),
             delivery_timeout,
         })
     }

@@ -10,7 +10,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use futures::future::join_all;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -22,7 +21,7 @@ use socialcrm_schemas::clickhouse_config::ClickHouseConfig;
 use socialcrm_schemas::kafka::KafkaConfig;
 use socialcrm_schemas::messages::{DlqMessage, DlqOrigin, IdentityMessage};
 use socialcrm_schemas::retry::{retry, RetryPolicy};
-use socialcrm_schemas::{CanonicalEvent, Normalizer, SCHEMA_VERSION};
+use socialcrm_schemas::{CanonicalEvent, Normalizer};
 use tokio::sync::watch;
 
 use crate::config::{IdentityConfig, PipelineConfig};
@@ -32,7 +31,7 @@ use crate::store::{offset_key, Delta, Intent, Store, StoreError};
 
 /// Largest original payload copied into a DLQ message; longer ones are truncated
 /// (and flagged) so the DLQ message always fits Kafka's default message size.
-pub const MAX_DLQ_ORIGINAL_BYTES: usize = 256 * 1024;
+pub use socialcrm_schemas::messages::MAX_DLQ_ORIGINAL_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -549,39 +548,21 @@ fn dlq_message(
     reason: String,
     now: DateTime<Utc>,
 ) -> DlqMessage {
-    let payload = m.payload().unwrap_or_default();
-    let truncated = payload.len() > MAX_DLQ_ORIGINAL_BYTES;
-    let kept = &payload[..payload.len().min(MAX_DLQ_ORIGINAL_BYTES)];
-    let (original, original_base64) = match std::str::from_utf8(payload) {
-        Ok(t) => {
-            let mut end = kept.len();
-            while !t.is_char_boundary(end) {
-                end -= 1;
-            }
-            (Some(t[..end].to_string()), None)
-        }
-        Err(_) => (
-            None,
-            Some(base64::engine::general_purpose::STANDARD.encode(kept)),
-        ),
+    let origin = DlqOrigin {
+        topic: Some(m.topic().to_string()),
+        partition: Some(m.partition()),
+        offset: Some(m.offset()),
+        key,
+        ..DlqOrigin::default()
     };
-    DlqMessage {
-        schema_version: SCHEMA_VERSION,
-        error_code: code.to_string(),
+    DlqMessage::new(
+        code,
         reason,
-        stage: "validate".into(),
-        origin: DlqOrigin {
-            topic: m.topic().to_string(),
-            partition: m.partition(),
-            offset: m.offset(),
-            key,
-        },
-        original,
-        original_base64,
-        original_truncated: truncated,
-        original_size: payload.len() as u64,
-        failed_at: now,
-    }
+        "validate",
+        origin,
+        m.payload().unwrap_or_default(),
+        now,
+    )
 }
 
 /// Rows and messages for what the batch changed (runs on a blocking thread).

@@ -10,14 +10,24 @@ use serde_json::{Map, Value};
 use crate::identifier::Identifier;
 
 /// Where a rejected message came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DlqOrigin {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
+    /// Kafka topic, partition and offset of a rejected message (pipeline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Connector instance that refused a provider object (connectors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<String>,
+    /// The provider's id of the refused object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_id: Option<String>,
 }
 
 /// A rejected input on `crm.dlq`: the original bytes, why, and where from.
@@ -44,6 +54,51 @@ pub struct DlqMessage {
     /// Size of the original payload in bytes.
     pub original_size: u64,
     pub failed_at: DateTime<Utc>,
+}
+
+/// The DLQ keeps at most this many bytes of the original payload.
+pub const MAX_DLQ_ORIGINAL_BYTES: usize = 256 * 1024;
+
+impl DlqMessage {
+    /// A DLQ message keeping the first [`MAX_DLQ_ORIGINAL_BYTES`] of `payload`: as
+    /// text when it is UTF-8 (cut at a character boundary), else base64.
+    pub fn new(
+        code: &str,
+        reason: String,
+        stage: &str,
+        origin: DlqOrigin,
+        payload: &[u8],
+        now: DateTime<Utc>,
+    ) -> DlqMessage {
+        use base64::Engine as _;
+        let truncated = payload.len() > MAX_DLQ_ORIGINAL_BYTES;
+        let kept = &payload[..payload.len().min(MAX_DLQ_ORIGINAL_BYTES)];
+        let (original, original_base64) = match std::str::from_utf8(payload) {
+            Ok(t) => {
+                let mut end = kept.len();
+                while !t.is_char_boundary(end) {
+                    end -= 1;
+                }
+                (Some(t[..end].to_string()), None)
+            }
+            Err(_) => (
+                None,
+                Some(base64::engine::general_purpose::STANDARD.encode(kept)),
+            ),
+        };
+        DlqMessage {
+            schema_version: crate::SCHEMA_VERSION,
+            error_code: code.to_string(),
+            reason,
+            stage: stage.to_string(),
+            origin,
+            original,
+            original_base64,
+            original_truncated: truncated,
+            original_size: payload.len() as u64,
+            failed_at: now,
+        }
+    }
 }
 
 /// Kinds of identity changes.

@@ -96,18 +96,28 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    let started = std::time::Instant::now();
+    let cap = (policy.max_elapsed_secs > 0).then(|| Duration::from_secs(policy.max_elapsed_secs));
     backoff::future::retry_notify(
         policy.backoff(),
         || {
             let fut = op();
             async move {
                 fut.await.map_err(|e| {
-                    if e.is_retryable() {
-                        let retry_after = e.retry_after();
-                        backoff::Error::Transient { err: e, retry_after }
-                    } else {
-                        backoff::Error::Permanent(e)
+                    if !e.is_retryable() {
+                        return backoff::Error::Permanent(e);
                     }
+                    let retry_after = e.retry_after();
+                    // a wait the peer imposes bypasses the backoff's own clock; the
+                    // total cap must still hold
+                    if let (Some(cap), Some(wait)) = (cap, retry_after) {
+                        if started.elapsed() + wait > cap {
+                            tracing::warn!(operation = what, error = %e, wait_ms = wait.as_millis() as u64,
+                                cap_secs = cap.as_secs(), "giving up: the requested wait exceeds the total retry time");
+                            return backoff::Error::Permanent(e);
+                        }
+                    }
+                    backoff::Error::Transient { err: e, retry_after }
                 })
             }
         },
@@ -173,6 +183,56 @@ mod tests {
         fn is_retryable(&self) -> bool {
             self.0
         }
+    }
+
+    #[derive(Debug)]
+    struct Wait(Duration);
+    impl std::fmt::Display for Wait {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "wait {:?}", self.0)
+        }
+    }
+    impl Retryable for Wait {
+        fn is_retryable(&self) -> bool {
+            true
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            Some(self.0)
+        }
+    }
+
+    #[tokio::test]
+    async fn peer_imposed_waits_honour_the_total_cap() {
+        let p = RetryPolicy {
+            max_elapsed_secs: 1,
+            ..RetryPolicy::forever(Duration::from_millis(1), Duration::from_millis(5))
+        };
+        // short imposed waits are honoured until the cap
+        let n = AtomicU32::new(0);
+        let t = std::time::Instant::now();
+        let r: Result<(), Wait> = retry(&p, "t", || async {
+            n.fetch_add(1, Ordering::SeqCst);
+            Err(Wait(Duration::from_millis(300)))
+        })
+        .await;
+        assert!(r.is_err());
+        assert!(
+            t.elapsed() >= Duration::from_millis(600),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(
+            t.elapsed() < Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!((3..=4).contains(&n.load(Ordering::SeqCst)));
+        // a wait longer than the cap is not started at all
+        let t = std::time::Instant::now();
+        let r: Result<(), Wait> =
+            retry(&p, "t", || async { Err(Wait(Duration::from_secs(60))) }).await;
+        assert!(r.is_err());
+        assert!(t.elapsed() < Duration::from_millis(200));
     }
 
     #[tokio::test]

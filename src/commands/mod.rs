@@ -1,5 +1,6 @@
 //! Subcommands that are not a long-running service.
 
+pub mod connector;
 pub mod profile;
 pub mod replay;
 
