@@ -7,6 +7,7 @@
 //! `x-rate-limit-reset`. When a successful answer says no calls are left
 //! (`X-RateLimit-Remaining: 0`), the next call waits for the reset first.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
@@ -147,6 +148,14 @@ pub struct Request {
     pub json_body: Option<serde_json::Value>,
 }
 
+/// Looks at a 2xx answer and may turn it into an error: APIs that report
+/// throttling or failures in the body of a 200 (Shopify's GraphQL `THROTTLED`).
+pub type Inspector = Arc<dyn Fn(&ApiResponse) -> Option<ApiError> + Send + Sync>;
+
+/// Finds the wait a provider put in the body of a failed answer (Telegram's
+/// `parameters.retry_after`), for status and body.
+pub type BodyWait = Arc<dyn Fn(u16, &[u8]) -> Option<Duration> + Send + Sync>;
+
 /// The HTTP client of one connector instance.
 pub struct ApiClient {
     http: reqwest::Client,
@@ -157,6 +166,11 @@ pub struct ApiClient {
     policy: RetryPolicy,
     /// When the provider said no calls are left: do not call before this time.
     not_before: Mutex<Option<tokio::time::Instant>>,
+    /// Secrets that may appear in URLs (Telegram puts the token in the path);
+    /// replaced by `***` in every error and log.
+    redact: Vec<String>,
+    inspector: Option<Inspector>,
+    body_wait: Option<BodyWait>,
 }
 
 impl ApiClient {
@@ -183,7 +197,39 @@ impl ApiClient {
             auth_fix: auth_fix.to_string(),
             policy,
             not_before: Mutex::new(None),
+            redact: Vec::new(),
+            inspector: None,
+            body_wait: None,
         })
+    }
+
+    /// Never show `secret` in errors or logs (for tokens inside URLs).
+    pub fn redact(mut self, secret: &str) -> Self {
+        if !secret.is_empty() {
+            self.redact.push(secret.to_string());
+        }
+        self
+    }
+
+    /// Inspect 2xx answers (see [`Inspector`]).
+    pub fn with_inspector(mut self, f: Inspector) -> Self {
+        self.inspector = Some(f);
+        self
+    }
+
+    /// Read waits from failed answers' bodies (see [`BodyWait`]).
+    pub fn with_body_wait(mut self, f: BodyWait) -> Self {
+        self.body_wait = Some(f);
+        self
+    }
+
+    /// `url` as it may be shown: no query, no secrets.
+    pub fn shown(&self, url: &str) -> String {
+        let mut s = strip_query(url);
+        for r in &self.redact {
+            s = s.replace(r.as_str(), "***");
+        }
+        s
     }
 
     pub fn source_name(&self) -> &str {
@@ -224,10 +270,14 @@ impl ApiClient {
                 metrics::counter!("socialcrm_connector_api_calls_total",
                     "connector" => self.source_name.clone(), "status" => "error")
                 .increment(1);
+                let mut message = error_chain(&e);
+                for r in &self.redact {
+                    message = message.replace(r.as_str(), "***");
+                }
                 return Err(ApiError::Network {
                     source_name: self.source_name.clone(),
-                    url: strip_query(url),
-                    message: error_chain(&e),
+                    url: self.shown(url),
+                    message,
                 });
             }
         };
@@ -236,21 +286,37 @@ impl ApiClient {
             "connector" => self.source_name.clone(), "status" => status.as_u16().to_string())
         .increment(1);
         let headers = resp.headers().clone();
-        let final_url = strip_query(resp.url().as_str());
+        let final_url = self.shown(resp.url().as_str());
         self.note_quota(&headers).await;
         let body = resp.bytes().await.map_err(|e| ApiError::Network {
             source_name: self.source_name.clone(),
             url: final_url.clone(),
             message: format!("reading the body: {}", error_chain(&e)),
         })?;
-        classify(
+        let body_wait = match (&self.body_wait, status.is_success()) {
+            (Some(f), false) => f(status.as_u16(), &body),
+            _ => None,
+        };
+        let mut result = classify(
             &self.source_name,
             &self.auth_fix,
             status,
             headers,
             body,
             final_url,
-        )
+        );
+        if let Err(ApiError::RateLimited { wait, .. } | ApiError::Server { wait, .. }) = &mut result
+        {
+            if wait.is_none() {
+                *wait = body_wait.map(|w| w.min(MAX_SINGLE_WAIT));
+            }
+        }
+        if let (Ok(resp), Some(inspect)) = (&result, &self.inspector) {
+            if let Some(e) = inspect(resp) {
+                return Err(e);
+            }
+        }
+        result
     }
 
     async fn wait_for_quota(&self) {
