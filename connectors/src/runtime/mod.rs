@@ -23,6 +23,8 @@ pub mod config;
 pub mod http;
 pub mod progress;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::time::Duration;
