@@ -8,6 +8,7 @@ pub mod identity;
 pub mod profile;
 pub mod rows;
 pub mod run;
+pub mod scoring;
 pub mod store;
 #[cfg(test)]
 mod testing;

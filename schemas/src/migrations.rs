@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "views",
         sql: include_str!("../migrations/0005_views.sql"),
     },
+    Migration {
+        version: 6,
+        name: "scores",
+        sql: include_str!("../migrations/0006_scores.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

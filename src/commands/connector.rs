@@ -89,6 +89,12 @@ pub async fn run(
                 "connector {instance}: {} pages, {} events produced, {} objects rejected to the DLQ, {} failed polls",
                 stats.pages, stats.events, stats.rejected, stats.failed_polls
             );
+            if once && stats.failed_polls > 0 {
+                bail!(
+                    "connector `{instance}`: {} poll(s) failed after retries (see the log); the sync is incomplete and resumes from the stored cursor next time",
+                    stats.failed_polls
+                );
+            }
             Ok(())
         }
     }

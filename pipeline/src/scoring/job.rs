@@ -1,0 +1,451 @@
+//! `socialcrm score run`: reads per-customer facts and the interaction graph from
+//! ClickHouse, computes every score (model.rs, pagerank.rs), writes one row per
+//! customer to `crm.scores` and a summary row to `crm.score_runs`. `crm.v_scores`
+//! shows the newest completed run.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use socialcrm_schemas::clickhouse_config::ClickHouseConfig;
+
+use super::config::ScoringConfig;
+use super::model::{score_all, CustomerFacts, Scored, TypeAgg};
+use super::pagerank::{pagerank, Graph};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScoringError {
+    #[error("clickhouse ({what}): {source}")]
+    ClickHouse {
+        what: &'static str,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    #[error("cannot encode score components: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+fn ch(what: &'static str) -> impl FnOnce(clickhouse::error::Error) -> ScoringError {
+    move |source| ScoringError::ClickHouse { what, source }
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct AggRow {
+    customer_id: String,
+    event_type: String,
+    channel: String,
+    n: u64,
+    decayed: f64,
+    in_window: u64,
+    first_at: u32,
+    last_at: u32,
+    revenue: f64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct FollowersRow {
+    customer_id: String,
+    network: String,
+    followers: f64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct EdgeRow {
+    src: String,
+    dst: String,
+    event_type: String,
+    network: String,
+    n: u64,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct CategoryRow {
+    customer_id: String,
+    event_type: String,
+    category: String,
+    n: u64,
+}
+
+/// One row of `crm.scores`.
+#[derive(Debug, Row, Serialize, Deserialize)]
+pub struct ScoreRow {
+    pub customer_id: String,
+    pub run_id: String,
+    pub scored_at: u32,
+    pub engagement_score: f64,
+    pub influence_score: f64,
+    pub engagement_raw: f64,
+    pub influence_raw: f64,
+    pub recency_days: f64,
+    pub frequency: u64,
+    pub monetary: f64,
+    pub channels_in_window: u32,
+    pub reach: f64,
+    pub amplification: f64,
+    pub pagerank: f64,
+    pub rfm_r: u8,
+    pub rfm_f: u8,
+    pub rfm_m: u8,
+    pub rfm_segment: String,
+    pub lifecycle_stage: String,
+    pub top_categories: Vec<String>,
+    pub top_channels: Vec<String>,
+    pub networks: Vec<String>,
+    pub network_followers: Vec<f64>,
+    pub network_amplification: Vec<f64>,
+    pub components: String,
+}
+
+#[derive(Debug, Row, Serialize)]
+struct RunRow {
+    run_id: String,
+    started_at: u32,
+    finished_at: u32,
+    as_of: u32,
+    customers: u64,
+    edges: u64,
+    pagerank_iterations: u32,
+    pagerank_delta: f64,
+    seconds: f64,
+    config: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub as_of: DateTime<Utc>,
+    pub customers: usize,
+    pub edges: usize,
+    pub pagerank_iterations: u32,
+    pub pagerank_delta: f64,
+    pub read_secs: f64,
+    pub compute_secs: f64,
+    pub write_secs: f64,
+}
+
+/// Reads the facts of every customer as of `now`.
+pub async fn load_facts(
+    client: &clickhouse::Client,
+    db: &str,
+    now: DateTime<Utc>,
+    cfg: &ScoringConfig,
+) -> Result<(Vec<CustomerFacts>, usize, u32, f64), ScoringError> {
+    let now_s = now.timestamp().max(0) as u32;
+    let window_from = now_s.saturating_sub(cfg.window_days * 86_400);
+    let hl_secs = cfg.half_life_days * 86_400.0;
+    let aggs: Vec<AggRow> = client
+        .query(&format!(
+            "SELECT customer_id, type AS event_type, channel, count() AS n, \
+             sum(exp2(-greatest(0., toFloat64(?) - toFloat64(toUInt32(occurred_at))) / ?)) AS decayed, \
+             toUInt64(countIf(occurred_at >= toDateTime(?))) AS in_window, \
+             toUInt32(min(occurred_at)) AS first_at, toUInt32(max(occurred_at)) AS last_at, \
+             sum(revenue_amount) AS revenue \
+             FROM {db}.v_events WHERE customer_id != '' AND occurred_at <= toDateTime(?) \
+             GROUP BY customer_id, event_type, channel"
+        ))
+        .bind(now_s)
+        .bind(hl_secs)
+        .bind(window_from)
+        .bind(now_s)
+        .fetch_all()
+        .await
+        .map_err(ch("per-customer aggregates"))?;
+
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut facts: Vec<CustomerFacts> = Vec::new();
+    fn idx(id: &str, index: &mut HashMap<String, usize>, facts: &mut Vec<CustomerFacts>) -> usize {
+        if let Some(i) = index.get(id) {
+            return *i;
+        }
+        facts.push(CustomerFacts {
+            customer_id: id.to_string(),
+            ..CustomerFacts::default()
+        });
+        index.insert(id.to_string(), facts.len() - 1);
+        facts.len() - 1
+    }
+    for a in aggs {
+        let i = idx(&a.customer_id, &mut index, &mut facts);
+        let f = &mut facts[i];
+        match a.event_type.as_str() {
+            "order" => {
+                f.orders += a.n;
+                f.monetary += a.revenue;
+                f.first_order_at = Some(
+                    f.first_order_at
+                        .map_or(a.first_at as i64, |x| x.min(a.first_at as i64)),
+                );
+                f.last_order_at = Some(
+                    f.last_order_at
+                        .map_or(a.last_at as i64, |x| x.max(a.last_at as i64)),
+                );
+            }
+            // refunds reduce monetary value whichever sign the source used
+            "refund" => f.monetary -= a.revenue.abs(),
+            _ => {}
+        }
+        f.aggs.push(TypeAgg {
+            event_type: a.event_type,
+            channel: a.channel,
+            count: a.n,
+            decayed: a.decayed,
+            in_window: a.in_window,
+            last_at: a.last_at as i64,
+        });
+    }
+
+    let followers: Vec<FollowersRow> = client
+        .query(&format!(
+            "SELECT customer_id, splitByChar(':', source)[1] AS network, \
+             argMax(visitParamExtractFloat(traits, 'followers_count'), occurred_at) AS followers \
+             FROM {db}.v_events \
+             WHERE customer_id != '' AND position(traits, '\"followers_count\"') > 0 AND occurred_at <= toDateTime(?) \
+             GROUP BY customer_id, network"
+        ))
+        .bind(now_s)
+        .fetch_all()
+        .await
+        .map_err(ch("followers"))?;
+    for r in followers {
+        if let Some(&i) = index.get(&r.customer_id) {
+            facts[i].followers.push((r.network, r.followers));
+        }
+    }
+
+    let cats: Vec<CategoryRow> = client
+        .query(&format!(
+            "SELECT customer_id, event_type, category, count() AS n FROM ( \
+               SELECT customer_id, type AS event_type, extractAll(properties, '\"category\"\\\\s*:\\\\s*\"([^\"]+)\"') AS cats \
+               FROM {db}.v_events \
+               WHERE customer_id != '' AND position(properties, '\"category\"') > 0 AND occurred_at <= toDateTime(?) \
+             ) ARRAY JOIN cats AS category \
+             GROUP BY customer_id, event_type, category"
+        ))
+        .bind(now_s)
+        .fetch_all()
+        .await
+        .map_err(ch("product categories"))?;
+    let mut cat_w: HashMap<(usize, String), f64> = HashMap::new();
+    for r in cats {
+        let w = cfg
+            .affinity_weights
+            .get(&r.event_type)
+            .copied()
+            .unwrap_or(0.0);
+        if w <= 0.0 {
+            continue;
+        }
+        if let Some(&i) = index.get(&r.customer_id) {
+            *cat_w.entry((i, r.category)).or_default() += w * r.n as f64;
+        }
+    }
+    for ((i, c), w) in cat_w {
+        facts[i].categories.push((c, w));
+    }
+
+    let edges: Vec<EdgeRow> = client
+        .query(&format!(
+            "SELECT src, dst, event_type, network, count() AS n FROM ( \
+               SELECT e.customer_id AS src, i.customer_id AS dst, e.event_type AS event_type, e.network AS network FROM ( \
+                 SELECT customer_id, type AS event_type, splitByChar(':', source)[1] AS network, \
+                        tt AS id_type, tv AS id_value \
+                 FROM {db}.v_events ARRAY JOIN target_types AS tt, target_values AS tv \
+                 WHERE customer_id != '' AND occurred_at <= toDateTime(?) \
+               ) AS e \
+               ANY INNER JOIN ( \
+                 SELECT id_type, id_value, customer_id FROM {db}.v_identities \
+               ) AS i USING (id_type, id_value) \
+             ) WHERE src != dst \
+             GROUP BY src, dst, event_type, network"
+        ))
+        .bind(now_s)
+        .fetch_all()
+        .await
+        .map_err(ch("interaction graph"))?;
+
+    let mut graph_edges: Vec<(u32, u32, f64)> = Vec::with_capacity(edges.len());
+    let mut amp: HashMap<(usize, String), f64> = HashMap::new();
+    for e in &edges {
+        let w = cfg
+            .amplification_weights
+            .get(&e.event_type)
+            .copied()
+            .unwrap_or(0.0);
+        if w <= 0.0 {
+            continue;
+        }
+        let s = idx(&e.src, &mut index, &mut facts);
+        let d = idx(&e.dst, &mut index, &mut facts);
+        graph_edges.push((s as u32, d as u32, w * e.n as f64));
+        *amp.entry((d, e.network.clone())).or_default() += w * e.n as f64;
+    }
+    for ((i, net), a) in amp {
+        facts[i].amplification.push((net, a));
+    }
+    for f in facts.iter_mut() {
+        f.followers.sort_by(|a, b| a.0.cmp(&b.0));
+        f.amplification.sort_by(|a, b| a.0.cmp(&b.0));
+        f.categories.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    let (iterations, delta) = apply_pagerank(&mut facts, &graph_edges, cfg);
+    Ok((facts, graph_edges.len(), iterations, delta))
+}
+
+/// Runs PageRank over the nodes that have an edge and stores each node's rank.
+pub fn apply_pagerank(
+    facts: &mut [CustomerFacts],
+    edges: &[(u32, u32, f64)],
+    cfg: &ScoringConfig,
+) -> (u32, f64) {
+    // nodes of the graph: customers with at least one edge
+    let mut node_of = vec![u32::MAX; facts.len()];
+    let mut nodes: Vec<usize> = Vec::new();
+    for &(s, d, _) in edges {
+        for v in [s as usize, d as usize] {
+            if node_of[v] == u32::MAX {
+                node_of[v] = nodes.len() as u32;
+                nodes.push(v);
+            }
+        }
+    }
+    let local: Vec<(u32, u32, f64)> = edges
+        .iter()
+        .map(|&(s, d, w)| (node_of[s as usize], node_of[d as usize], w))
+        .collect();
+    let g = Graph::from_edges(nodes.len(), &local);
+    let pr = pagerank(
+        &g,
+        cfg.pagerank_damping,
+        cfg.pagerank_tolerance,
+        cfg.pagerank_max_iterations,
+    );
+    let n = nodes.len() as f64;
+    for (k, &v) in nodes.iter().enumerate() {
+        // scaled so that the average node has 1.0: comparable across graph sizes
+        facts[v].pagerank = Some(pr.rank[k] * n);
+    }
+    (pr.iterations, pr.delta)
+}
+
+fn to_row(s: Scored, run_id: &str, at: u32) -> Result<ScoreRow, serde_json::Error> {
+    Ok(ScoreRow {
+        customer_id: s.customer_id,
+        run_id: run_id.to_string(),
+        scored_at: at,
+        engagement_score: s.engagement_score,
+        influence_score: s.influence_score,
+        engagement_raw: s.engagement_raw,
+        influence_raw: s.influence_raw,
+        recency_days: s.recency_days,
+        frequency: s.frequency,
+        monetary: s.monetary,
+        channels_in_window: s.channels_in_window,
+        reach: s.reach,
+        amplification: s.amplification,
+        pagerank: s.pagerank,
+        rfm_r: s.rfm_r,
+        rfm_f: s.rfm_f,
+        rfm_m: s.rfm_m,
+        rfm_segment: s.rfm_segment,
+        lifecycle_stage: s.lifecycle_stage,
+        top_categories: s.top_categories,
+        top_channels: s.top_channels,
+        networks: s.networks,
+        network_followers: s.network_followers,
+        network_amplification: s.network_amplification,
+        components: serde_json::to_string(&s.components)?,
+    })
+}
+
+/// One full scoring run as of `now`.
+pub async fn run(
+    chc: &ClickHouseConfig,
+    cfg: &ScoringConfig,
+    now: DateTime<Utc>,
+) -> Result<RunReport, ScoringError> {
+    let started = Utc::now();
+    let client = chc.client();
+    let db = chc.database.as_str();
+    let t = Instant::now();
+    let (facts, edges, iterations, delta) = load_facts(&client, db, now, cfg).await?;
+    let read_secs = t.elapsed().as_secs_f64();
+    tracing::info!(
+        customers = facts.len(),
+        edges,
+        read_secs,
+        "scoring facts loaded"
+    );
+    let t = Instant::now();
+    let now_s = now.timestamp().max(0);
+    let scored = tokio::task::block_in_place(|| score_all(&facts, now_s, cfg));
+    drop(facts);
+    let compute_secs = t.elapsed().as_secs_f64();
+    let run_id = format!(
+        "{}-{:08x}",
+        started.format("%Y%m%dT%H%M%S%.3fZ"),
+        rand_suffix()
+    );
+    let t = Instant::now();
+    let customers = scored.len();
+    let at = now_s as u32;
+    let mut it = scored.into_iter().peekable();
+    let mut written = 0usize;
+    while it.peek().is_some() {
+        let mut insert = client
+            .insert::<ScoreRow>("scores")
+            .await
+            .map_err(ch("insert scores"))?;
+        for s in it.by_ref().take(cfg.insert_batch) {
+            insert
+                .write(&to_row(s, &run_id, at)?)
+                .await
+                .map_err(ch("insert scores"))?;
+            written += 1;
+        }
+        insert.end().await.map_err(ch("insert scores"))?;
+        tracing::info!(written, customers, "scores written");
+    }
+    let write_secs = t.elapsed().as_secs_f64();
+    let finished = Utc::now();
+    let mut insert = client
+        .insert::<RunRow>("score_runs")
+        .await
+        .map_err(ch("insert score_runs"))?;
+    insert
+        .write(&RunRow {
+            run_id: run_id.clone(),
+            started_at: started.timestamp().max(0) as u32,
+            finished_at: finished.timestamp().max(0) as u32,
+            as_of: at,
+            customers: customers as u64,
+            edges: edges as u64,
+            pagerank_iterations: iterations,
+            pagerank_delta: delta,
+            seconds: (finished - started).num_milliseconds() as f64 / 1000.0,
+            config: serde_json::to_string(cfg)?,
+        })
+        .await
+        .map_err(ch("insert score_runs"))?;
+    insert.end().await.map_err(ch("insert score_runs"))?;
+    Ok(RunReport {
+        run_id,
+        as_of: now,
+        customers,
+        edges,
+        pagerank_iterations: iterations,
+        pagerank_delta: delta,
+        read_secs,
+        compute_secs,
+        write_secs,
+    })
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish() as u32
+}

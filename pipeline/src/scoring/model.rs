@@ -1,0 +1,430 @@
+//! The score formulas (docs/scoring.md), as pure functions over per-customer
+//! facts: engagement, influence, RFM, lifecycle and affinities. The scoring job
+//! reads the facts from ClickHouse; tests build them by hand.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::config::ScoringConfig;
+
+const DAY: f64 = 86_400.0;
+
+/// Events of one type on one channel for one customer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeAgg {
+    pub event_type: String,
+    pub channel: String,
+    pub count: u64,
+    /// Σ 2^(−age/half-life) over the events (age at the scoring time).
+    pub decayed: f64,
+    /// Events within the window (`window_days`).
+    pub in_window: u64,
+    /// Unix seconds of the newest event.
+    pub last_at: i64,
+}
+
+/// Everything the formulas need about one customer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CustomerFacts {
+    pub customer_id: String,
+    pub aggs: Vec<TypeAgg>,
+    pub orders: u64,
+    pub first_order_at: Option<i64>,
+    pub last_order_at: Option<i64>,
+    /// Order revenue minus refunds (reporting currency).
+    pub monetary: f64,
+    /// Latest follower count per network.
+    pub followers: Vec<(String, f64)>,
+    /// Weighted product-category counts.
+    pub categories: Vec<(String, f64)>,
+    /// Σ amplification weight of interactions others directed at this customer, per network.
+    pub amplification: Vec<(String, f64)>,
+    /// PageRank in the interaction graph (None: not in the graph).
+    pub pagerank: Option<f64>,
+}
+
+/// The decay factor of an event `age_secs` old.
+pub fn decay(age_secs: f64, half_life_days: f64) -> f64 {
+    (-(age_secs.max(0.0)) / (half_life_days * DAY)).exp2()
+}
+
+/// Scores of one customer, with the components that explain them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scored {
+    pub customer_id: String,
+    pub engagement_score: f64,
+    pub influence_score: f64,
+    pub engagement_raw: f64,
+    pub influence_raw: f64,
+    pub recency_days: f64,
+    pub frequency: u64,
+    pub monetary: f64,
+    pub channels_in_window: u32,
+    pub reach: f64,
+    pub amplification: f64,
+    pub pagerank: f64,
+    pub rfm_r: u8,
+    pub rfm_f: u8,
+    pub rfm_m: u8,
+    pub rfm_segment: String,
+    pub lifecycle_stage: String,
+    pub top_categories: Vec<String>,
+    pub top_channels: Vec<String>,
+    pub networks: Vec<String>,
+    pub network_followers: Vec<f64>,
+    pub network_amplification: Vec<f64>,
+    pub components: Value,
+}
+
+/// Maps each value to 0–100: the share of all values ≤ it; 0 stays 0.
+pub fn percentiles(values: &[f64]) -> Vec<f64> {
+    let n = values.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut sorted: Vec<f64> = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    values
+        .iter()
+        .map(|&x| {
+            if x <= 0.0 {
+                0.0
+            } else {
+                let le = sorted.partition_point(|v| *v <= x);
+                100.0 * le as f64 / n as f64
+            }
+        })
+        .collect()
+}
+
+/// Quintile 1–5 of each value among `values` (higher value, higher quintile), by
+/// mid-rank percentile: (values below + half the values equal) ÷ n, so ties share
+/// a quintile and a value nobody differs from sits in the middle (3).
+fn quintiles(values: &[f64]) -> Vec<u8> {
+    let n = values.len().max(1) as f64;
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    values
+        .iter()
+        .map(|&x| {
+            let below = sorted.partition_point(|v| *v < x);
+            let le = sorted.partition_point(|v| *v <= x);
+            let pct = (below as f64 + (le - below) as f64 / 2.0) / n;
+            (1.0 + (5.0 * pct).floor()).min(5.0) as u8
+        })
+        .collect()
+}
+
+/// Reach: log10(1 + followers) per network, largest first, each further network
+/// counted with a factor `decay`^i (diminishing returns).
+pub fn reach(followers: &[(String, f64)], decay: f64) -> f64 {
+    let mut r: Vec<f64> = followers
+        .iter()
+        .map(|(_, f)| (1.0 + f.max(0.0)).log10())
+        .collect();
+    r.sort_by(|a, b| b.total_cmp(a));
+    r.iter()
+        .enumerate()
+        .map(|(i, x)| x * decay.powi(i as i32))
+        .sum()
+}
+
+/// Lifecycle stage and the facts that decided it.
+pub fn lifecycle(f: &CustomerFacts, now: i64, cfg: &ScoringConfig) -> (String, Value) {
+    let l = &cfg.lifecycle;
+    let (Some(first), Some(last)) = (f.first_order_at, f.last_order_at) else {
+        return ("prospect".into(), json!({"rule": "no orders"}));
+    };
+    if f.orders == 0 {
+        return ("prospect".into(), json!({"rule": "no orders"}));
+    }
+    let cadence = if f.orders >= 2 {
+        (((last - first) as f64 / DAY) / (f.orders - 1) as f64).max(l.min_cadence_days)
+    } else {
+        l.default_cadence_days
+    };
+    let since = ((now - last) as f64 / DAY).max(0.0);
+    let (stage, rule) = if since > l.churned_factor * cadence {
+        (
+            "churned",
+            format!(
+                "{since:.1} days since the last order > {} × cadence {cadence:.1} days",
+                l.churned_factor
+            ),
+        )
+    } else if since > l.at_risk_factor * cadence {
+        (
+            "at_risk",
+            format!(
+                "{since:.1} days since the last order > {} × cadence {cadence:.1} days",
+                l.at_risk_factor
+            ),
+        )
+    } else if f.orders >= l.loyal_min_orders {
+        (
+            "loyal",
+            format!("{} orders ≥ {}", f.orders, l.loyal_min_orders),
+        )
+    } else if f.orders >= 2 {
+        ("repeat", format!("{} orders", f.orders))
+    } else {
+        ("new_customer", "1 order".to_string())
+    };
+    (
+        stage.into(),
+        json!({
+            "orders": f.orders,
+            "cadence_days": round3(cadence),
+            "cadence_from": if f.orders >= 2 { "own orders" } else { "default_cadence_days" },
+            "days_since_last_order": round3(since),
+            "rule": rule,
+        }),
+    )
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+fn top_n(mut items: Vec<(String, f64)>, n: usize) -> Vec<String> {
+    items.retain(|(_, w)| *w > 0.0);
+    items.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    items.into_iter().take(n).map(|(k, _)| k).collect()
+}
+
+/// Scores every customer of the workspace at time `now` (unix seconds).
+pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<Scored> {
+    let n = facts.len();
+    let mut interactions = Vec::with_capacity(n);
+    let mut frequency = Vec::with_capacity(n);
+    let mut monetary = Vec::with_capacity(n);
+    let mut reach_v = Vec::with_capacity(n);
+    let mut amp_v = Vec::with_capacity(n);
+    let mut pr_v = Vec::with_capacity(n);
+    for f in facts {
+        interactions.push(
+            f.aggs
+                .iter()
+                .map(|a| cfg.type_weight(&a.event_type) * a.decayed)
+                .sum::<f64>(),
+        );
+        frequency.push(f.aggs.iter().map(|a| a.in_window).sum::<u64>() as f64);
+        monetary.push(f.monetary.max(0.0));
+        reach_v.push(reach(&f.followers, cfg.reach_network_decay));
+        amp_v.push(f.amplification.iter().map(|(_, a)| a.max(0.0)).sum::<f64>());
+        pr_v.push(f.pagerank.unwrap_or(0.0));
+    }
+    let p_int = percentiles(&interactions);
+    let p_freq = percentiles(&frequency);
+    let p_mon = percentiles(&monetary);
+    let p_reach = percentiles(&reach_v);
+    let p_amp = percentiles(&amp_v);
+    let p_pr = percentiles(&pr_v);
+
+    let em = &cfg.engagement_mix;
+    let im = &cfg.influence_mix;
+    let mut eng_raw = Vec::with_capacity(n);
+    let mut inf_raw = Vec::with_capacity(n);
+    let mut parts = Vec::with_capacity(n);
+    for (i, f) in facts.iter().enumerate() {
+        let last = f.aggs.iter().map(|a| a.last_at).max();
+        let recency_days = last.map(|l| ((now - l) as f64 / DAY).max(0.0));
+        let recency = recency_days
+            .map(|d| 100.0 * decay(d * DAY, cfg.half_life_days))
+            .unwrap_or(0.0);
+        let channels: BTreeSet<&str> = f
+            .aggs
+            .iter()
+            .filter(|a| a.in_window > 0)
+            .map(|a| a.channel.as_str())
+            .collect();
+        let dispersion = 100.0 * (channels.len().min(cfg.dispersion_full_channels as usize)) as f64
+            / cfg.dispersion_full_channels as f64;
+        let e = em.interactions * p_int[i]
+            + em.recency * recency
+            + em.frequency * p_freq[i]
+            + em.monetary * p_mon[i]
+            + em.dispersion * dispersion;
+        let inf = im.reach * p_reach[i] + im.amplification * p_amp[i] + im.centrality * p_pr[i];
+        eng_raw.push(e);
+        inf_raw.push(inf);
+        parts.push((recency_days, recency, channels.len() as u32, dispersion));
+    }
+    let eng_score = percentiles(&eng_raw);
+    let inf_score = percentiles(&inf_raw);
+
+    // RFM over customers with at least one order
+    let buyers: Vec<usize> = (0..n)
+        .filter(|&i| facts[i].orders > 0 && facts[i].last_order_at.is_some())
+        .collect();
+    let rq = quintiles(
+        &buyers
+            .iter()
+            .map(|&i| facts[i].last_order_at.unwrap_or(0) as f64)
+            .collect::<Vec<_>>(),
+    );
+    let fq = quintiles(
+        &buyers
+            .iter()
+            .map(|&i| facts[i].orders as f64)
+            .collect::<Vec<_>>(),
+    );
+    let mq = quintiles(&buyers.iter().map(|&i| monetary[i]).collect::<Vec<_>>());
+    let mut rfm = vec![(0u8, 0u8, 0u8); n];
+    for (k, &i) in buyers.iter().enumerate() {
+        rfm[i] = (rq[k], fq[k], mq[k]);
+    }
+
+    let mut out = Vec::with_capacity(n);
+    for (i, f) in facts.iter().enumerate() {
+        let (recency_days, recency, channels_n, dispersion) = parts[i];
+        let (r, fr, m) = rfm[i];
+        let fm = if r == 0 {
+            0
+        } else {
+            ((fr as u32 + m as u32 + 1) / 2) as u8
+        };
+        let segment = if r == 0 {
+            String::new()
+        } else {
+            cfg.rfm_segments
+                .iter()
+                .find(|s| (s.r[0]..=s.r[1]).contains(&r) && (s.fm[0]..=s.fm[1]).contains(&fm))
+                .map(|s| s.name.clone())
+                .unwrap_or_else(|| "unclassified".into())
+        };
+        let (stage, stage_why) = lifecycle(f, now, cfg);
+
+        let mut channel_counts: BTreeMap<&str, f64> = BTreeMap::new();
+        let mut by_type: BTreeMap<&str, (u64, f64)> = BTreeMap::new();
+        for a in &f.aggs {
+            *channel_counts.entry(&a.channel).or_default() += a.count as f64;
+            let e = by_type.entry(&a.event_type).or_default();
+            e.0 += a.count;
+            e.1 += a.decayed;
+        }
+        let top_channels = top_n(
+            channel_counts
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            cfg.top_affinities,
+        );
+        let top_categories = top_n(f.categories.clone(), cfg.top_affinities);
+
+        let mut networks: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        for (net, fol) in &f.followers {
+            networks.entry(net.clone()).or_default().0 = *fol;
+        }
+        for (net, a) in &f.amplification {
+            networks.entry(net.clone()).or_default().1 += *a;
+        }
+
+        let contribution = |w: f64, s: f64| round3(w * s);
+        let components = json!({
+            "as_of": now,
+            "engagement": {
+                "score": round3(eng_score[i]),
+                "raw": round3(eng_raw[i]),
+                "mapped_by": "percentile of raw within the workspace",
+                "interactions": {
+                    "weighted_decayed": round3(interactions[i]),
+                    "percentile": round3(p_int[i]),
+                    "weight": em.interactions,
+                    "contribution": contribution(em.interactions, p_int[i]),
+                    "half_life_days": cfg.half_life_days,
+                    "by_type": by_type.iter().map(|(t, (c, d))| (t.to_string(), json!({
+                        "count": c, "decayed": round3(*d), "type_weight": cfg.type_weight(t),
+                        "weighted": round3(cfg.type_weight(t) * d),
+                    }))).collect::<serde_json::Map<_, _>>(),
+                },
+                "recency": {
+                    "days_since_last_event": recency_days.map(round3),
+                    "score": round3(recency),
+                    "weight": em.recency,
+                    "contribution": contribution(em.recency, recency),
+                },
+                "frequency": {
+                    "events_in_window": frequency[i],
+                    "window_days": cfg.window_days,
+                    "percentile": round3(p_freq[i]),
+                    "weight": em.frequency,
+                    "contribution": contribution(em.frequency, p_freq[i]),
+                },
+                "monetary": {
+                    "revenue": round3(monetary[i]),
+                    "percentile": round3(p_mon[i]),
+                    "weight": em.monetary,
+                    "contribution": contribution(em.monetary, p_mon[i]),
+                },
+                "dispersion": {
+                    "channels_in_window": channels_n,
+                    "full_at": cfg.dispersion_full_channels,
+                    "score": round3(dispersion),
+                    "weight": em.dispersion,
+                    "contribution": contribution(em.dispersion, dispersion),
+                },
+            },
+            "influence": {
+                "score": round3(inf_score[i]),
+                "raw": round3(inf_raw[i]),
+                "mapped_by": "percentile of raw within the workspace",
+                "reach": {
+                    "value": round3(reach_v[i]),
+                    "formula": "Σ log10(1 + followers) per network, largest first, × reach_network_decay^i",
+                    "percentile": round3(p_reach[i]),
+                    "weight": im.reach,
+                    "contribution": contribution(im.reach, p_reach[i]),
+                },
+                "amplification": {
+                    "value": round3(amp_v[i]),
+                    "percentile": round3(p_amp[i]),
+                    "weight": im.amplification,
+                    "contribution": contribution(im.amplification, p_amp[i]),
+                },
+                "centrality": {
+                    "pagerank": f.pagerank,
+                    "percentile": round3(p_pr[i]),
+                    "weight": im.centrality,
+                    "contribution": contribution(im.centrality, p_pr[i]),
+                },
+                "by_network": networks.iter().map(|(k, (fol, a))| (k.clone(), json!({
+                    "followers": fol, "amplification": round3(*a)
+                }))).collect::<serde_json::Map<_, _>>(),
+            },
+            "rfm": {
+                "r": r, "f": fr, "m": m, "fm": fm, "segment": segment,
+                "last_order_at": f.last_order_at, "orders": f.orders, "monetary": round3(monetary[i]),
+            },
+            "lifecycle": { "stage": stage, "why": stage_why },
+        });
+        out.push(Scored {
+            customer_id: f.customer_id.clone(),
+            engagement_score: round3(eng_score[i]),
+            influence_score: round3(inf_score[i]),
+            engagement_raw: eng_raw[i],
+            influence_raw: inf_raw[i],
+            recency_days: recency_days.unwrap_or(-1.0),
+            frequency: frequency[i] as u64,
+            monetary: monetary[i],
+            channels_in_window: channels_n,
+            reach: reach_v[i],
+            amplification: amp_v[i],
+            pagerank: f.pagerank.unwrap_or(0.0),
+            rfm_r: r,
+            rfm_f: fr,
+            rfm_m: m,
+            rfm_segment: segment,
+            lifecycle_stage: stage,
+            top_categories,
+            top_channels,
+            networks: networks.keys().cloned().collect(),
+            network_followers: networks.values().map(|v| v.0).collect(),
+            network_amplification: networks.values().map(|v| v.1).collect(),
+            components,
+        });
+    }
+    out
+}

@@ -1,0 +1,334 @@
+//! Hand-computed small worlds, monotonicity properties and the union rule.
+
+use proptest::prelude::*;
+
+use super::config::ScoringConfig;
+use super::job::apply_pagerank;
+use super::model::*;
+
+const DAY: i64 = 86_400;
+const NOW: i64 = 1_800_000_000;
+
+/// One event of a small world: (customer, type, channel, days ago, revenue).
+type Ev<'a> = (&'a str, &'a str, &'a str, f64, f64);
+
+/// The per-customer facts the scoring job's SQL computes, computed here from raw
+/// events (interactions between customers given separately as edges).
+fn world(
+    events: &[Ev<'_>],
+    edges: &[(&str, &str, &str, &str)],
+    followers: &[(&str, &str, f64)],
+    cfg: &ScoringConfig,
+) -> Vec<CustomerFacts> {
+    let mut facts: Vec<CustomerFacts> = Vec::new();
+    let idx = |id: &str, facts: &mut Vec<CustomerFacts>| -> usize {
+        match facts.iter().position(|f| f.customer_id == id) {
+            Some(i) => i,
+            None => {
+                facts.push(CustomerFacts {
+                    customer_id: id.into(),
+                    ..Default::default()
+                });
+                facts.len() - 1
+            }
+        }
+    };
+    for &(c, t, ch, days, rev) in events {
+        let i = idx(c, &mut facts);
+        let at = NOW - (days * DAY as f64) as i64;
+        let f = &mut facts[i];
+        let d = decay((NOW - at) as f64, cfg.half_life_days);
+        let in_window = u64::from(NOW - at <= i64::from(cfg.window_days) * DAY);
+        match f
+            .aggs
+            .iter_mut()
+            .find(|a| a.event_type == t && a.channel == ch)
+        {
+            Some(a) => {
+                a.count += 1;
+                a.decayed += d;
+                a.in_window += in_window;
+                a.last_at = a.last_at.max(at);
+            }
+            None => f.aggs.push(TypeAgg {
+                event_type: t.into(),
+                channel: ch.into(),
+                count: 1,
+                decayed: d,
+                in_window,
+                last_at: at,
+            }),
+        }
+        if t == "order" {
+            f.orders += 1;
+            f.monetary += rev;
+            f.first_order_at = Some(f.first_order_at.map_or(at, |x| x.min(at)));
+            f.last_order_at = Some(f.last_order_at.map_or(at, |x| x.max(at)));
+        }
+    }
+    for &(c, net, n) in followers {
+        let i = idx(c, &mut facts);
+        facts[i].followers.push((net.into(), n));
+    }
+    let mut g = Vec::new();
+    for &(src, dst, t, net) in edges {
+        let s = idx(src, &mut facts);
+        let d = idx(dst, &mut facts);
+        let w = cfg.amplification_weights.get(t).copied().unwrap_or(0.0);
+        if s == d || w <= 0.0 {
+            continue;
+        }
+        g.push((s as u32, d as u32, w));
+        match facts[d].amplification.iter_mut().find(|(n, _)| n == net) {
+            Some(x) => x.1 += w,
+            None => facts[d].amplification.push((net.into(), w)),
+        }
+    }
+    apply_pagerank(&mut facts, &g, cfg);
+    facts
+}
+
+fn by_id<'a>(s: &'a [Scored], id: &str) -> &'a Scored {
+    s.iter().find(|x| x.customer_id == id).expect("customer")
+}
+
+#[test]
+fn decay_halves_every_half_life() {
+    assert!((decay(0.0, 30.0) - 1.0).abs() < 1e-12);
+    assert!((decay(30.0 * DAY as f64, 30.0) - 0.5).abs() < 1e-12);
+    assert!((decay(60.0 * DAY as f64, 30.0) - 0.25).abs() < 1e-12);
+    // an event from the future counts as now
+    assert!((decay(-5.0, 30.0) - 1.0).abs() < 1e-12);
+}
+
+#[test]
+fn weighted_decayed_interactions_by_hand() {
+    let cfg = ScoringConfig::default();
+    // 2 pages now (weight 1) + 1 order 30 days ago (weight 10, decayed to 0.5)
+    let f = world(
+        &[
+            ("a", "page", "web", 0.0, 0.0),
+            ("a", "page", "web", 0.0, 0.0),
+            ("a", "order", "shop", 30.0, 50.0),
+        ],
+        &[],
+        &[],
+        &cfg,
+    );
+    let s = score_all(&f, NOW, &cfg);
+    let e = &s[0].components["engagement"]["interactions"];
+    assert!(
+        (e["weighted_decayed"].as_f64().expect("f64") - 7.0).abs() < 1e-9,
+        "{e}"
+    );
+    assert_eq!(s[0].channels_in_window, 2);
+    assert_eq!(s[0].frequency, 3);
+    assert!((s[0].monetary - 50.0).abs() < 1e-9);
+    assert_eq!(s[0].top_channels, vec!["web", "shop"]);
+}
+
+#[test]
+fn one_order_vs_five_orders() {
+    let cfg = ScoringConfig::default();
+    let mut evs: Vec<Ev<'_>> = vec![("one", "order", "shop", 10.0, 40.0)];
+    for d in [50.0, 40.0, 30.0, 20.0, 10.0] {
+        evs.push(("five", "order", "shop", d, 40.0));
+    }
+    let s = score_all(&world(&evs, &[], &[], &cfg), NOW, &cfg);
+    let (one, five) = (by_id(&s, "one"), by_id(&s, "five"));
+    // five orders: more interactions, frequency, money; same recency
+    assert!(five.engagement_score > one.engagement_score);
+    assert_eq!(five.frequency, 5);
+    assert!((five.monetary - 200.0).abs() < 1e-9);
+    // RFM among 2 buyers by mid-rank: equal recency → (0 + 2/2)/2 = 0.5 → R 3 for
+    // both; F and M: one (0 + 1/2)/2 = 0.25 → 2, five (1 + 1/2)/2 = 0.75 → 4
+    assert_eq!((one.rfm_r, one.rfm_f, one.rfm_m), (3, 2, 2));
+    assert_eq!((five.rfm_r, five.rfm_f, five.rfm_m), (3, 4, 4));
+    // FM = round((F + M) / 2): one R3 FM2 → needs attention; five R3 FM4 → loyal
+    assert_eq!(one.rfm_segment, "needs_attention");
+    assert_eq!(five.rfm_segment, "loyal");
+    // lifecycle: one order 10 days ago < 1.5 × 90-day default cadence → new customer;
+    // five orders every 10 days, last 10 days ago ≤ 1.5 × 10 → loyal
+    assert_eq!(one.lifecycle_stage, "new_customer");
+    assert_eq!(five.lifecycle_stage, "loyal");
+    let why = &five.components["lifecycle"]["why"];
+    assert!(
+        (why["cadence_days"].as_f64().expect("f64") - 10.0).abs() < 1e-6,
+        "{why}"
+    );
+}
+
+#[test]
+fn lifecycle_follows_the_customers_own_cadence() {
+    let cfg = ScoringConfig::default();
+    // weekly buyer silent for 20 days: at risk (> 1.5 × 7) but not churned (≤ 3 × 7)
+    let weekly: Vec<Ev<'_>> = [20.0, 27.0, 34.0, 41.0]
+        .iter()
+        .map(|d| ("w", "order", "shop", *d, 10.0))
+        .collect();
+    // quarterly buyer silent for 100 days: still fine (≤ 1.5 × 91)
+    let quarterly: Vec<Ev<'_>> = [100.0, 191.0, 282.0]
+        .iter()
+        .map(|d| ("q", "order", "shop", *d, 10.0))
+        .collect();
+    let mut evs = weekly;
+    evs.extend(quarterly);
+    evs.push(("p", "page", "web", 1.0, 0.0));
+    evs.push(("c", "order", "shop", 400.0, 10.0));
+    let s = score_all(&world(&evs, &[], &[], &cfg), NOW, &cfg);
+    assert_eq!(by_id(&s, "w").lifecycle_stage, "at_risk");
+    assert_eq!(by_id(&s, "q").lifecycle_stage, "repeat");
+    assert_eq!(by_id(&s, "p").lifecycle_stage, "prospect");
+    assert_eq!(by_id(&s, "c").lifecycle_stage, "churned");
+    assert_eq!(by_id(&s, "p").rfm_segment, "");
+}
+
+#[test]
+fn reply_chain_where_bs_posts_are_reshared_by_many() {
+    let cfg = ScoringConfig::default();
+    // A replies to B; B replies to C; ten others reshare B's posts
+    let others: Vec<String> = (0..10).map(|i| format!("o{i}")).collect();
+    let mut edges: Vec<(&str, &str, &str, &str)> = vec![
+        ("a", "b", "reply", "mastodon"),
+        ("b", "c", "reply", "mastodon"),
+    ];
+    for o in &others {
+        edges.push((o.as_str(), "b", "reshare", "mastodon"));
+    }
+    let evs: Vec<Ev<'_>> = vec![
+        ("a", "reply", "social", 1.0, 0.0),
+        ("b", "post", "social", 1.0, 0.0),
+    ];
+    let f = world(
+        &evs,
+        &edges,
+        &[("b", "mastodon", 120.0), ("a", "mastodon", 5000.0)],
+        &cfg,
+    );
+    let s = score_all(&f, NOW, &cfg);
+    let b = by_id(&s, "b");
+    // amplification of B by hand: 1 reply (3) + 10 reshares (4 each) = 43
+    assert!((b.amplification - 43.0).abs() < 1e-9);
+    assert!((by_id(&s, "c").amplification - 3.0).abs() < 1e-9);
+    assert_eq!(by_id(&s, "a").amplification, 0.0);
+    // B is the most central and the most influential, although A has more followers
+    for x in &s {
+        if x.customer_id != "b" {
+            assert!(b.pagerank > x.pagerank, "{} {}", x.customer_id, x.pagerank);
+            assert!(b.influence_score >= x.influence_score, "{}", x.customer_id);
+        }
+    }
+    assert!((b.reach - (121f64).log10()).abs() < 1e-9);
+    assert_eq!(b.networks, vec!["mastodon"]);
+    assert_eq!(b.network_amplification, vec![43.0]);
+}
+
+#[test]
+fn reach_has_diminishing_returns_over_networks() {
+    let one = reach(&[("x".into(), 999.0)], 0.5);
+    let two = reach(&[("x".into(), 999.0), ("mastodon".into(), 99.0)], 0.5);
+    assert!((one - 3.0).abs() < 1e-9);
+    assert!((two - (3.0 + 0.5 * 2.0)).abs() < 1e-9);
+}
+
+#[test]
+fn percentiles_by_hand() {
+    assert_eq!(
+        percentiles(&[0.0, 1.0, 2.0, 2.0]),
+        vec![0.0, 50.0, 100.0, 100.0]
+    );
+    assert!(percentiles(&[]).is_empty());
+}
+
+fn arb_world() -> impl Strategy<Value = Vec<(u8, u8, u16)>> {
+    // (customer 0..6, type index, days ago)
+    prop::collection::vec((0u8..6, 0u8..5, 0u16..200), 1..60)
+}
+
+const TYPES: [&str; 5] = ["page", "track", "order", "mention", "message"];
+const CHANNELS: [&str; 5] = ["web", "web", "shop", "social", "support"];
+
+fn facts_of(w: &[(u8, u8, u16)], cfg: &ScoringConfig) -> Vec<CustomerFacts> {
+    let names: Vec<String> = (0..6).map(|i| format!("c{i}")).collect();
+    let evs: Vec<Ev<'_>> = w
+        .iter()
+        .map(|&(c, t, d)| {
+            (
+                names[c as usize].as_str(),
+                TYPES[t as usize],
+                CHANNELS[t as usize],
+                f64::from(d),
+                if t == 2 { 25.0 } else { 0.0 },
+            )
+        })
+        .collect();
+    world(&evs, &[], &[], cfg)
+}
+
+proptest! {
+    #[test]
+    fn more_interactions_never_lower_engagement(w in arb_world(), extra in (0u8..6, 0u8..5, 0u16..200)) {
+        let cfg = ScoringConfig::default();
+        let before = score_all(&facts_of(&w, &cfg), NOW, &cfg);
+        let mut w2 = w.clone();
+        w2.push(extra);
+        let after = score_all(&facts_of(&w2, &cfg), NOW, &cfg);
+        let who = format!("c{}", extra.0);
+        if let Some(b) = before.iter().find(|s| s.customer_id == who) {
+            let a = by_id(&after, &who);
+            prop_assert!(a.engagement_raw >= b.engagement_raw - 1e-9, "{} < {}", a.engagement_raw, b.engagement_raw);
+            prop_assert!(a.engagement_score >= b.engagement_score - 1e-9);
+        }
+    }
+
+    #[test]
+    fn more_reshares_by_others_never_lower_influence(
+        edges in prop::collection::vec((0u8..8, 0u8..8), 0..30),
+        extra_from in 0u8..8,
+    ) {
+        let cfg = ScoringConfig::default();
+        let names: Vec<String> = (0..8).map(|i| format!("p{i}")).collect();
+        let mk = |es: &[(u8, u8)]| {
+            let es: Vec<(&str, &str, &str, &str)> = es.iter()
+                .map(|&(s, d)| (names[s as usize].as_str(), names[d as usize].as_str(), "reshare", "x"))
+                .collect();
+            let evs: Vec<Ev<'_>> = names.iter().map(|n| (n.as_str(), "post", "social", 1.0, 0.0)).collect();
+            score_all(&world(&evs, &es, &[], &cfg), NOW, &cfg)
+        };
+        let target = 0u8;
+        prop_assume!(extra_from != target);
+        let before = mk(&edges);
+        let mut more = edges.clone();
+        more.push((extra_from, target));
+        let after = mk(&more);
+        let (b, a) = (by_id(&before, "p0"), by_id(&after, "p0"));
+        prop_assert!(a.amplification > b.amplification);
+        prop_assert!(a.pagerank >= b.pagerank * (1.0 - 1e-9) || b.pagerank == 0.0,
+            "pagerank {} -> {}", b.pagerank, a.pagerank);
+        prop_assert!(a.influence_score >= b.influence_score - 1e-9,
+            "influence {} -> {}", b.influence_score, a.influence_score);
+    }
+
+    #[test]
+    fn merging_two_profiles_scores_the_union(w in arb_world()) {
+        let cfg = ScoringConfig::default();
+        // the same events with c1 merged into c0 (events re-attributed, as v_events does)
+        let merged: Vec<(u8, u8, u16)> = w.iter().map(|&(c, t, d)| (if c == 1 { 0 } else { c }, t, d)).collect();
+        let separate = facts_of(&w, &cfg);
+        let union = facts_of(&merged, &cfg);
+        let get = |fs: &[CustomerFacts], id: &str| fs.iter().find(|f| f.customer_id == id).cloned();
+        let (c0, c1) = (get(&separate, "c0"), get(&separate, "c1"));
+        if let Some(u) = get(&union, "c0") {
+            let parts: Vec<CustomerFacts> = [c0, c1].into_iter().flatten().collect();
+            let sum_count: u64 = parts.iter().flat_map(|p| p.aggs.iter()).map(|a| a.count).sum();
+            let sum_dec: f64 = parts.iter().flat_map(|p| p.aggs.iter()).map(|a| a.decayed).sum();
+            let orders: u64 = parts.iter().map(|p| p.orders).sum();
+            prop_assert_eq!(u.aggs.iter().map(|a| a.count).sum::<u64>(), sum_count);
+            prop_assert!((u.aggs.iter().map(|a| a.decayed).sum::<f64>() - sum_dec).abs() < 1e-9);
+            prop_assert_eq!(u.orders, orders);
+            let s = score_all(&union, NOW, &cfg);
+            let su = by_id(&s, "c0");
+            prop_assert_eq!(su.frequency, parts.iter().flat_map(|p| p.aggs.iter()).map(|a| a.in_window).sum::<u64>());
+        }
+    }
+}
