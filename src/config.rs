@@ -30,6 +30,9 @@ pub struct Config {
     /// Identity-resolution rules.
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Scoring weights, half-lives and segment rules (docs/scoring.md).
+    #[serde(default)]
+    pub scoring: socialcrm_pipeline::scoring::ScoringConfig,
     /// Pull connector instances: `[connectors.<name>]` (docs/connectors/).
     #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
     pub connectors: toml::Table,
@@ -61,6 +64,7 @@ impl Config {
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))?;
         cfg.pipeline.validate().map_err(anyhow::Error::msg)?;
+        cfg.scoring.validate().map_err(anyhow::Error::msg)?;
         socialcrm_connectors::registry::parse_instances(&cfg.connectors)
             .map_err(anyhow::Error::msg)?;
         Ok(cfg)

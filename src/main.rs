@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::profile::ProfileCommand,
     },
+    /// Compute scores (engagement, influence, RFM, lifecycle) or explain them.
+    Score {
+        #[command(subcommand)]
+        command: commands::score::ScoreCommand,
+    },
     /// Run or list pull connectors (Mastodon, X, Telegram, Shopify, WooCommerce).
     Connector {
         #[command(subcommand)]
@@ -191,6 +196,7 @@ async fn run() -> Result<()> {
         Command::Lag { wait, timeout_secs } => commands::lag(&cfg, wait, timeout_secs).await,
         Command::Profile { command } => commands::profile::run(&cfg, command).await,
         Command::Replay(args) => commands::replay::run(&cfg, args).await,
+        Command::Score { command } => commands::score::run(&cfg, command).await,
         Command::Connector { command } => {
             commands::connector::run(&cfg, command, shutdown_signal()).await
         }

@@ -19,7 +19,7 @@ fn events() -> Vec<(String, Vec<u8>)> {
             // each person browses on three devices; every 4th round also carries the
             // email, so profiles keep merging while the stream is consumed
             let mut ids = vec![json!({"type": "anonymous_id", "value": format!("anon-{person}-{}", round % 3)})];
-            if round % 4 == 0 {
+            if round.is_multiple_of(4) {
                 ids.push(json!({"type": "email", "value": format!("p{person}@example.com")}));
             }
             let ev = json!({
@@ -27,12 +27,12 @@ fn events() -> Vec<(String, Vec<u8>)> {
                 "event_id": format!("crash:{n}"),
                 "source": "test",
                 "channel": "web",
-                "type": if n % 50 == 0 { "order" } else { "page" },
+                "type": if n.is_multiple_of(50) { "order" } else { "page" },
                 "occurred_at": format!("2026-10-{:02}T{:02}:{:02}:00Z", 1 + n % 28, n % 24, n % 60),
                 "received_at": "2026-11-01T00:00:00Z",
                 "identifiers": ids,
                 "properties": {"path": format!("/p/{}", n % 100)},
-                "revenue": if n % 50 == 0 { json!({"amount": 10.0, "currency": "EUR"}) } else { serde_json::Value::Null },
+                "revenue": if n.is_multiple_of(50) { json!({"amount": 10.0, "currency": "EUR"}) } else { serde_json::Value::Null },
             });
             let mut ev = ev;
             if ev["revenue"].is_null() {

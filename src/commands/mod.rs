@@ -3,6 +3,7 @@
 pub mod connector;
 pub mod profile;
 pub mod replay;
+pub mod score;
 
 use std::time::{Duration, Instant};
 

@@ -200,7 +200,8 @@ def test_split_statements():
 def test_every_migration_applies(sess):
     tables = {r[0] for r in rows(sess, "SELECT name FROM system.tables WHERE database = '%s'" % DB)}
     for expected in ("events", "identities", "customer_aliases", "identity_ledger",
-                     "profiles", "v_events", "v_profiles", "v_identities"):
+                     "profiles", "v_events", "v_profiles", "v_identities", "scores",
+                     "score_runs", "v_scores"):
         assert expected in tables, "missing %s; have %s" % (expected, sorted(tables))
 
 
@@ -263,3 +264,71 @@ def test_documented_queries(sess):
     assert [[r[0], int(r[1])] for r in results["events_per_customer"]] == [["c_a", 2]]
     got = [[r[0], int(r[1]), r[2], int(r[3])] for r in results["profile_by_identifier"]]
     assert got == [["c_a", 2, "customer", 2]]
+
+
+# --------------------------------------------------------------------------- scoring
+
+SCORING_SQL_DIR = os.path.join(REPO, "pipeline", "src", "scoring", "sql")
+
+
+def scoring_query(name, params):
+    """A scoring query file as the job runs it: comments dropped, `?` bound in order."""
+    with open(os.path.join(SCORING_SQL_DIR, name + ".sql"), encoding="utf-8") as f:
+        text = "\n".join(l for l in f.read().splitlines() if not l.strip().startswith("--"))
+    parts = text.replace("{db}", DB).split("?")
+    assert len(parts) == len(params) + 1, (name, len(parts) - 1, params)
+    out = parts[0]
+    for p, rest in zip(params, parts[1:]):
+        out += repr(p) + rest
+    return out
+
+
+def social_event(event_id, customer_id, typ, ts, target=None, traits="{}", props="{}", revenue=0.0):
+    tt = "['mastodon']" if target else "[]"
+    tv = "['%s']" % target if target else "[]"
+    return (
+        "('%s', '%s', 'mastodon:m.social', 'social', '%s', '', toDateTime(%d), 0, toDateTime(%d), "
+        "['mastodon'], ['@%s@m.social'], %s, %s, '%s', '%s', '{}', %s, '', 0, 0, now(), 1)"
+        % (event_id, customer_id, typ, ts, ts, customer_id, tt, tv, traits, props, revenue)
+    )
+
+
+def test_scores_migration_and_scoring_queries(sess):
+    now = 1_800_000_000
+    day = 86_400
+    rows_sql = [
+        social_event("s1", "c_carl", "post", now - day, traits='{"followers_count":120}'),
+        social_event("s2", "c_o1", "reshare", now - day, target="@carl@m.social"),
+        social_event("s3", "c_o2", "reshare", now - 30 * day, target="@carl@m.social"),
+        social_event("s4", "c_carl", "order", now - 10 * day,
+                     props='{"products":[{"category": "shoes"},{"category":"bags"}]}', revenue=40.0),
+    ]
+    run(sess, "INSERT INTO %s.events (%s) VALUES %s" % (DB, EVENT_COLS, ", ".join(rows_sql)))
+    id_cols = "id_type, id_value, customer_id, is_active, first_seen, updated_at, version"
+    run(sess, "INSERT INTO %s.identities (%s) VALUES "
+              "('mastodon', '@carl@m.social', 'c_carl', 1, now(), now(), 1)" % (DB, id_cols))
+
+    aggs = rows(sess, scoring_query("aggregates", [now, 30.0 * day, now - 90 * day, now])
+                + " ORDER BY customer_id, event_type")
+    got = {(r[0], r[1]): (int(r[3]), float(r[4]), int(r[5]), float(r[8])) for r in aggs}
+    assert got[("c_o2", "reshare")][1] == pytest.approx(0.5)   # 30 days = one half-life
+    assert got[("c_carl", "order")] == (1, pytest.approx(2 ** (-10 / 30)), 1, 40.0)
+
+    fol = rows(sess, scoring_query("followers", [now]))
+    assert [[r[0], r[1], float(r[2])] for r in fol] == [["c_carl", "mastodon", 120.0]]
+
+    cats = rows(sess, scoring_query("categories", [now]) + " ORDER BY category")
+    assert [[r[0], r[1], r[2], int(r[3])] for r in cats] == [
+        ["c_carl", "order", "bags", 1], ["c_carl", "order", "shoes", 1]]
+
+    edges = rows(sess, scoring_query("edges", [now]) + " ORDER BY src")
+    assert [[r[0], r[1], r[2], r[3], int(r[4])] for r in edges] == [
+        ["c_o1", "c_carl", "reshare", "mastodon", 1], ["c_o2", "c_carl", "reshare", "mastodon", 1]]
+
+    # scores table and v_scores: only the newest completed run is shown
+    run(sess, "INSERT INTO %s.scores (customer_id, run_id, scored_at, engagement_score) VALUES "
+              "('c_carl', 'r1', now(), 10), ('c_carl', 'r2', now(), 20), ('c_carl', 'r3', now(), 30)" % DB)
+    run(sess, "INSERT INTO %s.score_runs (run_id, started_at, finished_at) VALUES "
+              "('r1', now(), now()), ('r2', now(), now())" % DB)
+    got = rows(sess, "SELECT customer_id, run_id, engagement_score FROM %s.v_scores" % DB)
+    assert [[r[0], r[1], float(r[2])] for r in got] == [["c_carl", "r2", 20.0]]

@@ -268,7 +268,7 @@ pub fn print(r: &StagesReport) {
     println!("per batch (s): batch  parse  graph  rows  profiles  ledger  intent  commit  drop  store MiB");
     let n = r.per_batch.len();
     for (i, (b, t, mib)) in r.per_batch.iter().enumerate() {
-        if i < 3 || i + 3 >= n || (i + 1) % 10 == 0 {
+        if i < 3 || i + 3 >= n || (i + 1).is_multiple_of(10) {
             println!(
                 "  {b:>5}  {:.3}  {:.3}  {:.3}  {:.3}  {:.3}  {:.3}  {:.3}  {:.3}  {mib:.0}",
                 t.parse_validate,

@@ -427,13 +427,22 @@ mod tests {
             half_life_days: 0.0,
             ..ScoringConfig::default()
         };
-        assert!(c.validate().unwrap_err().contains("half_life_days"));
+        assert!(c
+            .validate()
+            .expect_err("invalid")
+            .contains("half_life_days"));
         let mut c = ScoringConfig::default();
         c.rfm_segments[0].r = [6, 2];
-        assert!(c.validate().unwrap_err().contains("rfm_segments[0]"));
+        assert!(c
+            .validate()
+            .expect_err("invalid")
+            .contains("rfm_segments[0]"));
         let mut c = ScoringConfig::default();
         c.lifecycle.churned_factor = 1.0;
-        assert!(c.validate().unwrap_err().contains("churned_factor"));
+        assert!(c
+            .validate()
+            .expect_err("invalid")
+            .contains("churned_factor"));
     }
 
     #[test]

@@ -31,6 +31,21 @@ fn ch(what: &'static str) -> impl FnOnce(clickhouse::error::Error) -> ScoringErr
     move |source| ScoringError::ClickHouse { what, source }
 }
 
+// The queries live in files so that the chDB compatibility test runs the same text.
+const SQL_AGGREGATES: &str = include_str!("sql/aggregates.sql");
+const SQL_FOLLOWERS: &str = include_str!("sql/followers.sql");
+const SQL_CATEGORIES: &str = include_str!("sql/categories.sql");
+const SQL_EDGES: &str = include_str!("sql/edges.sql");
+
+/// A query file for database `db`, without its comment lines.
+fn sql(text: &str, db: &str) -> String {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("{db}", db)
+}
+
 #[derive(Debug, Row, Deserialize)]
 struct AggRow {
     customer_id: String,
@@ -137,15 +152,7 @@ pub async fn load_facts(
     let window_from = now_s.saturating_sub(cfg.window_days * 86_400);
     let hl_secs = cfg.half_life_days * 86_400.0;
     let aggs: Vec<AggRow> = client
-        .query(&format!(
-            "SELECT customer_id, type AS event_type, channel, count() AS n, \
-             sum(exp2(-greatest(0., toFloat64(?) - toFloat64(toUInt32(occurred_at))) / ?)) AS decayed, \
-             toUInt64(countIf(occurred_at >= toDateTime(?))) AS in_window, \
-             toUInt32(min(occurred_at)) AS first_at, toUInt32(max(occurred_at)) AS last_at, \
-             sum(revenue_amount) AS revenue \
-             FROM {db}.v_events WHERE customer_id != '' AND occurred_at <= toDateTime(?) \
-             GROUP BY customer_id, event_type, channel"
-        ))
+        .query(&sql(SQL_AGGREGATES, db))
         .bind(now_s)
         .bind(hl_secs)
         .bind(window_from)
@@ -198,13 +205,7 @@ pub async fn load_facts(
     }
 
     let followers: Vec<FollowersRow> = client
-        .query(&format!(
-            "SELECT customer_id, splitByChar(':', source)[1] AS network, \
-             argMax(visitParamExtractFloat(traits, 'followers_count'), occurred_at) AS followers \
-             FROM {db}.v_events \
-             WHERE customer_id != '' AND position(traits, '\"followers_count\"') > 0 AND occurred_at <= toDateTime(?) \
-             GROUP BY customer_id, network"
-        ))
+        .query(&sql(SQL_FOLLOWERS, db))
         .bind(now_s)
         .fetch_all()
         .await
@@ -216,14 +217,7 @@ pub async fn load_facts(
     }
 
     let cats: Vec<CategoryRow> = client
-        .query(&format!(
-            "SELECT customer_id, event_type, category, count() AS n FROM ( \
-               SELECT customer_id, type AS event_type, extractAll(properties, '\"category\"\\\\s*:\\\\s*\"([^\"]+)\"') AS cats \
-               FROM {db}.v_events \
-               WHERE customer_id != '' AND position(properties, '\"category\"') > 0 AND occurred_at <= toDateTime(?) \
-             ) ARRAY JOIN cats AS category \
-             GROUP BY customer_id, event_type, category"
-        ))
+        .query(&sql(SQL_CATEGORIES, db))
         .bind(now_s)
         .fetch_all()
         .await
@@ -247,20 +241,7 @@ pub async fn load_facts(
     }
 
     let edges: Vec<EdgeRow> = client
-        .query(&format!(
-            "SELECT src, dst, event_type, network, count() AS n FROM ( \
-               SELECT e.customer_id AS src, i.customer_id AS dst, e.event_type AS event_type, e.network AS network FROM ( \
-                 SELECT customer_id, type AS event_type, splitByChar(':', source)[1] AS network, \
-                        tt AS id_type, tv AS id_value \
-                 FROM {db}.v_events ARRAY JOIN target_types AS tt, target_values AS tv \
-                 WHERE customer_id != '' AND occurred_at <= toDateTime(?) \
-               ) AS e \
-               ANY INNER JOIN ( \
-                 SELECT id_type, id_value, customer_id FROM {db}.v_identities \
-               ) AS i USING (id_type, id_value) \
-             ) WHERE src != dst \
-             GROUP BY src, dst, event_type, network"
-        ))
+        .query(&sql(SQL_EDGES, db))
         .bind(now_s)
         .fetch_all()
         .await

@@ -284,7 +284,7 @@ pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<
         let fm = if r == 0 {
             0
         } else {
-            ((fr as u32 + m as u32 + 1) / 2) as u8
+            (fr as u32 + m as u32).div_ceil(2) as u8
         };
         let segment = if r == 0 {
             String::new()

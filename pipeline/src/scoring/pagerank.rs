@@ -122,6 +122,7 @@ pub fn pagerank(g: &Graph, damping: f64, tolerance: f64, max_iter: u32) -> PageR
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)] // matrix code reads better with indices
 mod tests {
     use super::*;
 
