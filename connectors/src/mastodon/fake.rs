@@ -205,8 +205,8 @@ const FIRST: &[&str] = &[
     "Wen", "Yara", "Zoe",
 ];
 const LAST: &[&str] = &[
-    "Lee", "Okafor", "Schmidt", "Rossi", "Tanaka", "Novak", "Garcia", "Haddad", "Kowalski",
-    "Berg", "Mensah", "Dubois", "Silva", "Ivanova", "Park",
+    "Lee", "Okafor", "Schmidt", "Rossi", "Tanaka", "Novak", "Garcia", "Haddad", "Kowalski", "Berg",
+    "Mensah", "Dubois", "Silva", "Ivanova", "Park",
 ];
 const REMOTE: &[&str] = &[
     "mastodon.social",
@@ -221,7 +221,14 @@ const WORDS: &[&str] = &[
     "question", "about", "pricing", "when", "will", "you", "add", "dark", "mode", "bug", "fixed",
     "amazing", "team", "store", "open", "weekend", "sale", "feedback", "roadmap", "privacy",
 ];
-const TAGS: &[&str] = &["opensource", "rust", "coffee", "feedback", "launch", "privacy"];
+const TAGS: &[&str] = &[
+    "opensource",
+    "rust",
+    "coffee",
+    "feedback",
+    "launch",
+    "privacy",
+];
 const LANGS: &[&str] = &["en", "en", "en", "de", "fr", "es", "ja"];
 
 fn iso(t: DateTime<Utc>) -> String {
@@ -271,7 +278,11 @@ fn link_html(url: &str) -> String {
 /// An account as seen from the fake server (acct without domain when local).
 fn account(rng: &mut Rng, j: usize, twin_of: Option<&Value>, with_site: bool) -> Value {
     let remote = rng.chance(65);
-    let domain = if remote { *rng.pick(REMOTE) } else { FAKE_DOMAIN };
+    let domain = if remote {
+        *rng.pick(REMOTE)
+    } else {
+        FAKE_DOMAIN
+    };
     let (first, last) = match twin_of.and_then(|t| t["display_name"].as_str()) {
         Some(name) => {
             let (f, l) = name.split_once(' ').unwrap_or((name, ""));
@@ -453,13 +464,14 @@ pub fn generate(n: usize, seed: u64) -> FakeData {
     let pool = (n / 3).clamp(8, 5000);
     let mut accounts: Vec<Value> = Vec::with_capacity(pool);
     for j in 0..pool {
-        let twin = if j % 10 == 1 { accounts.last().cloned() } else { None };
+        let twin = if j % 10 == 1 {
+            accounts.last().cloned()
+        } else {
+            None
+        };
         accounts.push(account(&mut rng, j, twin.as_ref(), j % 10 == 0));
     }
-    let account_strs: Vec<Arc<str>> = accounts
-        .iter()
-        .map(|a| Arc::from(a.to_string()))
-        .collect();
+    let account_strs: Vec<Arc<str>> = accounts.iter().map(|a| Arc::from(a.to_string())).collect();
     let base = DateTime::parse_from_rfc3339("2024-03-01T00:00:00Z")
         .map(|t| t.with_timezone(&Utc))
         .unwrap_or_else(|_| Utc::now());
@@ -553,6 +565,7 @@ pub fn generate(n: usize, seed: u64) -> FakeData {
                     2 | 3 => "unlisted",
                     _ => "public",
                 };
+                let lang = *rng.pick(LANGS);
                 let body = status_body(
                     sid,
                     created,
@@ -562,7 +575,7 @@ pub fn generate(n: usize, seed: u64) -> FakeData {
                     tags,
                     reply,
                     visibility,
-                    *rng.pick(LANGS),
+                    lang,
                     (rng.below(5), rng.below(10), rng.below(40)),
                 );
                 Some(status_pieces(&body, &account_strs[a]))
@@ -630,7 +643,10 @@ fn json_response(status: StatusCode, body: String) -> Response {
 }
 
 /// Counts the call; `Err` is the 429 answer when the window is used up.
-fn rate_limit(state: &FakeState, headers: &mut Vec<(&'static str, String)>) -> Result<(), Response> {
+fn rate_limit(
+    state: &FakeState,
+    headers: &mut Vec<(&'static str, String)>,
+) -> Result<(), Box<Response>> {
     let now = SystemTime::now();
     let mut w = state.window.lock().unwrap_or_else(|e| e.into_inner());
     if now >= w.reset_at {
@@ -657,7 +673,7 @@ fn rate_limit(state: &FakeState, headers: &mut Vec<(&'static str, String)>) -> R
             r#"{"error":"Too many requests"}"#.to_string(),
         );
         add_headers(&mut r, headers);
-        return Err(r);
+        return Err(Box::new(r));
     }
     Ok(())
 }
@@ -690,7 +706,7 @@ fn unauthorized(headers: &[(&'static str, String)]) -> Response {
 async fn verify_credentials(State(state): State<Arc<FakeState>>, req: Request) -> Response {
     let mut hs = Vec::new();
     if let Err(r) = rate_limit(&state, &mut hs) {
-        return r;
+        return *r;
     }
     if !authorized(&state, req.headers()) {
         return unauthorized(&hs);
@@ -703,7 +719,7 @@ async fn verify_credentials(State(state): State<Arc<FakeState>>, req: Request) -
 async fn instance_v2(State(state): State<Arc<FakeState>>) -> Response {
     let mut hs = Vec::new();
     if let Err(r) = rate_limit(&state, &mut hs) {
-        return r;
+        return *r;
     }
     let body = json!({
         "domain": state.data.domain,
@@ -720,7 +736,7 @@ async fn instance_v2(State(state): State<Arc<FakeState>>) -> Response {
 async fn instance_v1(State(state): State<Arc<FakeState>>) -> Response {
     let mut hs = Vec::new();
     if let Err(r) = rate_limit(&state, &mut hs) {
-        return r;
+        return *r;
     }
     let body = json!({
         "uri": state.data.domain,
@@ -733,10 +749,7 @@ async fn instance_v1(State(state): State<Arc<FakeState>>) -> Response {
 }
 
 fn bad_request(msg: &str, headers: &[(&'static str, String)]) -> Response {
-    let mut r = json_response(
-        StatusCode::BAD_REQUEST,
-        json!({ "error": msg }).to_string(),
-    );
+    let mut r = json_response(StatusCode::BAD_REQUEST, json!({ "error": msg }).to_string());
     add_headers(&mut r, headers);
     r
 }
@@ -744,7 +757,7 @@ fn bad_request(msg: &str, headers: &[(&'static str, String)]) -> Response {
 async fn notifications(State(state): State<Arc<FakeState>>, req: Request) -> Response {
     let mut hs = Vec::new();
     if let Err(r) = rate_limit(&state, &mut hs) {
-        return r;
+        return *r;
     }
     if !authorized(&state, req.headers()) {
         return unauthorized(&hs);
@@ -794,9 +807,8 @@ async fn notifications(State(state): State<Arc<FakeState>>, req: Request) -> Res
         }
     }
     let items = &state.data.items;
-    let wanted = |i: &&Item| {
-        (types.is_empty() || types.contains(&i.kind)) && !exclude.contains(&i.kind)
-    };
+    let wanted =
+        |i: &&Item| (types.is_empty() || types.contains(&i.kind)) && !exclude.contains(&i.kind);
     // Mastodon's paginate_by_id: with min_id, the oldest `limit` above it, then
     // reversed; otherwise the newest `limit` below max_id (and above since_id)
     let page: Vec<&Item> = match min_id {
@@ -865,7 +877,13 @@ impl std::fmt::Debug for FakeData {
 }
 
 /// A notification built by hand (tests): `account` and `status` as given.
-pub fn notification(id: u64, kind: &str, created_at: &str, account: &Value, status: Option<&Value>) -> Value {
+pub fn notification(
+    id: u64,
+    kind: &str,
+    created_at: &str,
+    account: &Value,
+    status: Option<&Value>,
+) -> Value {
     let mut m = Map::new();
     m.insert("id".into(), Value::String(id.to_string()));
     m.insert("type".into(), Value::String(kind.into()));

@@ -78,7 +78,7 @@ pub fn source_name(domain: &str) -> String {
 }
 
 /// `@user@domain` from an `acct` (`user` for local accounts, `user@domain` for
-/// remote ones), normalised; `None` when it is not a valid handle.
+/// remote ones), normalised; an error when it is not a valid handle.
 pub fn handle(acct: &str, local_domain: &str) -> Result<String, String> {
     let a = acct.trim().trim_start_matches('@');
     let full = if a.contains('@') {
@@ -134,14 +134,16 @@ fn time_of(m: &Map<String, Value>, key: &str) -> Result<DateTime<Utc>, String> {
 /// Maps one notification.
 pub fn map_notification(n: &Value, ctx: &Context<'_>) -> Result<Mapped, Rejected> {
     let id = notification_id(n);
-    let reject = |reason: String| Rejected::json(id.clone().unwrap_or_else(|| "?".into()), reason, n);
+    let reject =
+        |reason: String| Rejected::json(id.clone().unwrap_or_else(|| "?".into()), reason, n);
     let Some(m) = n.as_object() else {
         return Err(reject("notification is not a JSON object".into()));
     };
     let Some(nid) = id.clone() else {
         return Err(reject("`id` is missing or not a string".into()));
     };
-    let kind = str_of(m, "type").ok_or_else(|| reject("`type` is missing or not a string".into()))?;
+    let kind =
+        str_of(m, "type").ok_or_else(|| reject("`type` is missing or not a string".into()))?;
     if !ctx.types.iter().any(|t| t == kind) {
         return Ok(Mapped::Skipped(kind.to_string()));
     }
@@ -152,8 +154,11 @@ pub fn map_notification(n: &Value, ctx: &Context<'_>) -> Result<Mapped, Rejected
     };
     let acct = str_of(account, "acct")
         .ok_or_else(|| reject("`account.acct` is missing or not a string".into()))?;
-    let actor = handle(acct, ctx.domain)
-        .map_err(|e| reject(format!("`account.acct` `{acct}` is not a usable handle: {e}")))?;
+    let actor = handle(acct, ctx.domain).map_err(|e| {
+        reject(format!(
+            "`account.acct` `{acct}` is not a usable handle: {e}"
+        ))
+    })?;
     let status = match m.get("status") {
         Some(Value::Object(s)) => Some(s),
         None | Some(Value::Null) => None,
@@ -175,13 +180,19 @@ pub fn map_notification(n: &Value, ctx: &Context<'_>) -> Result<Mapped, Rejected
     }
 
     let brand = Identifier::new(IdType::Mastodon, ctx.brand_handle);
-    let mentions: Vec<String> = status.map(|s| mention_handles(s, ctx.domain)).unwrap_or_default();
+    let mentions: Vec<String> = status
+        .map(|s| mention_handles(s, ctx.domain))
+        .unwrap_or_default();
     let is_reply_to_brand = status
         .and_then(|s| id_of(s.get("in_reply_to_account_id")))
         .is_some_and(|a| a == ctx.brand_id);
     let (event_type, mut target): (&str, Vec<Identifier>) = match kind {
         "mention" => {
-            let t = if is_reply_to_brand { "reply" } else { "mention" };
+            let t = if is_reply_to_brand {
+                "reply"
+            } else {
+                "mention"
+            };
             let mut target: Vec<Identifier> = mentions
                 .iter()
                 .map(|h| Identifier::new(IdType::Mastodon, h.clone()))
@@ -333,7 +344,10 @@ fn status_properties(
 /// Profile facts of the acting account.
 fn account_traits(a: &Map<String, Value>, handle: &str) -> Map<String, Value> {
     let mut t = Map::new();
-    if let Some(name) = str_of(a, "display_name").map(str::trim).filter(|n| !n.is_empty()) {
+    if let Some(name) = str_of(a, "display_name")
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
         t.insert("name".into(), Value::String(name.to_string()));
     }
     t.insert("mastodon_handle".into(), Value::String(handle.to_string()));
@@ -476,7 +490,10 @@ fn attr(tag: &str, name: &str) -> Option<String> {
 /// removed, paragraphs and line breaks kept as newlines, entities decoded, at most
 /// `max_chars` characters. Returns the text and whether it was cut.
 pub fn html_to_text(html: &str, max_chars: usize) -> (String, bool) {
-    let mut out = String::with_capacity(html.len().min(max_chars.saturating_mul(4).saturating_add(16)));
+    let mut out = String::with_capacity(
+        html.len()
+            .min(max_chars.saturating_mul(4).saturating_add(16)),
+    );
     let mut rest = html;
     while !rest.is_empty() {
         let next = rest.find(['<', '&']).unwrap_or(rest.len());

@@ -156,7 +156,10 @@ impl Source {
                 .map_err(|e| self.payload_error(&url, format!("domain: {e}")))?
         };
         let handle = mapping::handle(&acct, &domain).map_err(|e| {
-            self.payload_error(&url, format!("the brand account `{acct}` has no usable handle: {e}"))
+            self.payload_error(
+                &url,
+                format!("the brand account `{acct}` has no usable handle: {e}"),
+            )
         })?;
         tracing::info!(connector = %self.instance, brand = %handle, brand_id = %id, domain = %domain,
             "mastodon brand account");
@@ -213,7 +216,10 @@ impl Source {
 
     /// The newest notification with an id at most `at_most` (or the newest of
     /// all): its id and time.
-    async fn probe(&self, at_most: Option<u64>) -> Result<Option<(String, DateTime<Utc>)>, SourceError> {
+    async fn probe(
+        &self,
+        at_most: Option<u64>,
+    ) -> Result<Option<(String, DateTime<Utc>)>, SourceError> {
         let mut q = vec![("limit".to_string(), "1".to_string())];
         if let Some(m) = at_most {
             q.push(("max_id".to_string(), m.saturating_add(1).to_string()));
@@ -303,12 +309,12 @@ impl Source {
             ])
             .await?;
         // Mastodon answers newest first; events go out oldest first
-        items.sort_by(|a, b| {
-            match (mapping::notification_id(a), mapping::notification_id(b)) {
+        items.sort_by(
+            |a, b| match (mapping::notification_id(a), mapping::notification_id(b)) {
                 (Some(x), Some(y)) => id_cmp(&x, &y),
                 (x, y) => x.is_some().cmp(&y.is_some()),
-            }
-        });
+            },
+        );
         let ctx = mapping::Context {
             domain: &brand.domain,
             source: &brand.source,
@@ -412,12 +418,11 @@ impl crate::runtime::Source for Source {
 
     async fn fetch(&mut self, stream: &str, cursor: &Value) -> Result<Page, SourceError> {
         let restart = self.initial_cursor(stream, None);
-        let cur: Cursor = serde_json::from_value(cursor.clone()).map_err(|e| {
-            SourceError::CursorInvalid {
+        let cur: Cursor =
+            serde_json::from_value(cursor.clone()).map_err(|e| SourceError::CursorInvalid {
                 message: format!("stored cursor {cursor} is not a Mastodon cursor: {e}"),
                 restart_from: restart.clone(),
-            }
-        })?;
+            })?;
         if cur.min_id.as_deref().is_some_and(|m| m.trim().is_empty()) {
             return Err(SourceError::CursorInvalid {
                 message: "stored cursor has an empty min_id".into(),

@@ -13,7 +13,7 @@ use super::mapping::{self, html_links, html_to_text, Context, Mapped};
 use super::*;
 use crate::runtime::config::{RuntimeSettings, Secret};
 use crate::runtime::Source as _;
-use crate::testkit::{Fault, FakeServer};
+use crate::testkit::{FakeServer, Fault};
 
 fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s)
@@ -390,7 +390,10 @@ fn malformed_notifications_are_rejected_with_id_and_reason_and_the_rest_mapped()
     unknown["type"] = json!("admin.sign_up");
     let mut status_no_id = doc_mention();
     status_no_id["id"] = json!("7");
-    status_no_id["status"].as_object_mut().expect("obj").remove("id");
+    status_no_id["status"]
+        .as_object_mut()
+        .expect("obj")
+        .remove("id");
     let items = vec![
         doc_mention(),
         no_time,
@@ -412,7 +415,10 @@ fn malformed_notifications_are_rejected_with_id_and_reason_and_the_rest_mapped()
             "mastodon:mastodon.social:notification:34975535"
         ]
     );
-    assert_eq!(page.skipped, 1, "a type not asked for is skipped, not rejected");
+    assert_eq!(
+        page.skipped, 1,
+        "a type not asked for is skipped, not rejected"
+    );
     let got: Vec<(String, String)> = page
         .rejected
         .iter()
@@ -471,7 +477,10 @@ fn generated_data_maps_to_valid_events_with_twins_sharing_a_claimed_link() {
         assert!(serde_json::to_vec(e).expect("json").len() < 8 * 1024);
     }
     for ty in ["like", "reshare", "mention", "reply", "follow", "post"] {
-        assert!(by_type.get(ty).copied().unwrap_or(0) > 10, "{ty}: {by_type:?}");
+        assert!(
+            by_type.get(ty).copied().unwrap_or(0) > 10,
+            "{ty}: {by_type:?}"
+        );
     }
     // twins: different handles, one claimed website
     let mut by_site = std::collections::BTreeMap::<String, BTreeSet<String>>::new();
@@ -558,7 +567,11 @@ async fn walks_every_page_forward_with_the_cursor_after_each_page() {
         got.extend(ids_of(&page));
         cursor = page.cursor;
     }
-    assert_eq!(got, expected_ids(&data, 0), "every notification, oldest first by page, once");
+    assert_eq!(
+        got,
+        expected_ids(&data, 0),
+        "every notification, oldest first by page, once"
+    );
     assert_eq!(got.len(), 95);
     // nothing more: an empty page, caught up, cursor unchanged
     let page = src.fetch(STREAM, &cursor).await.expect("empty");
@@ -573,7 +586,11 @@ async fn walks_every_page_forward_with_the_cursor_after_each_page() {
         .filter(|s| s.uri.starts_with("/api/v1/notifications"))
         .collect();
     assert_eq!(notif.len(), 6);
-    assert!(notif[0].uri.contains("min_id=0&limit=20"), "{}", notif[0].uri);
+    assert!(
+        notif[0].uri.contains("min_id=0&limit=20"),
+        "{}",
+        notif[0].uri
+    );
     for ty in ["mention", "reblog", "favourite", "follow", "status"] {
         assert!(
             notif[0].uri.contains(&format!("types%5B%5D={ty}")),
@@ -660,7 +677,10 @@ async fn since_finds_the_start_by_bisection_and_skips_older_notifications() {
         }
     }
     assert_eq!(got, expected_ids(&data, 120));
-    assert!(cursor.get("since").is_none(), "dropped once caught up: {cursor}");
+    assert!(
+        cursor.get("since").is_none(),
+        "dropped once caught up: {cursor}"
+    );
 
     // a date after everything: nothing to backfill, the cursor is the newest id
     let later = t("2030-01-01T00:00:00Z");
@@ -775,7 +795,11 @@ async fn malformed_objects_are_skipped_with_a_rejection_and_the_cursor_moves_pas
     data.insert_raw(ids[3] + 1, "favourite", &bad);
     let top = ids[9] + 5;
     // the newest object has no id at all: only the Link header says where it is
-    data.insert_raw(top, "follow", &json!({"type": "follow", "created_at": "2024-03-02T00:00:00Z"}));
+    data.insert_raw(
+        top,
+        "follow",
+        &json!({"type": "follow", "created_at": "2024-03-02T00:00:00Z"}),
+    );
     let server = FakeServer::start(fake::router(data.clone())).await;
     let mut src = source_with(&server.base_url, |_| {});
     let page = src
@@ -814,12 +838,20 @@ async fn types_are_asked_for_and_domain_falls_back_to_the_v1_instance() {
     assert!(!want.events.is_empty());
     assert_eq!(
         ids_of(&page),
-        want.events.iter().map(|e| e.event_id.clone()).collect::<Vec<_>>()
+        want.events
+            .iter()
+            .map(|e| e.event_id.clone())
+            .collect::<Vec<_>>()
     );
     assert!(page.events.iter().all(|e| e.event_type == "follow"
         && e.source == "mastodon:social.example"
         && e.target == vec![mastodon("@brand@social.example")]));
-    let uris: Vec<String> = server.controls.seen().iter().map(|s| s.uri.clone()).collect();
+    let uris: Vec<String> = server
+        .controls
+        .seen()
+        .iter()
+        .map(|s| s.uri.clone())
+        .collect();
     assert!(uris.iter().any(|u| u == "/api/v1/instance"), "{uris:?}");
 }
 
@@ -832,7 +864,9 @@ async fn a_configured_domain_saves_the_instance_call() {
         .await
         .expect("page");
     assert_eq!(page.events.len(), 3);
-    assert!(page.events[0].event_id.starts_with("mastodon:social.example:notification:"));
+    assert!(page.events[0]
+        .event_id
+        .starts_with("mastodon:social.example:notification:"));
     assert!(!server
         .controls
         .seen()
@@ -883,7 +917,10 @@ fn config_defaults_and_validation() {
     assert_eq!(c.types, types());
     assert_eq!(c.domain, "");
     assert_eq!(c.max_text_chars, 2000);
-    assert!(!format!("{ok:?}").contains("s3cr3t-token"), "secret in Debug");
+    assert!(
+        !format!("{ok:?}").contains("s3cr3t-token"),
+        "secret in Debug"
+    );
 
     let base = "instance_url = \"https://mastodon.social\"\naccess_token = \"x\"\n";
     let cases = [
