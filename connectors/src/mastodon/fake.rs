@@ -83,6 +83,8 @@ pub struct FakeData {
     /// high so that benchmarks are not throttled.
     pub rate_limit: u32,
     pub rate_window: Duration,
+    /// Largest `limit` honoured: 80 since Mastodon 4.1, 30 before.
+    pub max_limit: usize,
     /// Sorted by id.
     items: Vec<Item>,
 }
@@ -96,6 +98,7 @@ impl FakeData {
             brand: brand_account(),
             rate_limit: 1_000_000,
             rate_window: Duration::from_secs(300),
+            max_limit: 80,
             items: Vec::new(),
         }
     }
@@ -795,7 +798,10 @@ async fn notifications(State(state): State<Arc<FakeState>>, req: Request) -> Res
                 None => return bad_request("since_id must be an id", &hs),
             },
             "limit" => {
-                limit = v.parse::<usize>().unwrap_or(40).clamp(1, 80);
+                limit = v
+                    .parse::<usize>()
+                    .unwrap_or(40)
+                    .clamp(1, state.data.max_limit.max(1));
             }
             "types[]" => {
                 types.insert(v.into_owned());

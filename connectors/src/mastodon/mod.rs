@@ -5,8 +5,8 @@
 //! With `min_id`, Mastodon answers the `limit` notifications immediately newer
 //! than the cursor (newest first in the array); the cursor becomes the highest id
 //! of the page (the `min_id` of the `Link: rel="prev"` URL), so the walk moves
-//! forward without gaps until a page is shorter than `limit`. The first run starts
-//! at `min_id=0`: everything the server still has.
+//! forward without gaps until a page comes back empty. The first run starts at
+//! `min_id=0`: everything the server still has.
 //!
 //! `--since DATE`: notification ids are *not* Mastodon snowflake ids (statuses'
 //! are; notifications use a plain database sequence), so a date cannot be turned
@@ -354,7 +354,9 @@ impl Source {
                 )
                 .into());
         }
-        let caught_up = items.len() < limit as usize;
+        // only an empty page proves the end: servers before 4.1 cap `limit` at 30,
+        // others at other sizes, so a short page may just be the server's maximum
+        let caught_up = items.is_empty();
         let position = mapped.events.iter().map(|e| e.occurred_at).max();
         Ok(Page {
             events: mapped.events,
