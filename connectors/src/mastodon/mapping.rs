@@ -1,0 +1,593 @@
+//! Mastodon notification → canonical event. Pure functions: no I/O.
+//!
+//! | Mastodon | canonical |
+//! |---|---|
+//! | notification `id` | `event_id` = `mastodon:<domain>:notification:<id>` |
+//! | `type` `mention` | `mention`, or `reply` when `status.in_reply_to_account_id` is the brand account |
+//! | `type` `reblog` / `favourite` / `follow` / `status` | `reshare` / `like` / `follow` / `post` |
+//! | `created_at` | `occurred_at` |
+//! | `account.acct` (+ the server's domain for local accounts) | identifier `mastodon:@user@domain` |
+//! | `account.display_name`, counts, `bot`, `url`, `avatar`, `note`, `fields` | traits |
+//! | brand account (reblog, favourite, follow); `status.mentions[].acct` (mention, reply, post) | `target` |
+//! | `status.*` (id, url, text, language, visibility, counts, tags, ...) | `properties` |
+//!
+//! A URL in a bio or profile field is only a *claimed* link: it is kept as the
+//! `links` trait (and `verified_links` when Mastodon verified the `rel="me"`
+//! back-link), never as an identifier.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use socialcrm_schemas::{
+    CanonicalEvent, Channel, IdType, Identifier, JsonObject, Normalizer, SCHEMA_VERSION,
+};
+
+use crate::runtime::Rejected;
+
+/// Longest bio kept in the `bio` trait (characters).
+pub const MAX_BIO_CHARS: usize = 500;
+/// Most links kept per profile.
+pub const MAX_LINKS: usize = 20;
+/// Most hashtags kept per status.
+pub const MAX_TAGS: usize = 30;
+/// Canonical events carry at most 64 targets.
+pub const MAX_TARGETS: usize = 64;
+
+/// What the mapping needs to know about the brand account and the server.
+#[derive(Debug, Clone)]
+pub struct Context<'a> {
+    /// The server's domain (`mastodon.social`): local handles, event ids, source.
+    pub domain: &'a str,
+    /// `mastodon:<domain>`.
+    pub source: &'a str,
+    /// The brand account's id on its server.
+    pub brand_id: &'a str,
+    /// The brand's handle, `@brand@mastodon.social`.
+    pub brand_handle: &'a str,
+    /// Notification types asked for; others are skipped.
+    pub types: &'a [String],
+    pub received_at: DateTime<Utc>,
+    /// Longest `properties.text`.
+    pub max_text_chars: usize,
+}
+
+/// The outcome for one notification that is not malformed.
+#[derive(Debug)]
+pub enum Mapped {
+    Event(Box<CanonicalEvent>),
+    /// A well-formed notification of a type that was not asked for (servers older
+    /// than 3.5 ignore `types[]`), with its type.
+    Skipped(String),
+}
+
+/// A page of notifications, mapped.
+#[derive(Debug, Default)]
+pub struct MappedPage {
+    pub events: Vec<CanonicalEvent>,
+    pub rejected: Vec<Rejected>,
+    pub skipped: usize,
+}
+
+/// `mastodon:<domain>:notification:<id>`.
+pub fn event_id(domain: &str, notification_id: &str) -> String {
+    format!("mastodon:{domain}:notification:{notification_id}")
+}
+
+/// `mastodon:<domain>`.
+pub fn source_name(domain: &str) -> String {
+    format!("mastodon:{domain}")
+}
+
+/// `@user@domain` from an `acct` (`user` for local accounts, `user@domain` for
+/// remote ones), normalised; an error when it is not a valid handle.
+pub fn handle(acct: &str, local_domain: &str) -> Result<String, String> {
+    let a = acct.trim().trim_start_matches('@');
+    let full = if a.contains('@') {
+        format!("@{a}")
+    } else {
+        format!("@{a}@{local_domain}")
+    };
+    Normalizer::default()
+        .normalize_value(IdType::Mastodon, &full)
+        .map_err(|e| e.to_string())
+}
+
+/// Maps every notification of a page; malformed ones become [`Rejected`].
+pub fn map_notifications(items: &[Value], ctx: &Context<'_>) -> MappedPage {
+    let mut page = MappedPage {
+        events: Vec::with_capacity(items.len()),
+        ..MappedPage::default()
+    };
+    for item in items {
+        match map_notification(item, ctx) {
+            Ok(Mapped::Event(ev)) => page.events.push(*ev),
+            Ok(Mapped::Skipped(_)) => page.skipped += 1,
+            Err(r) => page.rejected.push(r),
+        }
+    }
+    page
+}
+
+/// The notification's id as text (Mastodon sends a string; a number is accepted).
+pub fn notification_id(n: &Value) -> Option<String> {
+    id_of(n.get("id"))
+}
+
+fn id_of(v: Option<&Value>) -> Option<String> {
+    match v {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Some(Value::Number(n)) if n.is_u64() => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn str_of<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    m.get(key).and_then(Value::as_str)
+}
+
+fn time_of(m: &Map<String, Value>, key: &str) -> Result<DateTime<Utc>, String> {
+    let s = str_of(m, key).ok_or_else(|| format!("`{key}` is missing or not a string"))?;
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| format!("`{key}` `{s}` is not an ISO 8601 date-time ({e})"))
+}
+
+/// Maps one notification.
+pub fn map_notification(n: &Value, ctx: &Context<'_>) -> Result<Mapped, Rejected> {
+    let id = notification_id(n);
+    let reject =
+        |reason: String| Rejected::json(id.clone().unwrap_or_else(|| "?".into()), reason, n);
+    let Some(m) = n.as_object() else {
+        return Err(reject("notification is not a JSON object".into()));
+    };
+    let Some(nid) = id.clone() else {
+        return Err(reject("`id` is missing or not a string".into()));
+    };
+    let kind =
+        str_of(m, "type").ok_or_else(|| reject("`type` is missing or not a string".into()))?;
+    if !ctx.types.iter().any(|t| t == kind) {
+        return Ok(Mapped::Skipped(kind.to_string()));
+    }
+    let occurred_at = time_of(m, "created_at").map_err(&reject)?;
+    let account = match m.get("account") {
+        Some(Value::Object(a)) => a,
+        _ => return Err(reject("`account` is missing or not an object".into())),
+    };
+    let acct = str_of(account, "acct")
+        .ok_or_else(|| reject("`account.acct` is missing or not a string".into()))?;
+    let actor = handle(acct, ctx.domain).map_err(|e| {
+        reject(format!(
+            "`account.acct` `{acct}` is not a usable handle: {e}"
+        ))
+    })?;
+    let status = match m.get("status") {
+        Some(Value::Object(s)) => Some(s),
+        None | Some(Value::Null) => None,
+        Some(_) => return Err(reject("`status` is not an object".into())),
+    };
+    let needs_status = kind != "follow";
+    let status = match (needs_status, status) {
+        (true, None) => {
+            return Err(reject(format!(
+                "`status` is required in a `{kind}` notification"
+            )))
+        }
+        (_, s) => s,
+    };
+    if let Some(s) = status {
+        if id_of(s.get("id")).is_none() {
+            return Err(reject("`status.id` is missing or not a string".into()));
+        }
+    }
+
+    let brand = Identifier::new(IdType::Mastodon, ctx.brand_handle);
+    let mentions: Vec<String> = status
+        .map(|s| mention_handles(s, ctx.domain))
+        .unwrap_or_default();
+    let is_reply_to_brand = status
+        .and_then(|s| id_of(s.get("in_reply_to_account_id")))
+        .is_some_and(|a| a == ctx.brand_id);
+    let (event_type, mut target): (&str, Vec<Identifier>) = match kind {
+        "mention" => {
+            let t = if is_reply_to_brand {
+                "reply"
+            } else {
+                "mention"
+            };
+            let mut target: Vec<Identifier> = mentions
+                .iter()
+                .map(|h| Identifier::new(IdType::Mastodon, h.clone()))
+                .collect();
+            // the notification exists because the brand was mentioned (or replied to)
+            if !target.contains(&brand) {
+                target.insert(0, brand.clone());
+            }
+            (t, target)
+        }
+        "status" => (
+            "post",
+            mentions
+                .iter()
+                .map(|h| Identifier::new(IdType::Mastodon, h.clone()))
+                .collect(),
+        ),
+        "reblog" => ("reshare", vec![brand.clone()]),
+        "favourite" => ("like", vec![brand.clone()]),
+        "follow" => ("follow", vec![brand.clone()]),
+        other => return Ok(Mapped::Skipped(other.to_string())),
+    };
+    // the actor interacting with themselves is no edge of the graph
+    target.retain(|t| t.value != actor);
+    target.truncate(MAX_TARGETS);
+
+    let mut properties = Map::new();
+    properties.insert("notification_id".into(), Value::String(nid.clone()));
+    properties.insert("notification_type".into(), Value::String(kind.to_string()));
+    if let Some(aid) = id_of(account.get("id")) {
+        properties.insert("account_id".into(), Value::String(aid));
+    }
+    if let Some(s) = status {
+        status_properties(s, &mentions, ctx, &mut properties);
+    }
+
+    let ev = CanonicalEvent {
+        schema_version: SCHEMA_VERSION,
+        event_id: event_id(ctx.domain, &nid),
+        source: ctx.source.to_string(),
+        channel: Channel::Social,
+        event_type: event_type.to_string(),
+        name: None,
+        occurred_at,
+        received_at: ctx.received_at,
+        identifiers: vec![Identifier::new(IdType::Mastodon, actor.clone())],
+        target,
+        traits: account_traits(account, &actor),
+        properties: JsonObject::from_map(&properties),
+        revenue: None,
+        context: JsonObject::empty(),
+    };
+    Ok(Mapped::Event(Box::new(ev)))
+}
+
+/// Handles of `status.mentions[].acct` that are valid, in order, without repeats.
+fn mention_handles(s: &Map<String, Value>, domain: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    if let Some(Value::Array(ms)) = s.get("mentions") {
+        for m in ms {
+            if let Some(acct) = m.get("acct").and_then(Value::as_str) {
+                if let Ok(h) = handle(acct, domain) {
+                    if !out.contains(&h) {
+                        out.push(h);
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn status_properties(
+    s: &Map<String, Value>,
+    mentions: &[String],
+    ctx: &Context<'_>,
+    p: &mut Map<String, Value>,
+) {
+    if let Some(id) = id_of(s.get("id")) {
+        p.insert("status_id".into(), Value::String(id));
+    }
+    if let Some(url) = str_of(s, "url").or_else(|| str_of(s, "uri")) {
+        p.insert("status_url".into(), Value::String(url.to_string()));
+    }
+    if let Some(t) = str_of(s, "created_at") {
+        p.insert("status_created_at".into(), Value::String(t.to_string()));
+    }
+    if let Some(html) = str_of(s, "content") {
+        let (text, truncated) = html_to_text(html, ctx.max_text_chars);
+        if !text.is_empty() {
+            p.insert("text".into(), Value::String(text));
+        }
+        if truncated {
+            p.insert("text_truncated".into(), Value::Bool(true));
+        }
+    }
+    if let Some(sp) = str_of(s, "spoiler_text").filter(|x| !x.is_empty()) {
+        let (text, _) = html_to_text(sp, ctx.max_text_chars);
+        p.insert("spoiler_text".into(), Value::String(text));
+    }
+    for key in ["language", "visibility"] {
+        if let Some(v) = str_of(s, key) {
+            p.insert(key.into(), Value::String(v.to_string()));
+        }
+    }
+    if let Some(b) = s.get("sensitive").and_then(Value::as_bool) {
+        p.insert("sensitive".into(), Value::Bool(b));
+    }
+    for key in ["in_reply_to_id", "in_reply_to_account_id"] {
+        if let Some(v) = id_of(s.get(key)) {
+            p.insert(key.into(), Value::String(v));
+        }
+    }
+    for key in ["replies_count", "reblogs_count", "favourites_count"] {
+        if let Some(n) = s.get(key).and_then(Value::as_u64) {
+            p.insert(key.into(), Value::from(n));
+        }
+    }
+    if let Some(Value::Array(media)) = s.get("media_attachments") {
+        if !media.is_empty() {
+            p.insert("media_count".into(), Value::from(media.len()));
+        }
+    }
+    if let Some(Value::Array(tags)) = s.get("tags") {
+        let names: Vec<Value> = tags
+            .iter()
+            .filter_map(|t| t.get("name").and_then(Value::as_str))
+            .map(|n| Value::String(n.to_lowercase()))
+            .take(MAX_TAGS)
+            .collect();
+        if !names.is_empty() {
+            p.insert("tags".into(), Value::Array(names));
+        }
+    }
+    if !mentions.is_empty() {
+        p.insert(
+            "mentions".into(),
+            Value::Array(
+                mentions
+                    .iter()
+                    .take(MAX_TARGETS)
+                    .map(|h| Value::String(h.clone()))
+                    .collect(),
+            ),
+        );
+    }
+}
+
+/// Profile facts of the acting account.
+fn account_traits(a: &Map<String, Value>, handle: &str) -> Map<String, Value> {
+    let mut t = Map::new();
+    if let Some(name) = str_of(a, "display_name")
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        t.insert("name".into(), Value::String(name.to_string()));
+    }
+    t.insert("mastodon_handle".into(), Value::String(handle.to_string()));
+    if let Some(url) = str_of(a, "url") {
+        t.insert("mastodon_url".into(), Value::String(url.to_string()));
+    }
+    for key in ["followers_count", "following_count", "statuses_count"] {
+        if let Some(n) = a.get(key).and_then(Value::as_u64) {
+            t.insert(key.into(), Value::from(n));
+        }
+    }
+    if let Some(b) = a.get("bot").and_then(Value::as_bool) {
+        t.insert("bot".into(), Value::Bool(b));
+    }
+    if let Some(av) = str_of(a, "avatar").filter(|u| !u.ends_with("/missing.png")) {
+        t.insert("avatar_url".into(), Value::String(av.to_string()));
+    }
+    let note = str_of(a, "note").unwrap_or("");
+    let (bio, _) = html_to_text(note, MAX_BIO_CHARS);
+    if !bio.is_empty() {
+        t.insert("bio".into(), Value::String(bio));
+    }
+    let mut links: Vec<String> = Vec::new();
+    let mut verified: Vec<String> = Vec::new();
+    if let Some(Value::Array(fields)) = a.get("fields") {
+        for f in fields {
+            let Some(value) = f.get("value").and_then(Value::as_str) else {
+                continue;
+            };
+            let is_verified = f.get("verified_at").is_some_and(|v| v.is_string());
+            for l in field_links(value) {
+                if is_verified && !verified.contains(&l) {
+                    verified.push(l.clone());
+                }
+                if !links.contains(&l) {
+                    links.push(l);
+                }
+            }
+        }
+    }
+    for l in html_links(note) {
+        if !links.contains(&l) {
+            links.push(l);
+        }
+    }
+    links.truncate(MAX_LINKS);
+    verified.truncate(MAX_LINKS);
+    if !links.is_empty() {
+        t.insert(
+            "links".into(),
+            Value::Array(links.into_iter().map(Value::String).collect()),
+        );
+    }
+    if !verified.is_empty() {
+        t.insert(
+            "verified_links".into(),
+            Value::Array(verified.into_iter().map(Value::String).collect()),
+        );
+    }
+    t
+}
+
+/// Links of a profile field: its `<a href>`s, or the value itself when it is a
+/// bare URL (servers that send plain text).
+fn field_links(value: &str) -> Vec<String> {
+    let links = html_links(value);
+    if !links.is_empty() || value.contains('<') {
+        return links;
+    }
+    let (text, _) = html_to_text(value, 2048);
+    if is_web_url(&text) && !text.contains(char::is_whitespace) {
+        vec![text]
+    } else {
+        Vec::new()
+    }
+}
+
+fn is_web_url(s: &str) -> bool {
+    let l = s.to_ascii_lowercase();
+    (l.starts_with("https://") || l.starts_with("http://")) && s.len() > 8 && s.len() <= 2048
+}
+
+/// `href`s of the `<a>` tags of Mastodon's sanitised HTML that point to web
+/// pages, leaving out mentions and hashtags (links to profiles and tag pages).
+pub fn html_links(html: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find('<') {
+        let after = &rest[start + 1..];
+        let Some(end) = after.find('>') else { break };
+        let tag = &after[..end];
+        rest = &after[end + 1..];
+        let lower = tag.to_ascii_lowercase();
+        if !(lower.starts_with("a ") || lower.starts_with("a\n") || lower.starts_with("a\t")) {
+            continue;
+        }
+        let class = attr(tag, "class").unwrap_or_default();
+        if class
+            .split_whitespace()
+            .any(|c| c == "mention" || c == "hashtag")
+        {
+            continue;
+        }
+        if let Some(href) = attr(tag, "href") {
+            let href = decode_entities(&href);
+            if is_web_url(&href) && !out.contains(&href) {
+                out.push(href);
+            }
+        }
+    }
+    out
+}
+
+/// The value of `name="..."` (or `'...'`) inside a tag's text.
+fn attr(tag: &str, name: &str) -> Option<String> {
+    let bytes = tag.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = tag[i..].find(name) {
+        let at = i + pos;
+        i = at + name.len();
+        let before_ok = at == 0 || bytes[at - 1].is_ascii_whitespace();
+        let rest = tag[i..].trim_start();
+        if !before_ok || !rest.starts_with('=') {
+            continue;
+        }
+        let rest = rest[1..].trim_start();
+        let quote = rest.chars().next()?;
+        if quote == '"' || quote == '\'' {
+            let inner = &rest[1..];
+            let close = inner.find(quote)?;
+            return Some(inner[..close].to_string());
+        }
+        let endv = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        return Some(rest[..endv].to_string());
+    }
+    None
+}
+
+/// Mastodon's sanitised HTML (`<p>`, `<br>`, `<span>`, `<a>`) as plain text: tags
+/// removed, paragraphs and line breaks kept as newlines, entities decoded, at most
+/// `max_chars` characters. Returns the text and whether it was cut.
+pub fn html_to_text(html: &str, max_chars: usize) -> (String, bool) {
+    let mut out = String::with_capacity(
+        html.len()
+            .min(max_chars.saturating_mul(4).saturating_add(16)),
+    );
+    let mut rest = html;
+    while !rest.is_empty() {
+        let next = rest.find(['<', '&']).unwrap_or(rest.len());
+        out.push_str(&rest[..next]);
+        rest = &rest[next..];
+        if rest.starts_with('<') {
+            match rest.find('>') {
+                Some(end) => {
+                    let tag = rest[1..end].trim().to_ascii_lowercase();
+                    let name = tag
+                        .trim_start_matches('/')
+                        .split(|c: char| c.is_whitespace() || c == '/')
+                        .next()
+                        .unwrap_or("");
+                    match name {
+                        "br" => out.push('\n'),
+                        "p" if tag.starts_with('/') => out.push_str("\n\n"),
+                        _ => {}
+                    }
+                    rest = &rest[end + 1..];
+                }
+                None => {
+                    // a lone `<`: text
+                    out.push('<');
+                    rest = &rest[1..];
+                }
+            }
+        } else if rest.starts_with('&') {
+            let end = rest[1..]
+                .char_indices()
+                .take(12)
+                .find(|(_, c)| *c == ';')
+                .map(|(i, _)| i + 1);
+            match end.and_then(|e| entity(&rest[1..e]).map(|c| (e, c))) {
+                Some((e, c)) => {
+                    out.push(c);
+                    rest = &rest[e + 1..];
+                }
+                None => {
+                    out.push('&');
+                    rest = &rest[1..];
+                }
+            }
+        }
+    }
+    // tidy whitespace: trim lines' ends, at most one empty line in a row
+    let mut text = String::with_capacity(out.len());
+    let mut blank = 0;
+    for line in out.trim().lines() {
+        let line = line.trim_end();
+        if line.is_empty() {
+            blank += 1;
+            if blank > 1 {
+                continue;
+            }
+        } else {
+            blank = 0;
+        }
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(line);
+    }
+    match text.char_indices().nth(max_chars) {
+        Some((i, _)) => {
+            text.truncate(i);
+            (text, true)
+        }
+        None => (text, false),
+    }
+}
+
+fn decode_entities(s: &str) -> String {
+    if !s.contains('&') {
+        return s.to_string();
+    }
+    html_to_text(s, usize::MAX).0
+}
+
+fn entity(name: &str) -> Option<char> {
+    match name {
+        "amp" => Some('&'),
+        "lt" => Some('<'),
+        "gt" => Some('>'),
+        "quot" => Some('"'),
+        "apos" => Some('\''),
+        "nbsp" => Some(' '),
+        _ => {
+            let num = name.strip_prefix('#')?;
+            let code = match num.strip_prefix(['x', 'X']) {
+                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                None => num.parse::<u32>().ok()?,
+            };
+            char::from_u32(code).filter(|c| !c.is_control() || *c == '\n')
+        }
+    }
+}
