@@ -8,7 +8,7 @@
 //! | `data[].referenced_tweets[].type` | `type`: `replied_to` → `reply`, else `quoted` → `quote`, else `retweeted` → `reshare`, else `mention` |
 //! | brand id, `in_reply_to_user_id`, authors of the referenced tweets (`includes.tweets[].author_id`) | `target` (`x:<id>`, never the actor) |
 //! | `includes.users[]` of the author: `username`, `name`, `public_metrics.*` | `traits`: `x_username`, `name`, `followers_count`, `following_count`, `tweet_count`, `listed_count` |
-//! | `text`, `lang`, `conversation_id`, `in_reply_to_user_id`, `referenced_tweets`, `public_metrics`, `entities.hashtags/urls/mentions` | `properties` |
+//! | `text`, `lang`, `conversation_id`, `in_reply_to_user_id`, `referenced_tweets`, `public_metrics`, `entities.hashtags/cashtags/urls/mentions`, `edit_history_tweet_ids` (edited posts only) | `properties` |
 //!
 //! Posts written by the brand account itself are not events (the brand is not a
 //! customer); they are counted and skipped.
@@ -124,6 +124,9 @@ pub struct Tweet {
     pub lang: Option<String>,
     #[serde(default)]
     pub entities: Option<Entities>,
+    /// Sent by default: the ids of every version of an edited post, oldest first.
+    #[serde(default)]
+    pub edit_history_tweet_ids: Option<Vec<String>>,
 }
 
 /// `referenced_tweets[]`.
@@ -480,6 +483,12 @@ pub fn map_tweet(
     }
     if let Some(m) = &t.public_metrics {
         p.insert("public_metrics".into(), Value::Object(m.clone()));
+    }
+    // an edit is a new post with a new id: earlier versions are listed so that
+    // reports can count a post once (both versions are events)
+    if let Some(h) = t.edit_history_tweet_ids.as_ref().filter(|h| h.len() > 1) {
+        let list = h.iter().cloned().map(Value::String).collect();
+        p.insert("edit_history_tweet_ids".into(), Value::Array(list));
     }
     p.insert(
         "url".into(),

@@ -215,6 +215,7 @@ fn reply_to_someone_else_targets_them_and_never_the_actor() {
         {"id": "20", "author_id": "11", "created_at": "2026-01-01T00:00:00Z", "text": "@acme_brand @bob +1",
          "in_reply_to_user_id": "12", "referenced_tweets": [{"type": "replied_to", "id": "19"}, {"type": "quoted", "id": "18"}]},
         {"id": "21", "author_id": "11", "created_at": "2026-01-01T00:00:00Z", "text": "@acme_brand thread",
+         "edit_history_tweet_ids": ["17", "21"],
          "in_reply_to_user_id": "11", "referenced_tweets": [{"type": "replied_to", "id": "20"}]}
     ], "includes": {"tweets": [{"id": "19", "author_id": "12"}, {"id": "18", "author_id": "13"}, {"id": "20", "author_id": "11"}]},
        "meta": {"result_count": 2}});
@@ -225,6 +226,15 @@ fn reply_to_someone_else_targets_them_and_never_the_actor() {
     assert_eq!(page.events[0].target, vec![x(BRAND_ID), x("12"), x("13")]);
     // replying to oneself in a thread: only the brand
     assert_eq!(page.events[1].target, vec![x(BRAND_ID)]);
+    // an edited post lists its earlier versions; an unedited one does not
+    assert_eq!(
+        page.events[1].properties.to_map()["edit_history_tweet_ids"],
+        json!(["17", "21"])
+    );
+    assert!(!page.events[0]
+        .properties
+        .to_map()
+        .contains_key("edit_history_tweet_ids"));
 }
 
 #[test]
