@@ -148,29 +148,40 @@ impl std::fmt::Debug for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Value(String),
-            File { file: String },
+        // a visitor (not an untagged enum) so that serde's own "missing field `x`"
+        // error for an absent key reaches the user unchanged
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string (e.g. \"${TOKEN_VAR}\") or { file = \"/path/to/secret\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                if v.trim().is_empty() {
+                    return Err(E::custom("secret is empty"));
+                }
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Secret, A::Error> {
+                let mut file: Option<String> = None;
+                while let Some(k) = map.next_key::<String>()? {
+                    if k != "file" {
+                        return Err(serde::de::Error::unknown_field(&k, &["file"]));
+                    }
+                    file = Some(map.next_value()?);
+                }
+                let file = file.ok_or_else(|| serde::de::Error::missing_field("file"))?;
+                let s = std::fs::read_to_string(&file)
+                    .map_err(|e| serde::de::Error::custom(format!("cannot read secret file {file}: {e}")))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string();
+                if s.trim().is_empty() {
+                    return Err(serde::de::Error::custom(format!("secret file {file} is empty")));
+                }
+                Ok(Secret(s))
+            }
         }
-        let s = match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom(
-                "expected a string (e.g. \"${TOKEN_VAR}\") or { file = \"/path/to/secret\" }",
-            )
-        })? {
-            Raw::Value(v) => v,
-            Raw::File { file } => std::fs::read_to_string(&file)
-                .map_err(|e| {
-                    serde::de::Error::custom(format!("cannot read secret file {file}: {e}"))
-                })?
-                .trim_end_matches(['\n', '\r'])
-                .to_string(),
-        };
-        if s.trim().is_empty() {
-            return Err(serde::de::Error::custom("secret is empty"));
-        }
-        Ok(Secret(s))
+        d.deserialize_any(V)
     }
 }
 
@@ -236,5 +247,9 @@ mod tests {
         let e = toml::from_str::<C>("token = { file = \"/nonexistent/x\" }").expect_err("missing");
         assert!(e.to_string().contains("/nonexistent/x"), "{e}");
         assert!(toml::from_str::<C>("token = \"\"").is_err());
+        let e = toml::from_str::<C>("").expect_err("missing");
+        assert!(e.to_string().contains("missing field `token`"), "{e}");
+        let e = toml::from_str::<C>("token = 5").expect_err("number");
+        assert!(e.to_string().contains("${TOKEN_VAR}"), "{e}");
     }
 }
