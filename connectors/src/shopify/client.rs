@@ -339,23 +339,32 @@ pub struct Connection {
     pub nodes: Vec<Value>,
 }
 
-/// A whole answer: `data` as `T`, the errors, the cost.
+/// A whole answer: `data` kept as text until the errors were looked at (with
+/// errors, `data` may be `null` or hold nulls where the query expects objects).
 #[derive(Debug, Deserialize)]
-pub struct Answer<T> {
-    #[serde(default = "Option::default")]
-    pub data: Option<T>,
+pub struct Answer {
+    #[serde(default)]
+    pub data: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     pub errors: Option<Value>,
     #[serde(default)]
     extensions: Option<Extensions>,
 }
 
-impl<T> Answer<T> {
+impl Answer {
     pub fn errors(&self) -> Vec<GqlError> {
         self.errors.as_ref().map(parse_errors).unwrap_or_default()
     }
     pub fn cost(&self) -> Option<&Cost> {
         self.extensions.as_ref().and_then(|e| e.cost.as_ref())
+    }
+    /// `data` as `T`; `None` when it is absent or `null`.
+    pub fn data<T: serde::de::DeserializeOwned>(&self) -> Option<Result<T, serde_json::Error>> {
+        let raw = self.data.as_ref()?;
+        if raw.get().trim() == "null" {
+            return None;
+        }
+        Some(serde_json::from_str(raw.get()))
     }
 }
 

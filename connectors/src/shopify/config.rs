@@ -98,6 +98,18 @@ impl Config {
             && v[..4].iter().all(u8::is_ascii_digit)
             && v[4] == b'-'
             && matches!(&self.api_version[5..], "01" | "04" | "07" | "10");
+        let recent = version_ok
+            && (
+                self.api_version[..4].parse::<u32>().unwrap_or(0),
+                &self.api_version[5..],
+            ) >= (2025, "04");
+        if version_ok && !recent {
+            return Err(format!(
+                "{prefix}.api_version: `{}` is too old: the connector reads Customer.defaultEmailAddress and defaultPhoneNumber, added in 2025-04 (use `{}`)",
+                self.api_version,
+                default_api_version()
+            ));
+        }
         if !version_ok {
             return Err(format!(
                 "{prefix}.api_version: `{}` is not a stable Admin API version like `{}` (YYYY-01, -04, -07 or -10)",

@@ -75,8 +75,8 @@ struct Node {
     updated: DateTime<Utc>,
     num: u64,
     gid: String,
-    value: Value,
-    /// `value` serialised.
+    /// The node as served (parsed again when it must be cut or followed up: a
+    /// large generated store stays small in memory).
     json: Arc<str>,
     line_items: usize,
     refunds: usize,
@@ -108,11 +108,14 @@ impl Node {
             updated,
             num,
             gid,
-            value,
             json,
             line_items,
             refunds,
         }
+    }
+
+    fn value(&self) -> Value {
+        serde_json::from_str(&self.json).unwrap_or(Value::Null)
     }
 
     fn key(&self) -> (DateTime<Utc>, u64) {
@@ -208,16 +211,12 @@ impl FakeData {
 
     /// Every customer node, in sync order.
     pub fn customers(&self) -> Vec<Value> {
-        self.read()
-            .customers
-            .iter()
-            .map(|n| n.value.clone())
-            .collect()
+        self.read().customers.iter().map(Node::value).collect()
     }
 
     /// Every order node, complete, in sync order.
     pub fn orders(&self) -> Vec<Value> {
-        self.read().orders.iter().map(|n| n.value.clone()).collect()
+        self.read().orders.iter().map(Node::value).collect()
     }
 
     /// The event ids one clean sync of everything produces with `cfg`, computed by
@@ -788,16 +787,20 @@ fn answer(st: &ServerState, req: &Value) -> String {
         }
     };
     if !data.scopes.iter().any(|s| s == scope) {
-        return errors_only(
-            vec![json!({
+        // the denied field is null in `data`, next to the error
+        let denied = json!({
+            "data": {field: null},
+            "errors": [{
                 "message": format!("Access denied for {field} field. Required access: `{scope}` access scope."),
                 "locations": [{"line": 1, "column": 1}],
                 "path": [field],
                 "extensions": {"code": "ACCESS_DENIED", "documentation": "https://shopify.dev/api/usage/access-scopes",
                     "requiredAccess": format!("`{scope}` access scope.")},
-            })],
-            Some(cost_json(requested, Some(1), (2000.0, 1999.0, 100.0))),
-        );
+            }],
+        });
+        let cost = cost_json(requested, Some(1), (2000.0, 1999.0, 100.0));
+        let denied = denied.to_string();
+        return format!("{},\"extensions\":{cost}}}", &denied[..denied.len() - 1]);
     }
     let result = match op {
         client::OP_CUSTOMERS => connection(&data.customers, vars, "customers", |n| {
@@ -921,7 +924,7 @@ fn order_json(n: &Node, l: usize, r: usize) -> (String, u64) {
     if n.line_items <= l && n.refunds <= r {
         return (n.json.to_string(), cost(n.line_items, n.refunds));
     }
-    let mut v = n.value.clone();
+    let mut v = n.value();
     if n.line_items > l {
         if let Some(Value::Array(items)) = v.pointer_mut("/lineItems/nodes") {
             items.truncate(l);
@@ -955,9 +958,9 @@ fn order_line_items(data: &Inner, vars: &Map<String, Value>) -> Result<(String, 
             .ok_or_else(|| gql_error("Invalid cursor.", "BAD_REQUEST", json!({})))?,
         Some(_) => return Err(gql_error("Invalid cursor.", "BAD_REQUEST", json!({}))),
     };
+    let value = order.value();
     let empty = Vec::new();
-    let items = order
-        .value
+    let items = value
         .pointer("/lineItems/nodes")
         .and_then(Value::as_array)
         .unwrap_or(&empty);
@@ -980,7 +983,11 @@ fn order_refunds(data: &Inner, vars: &Map<String, Value>) -> Result<(String, u64
     let Some(order) = find_order(data, vars) else {
         return Ok((r#"{"order":null}"#.to_string(), 1));
     };
-    let refunds = order.value.get("refunds").cloned().unwrap_or(json!([]));
+    let refunds = order
+        .value()
+        .get_mut("refunds")
+        .map(Value::take)
+        .unwrap_or(json!([]));
     let actual = 1 + refunds.as_array().map_or(0, Vec::len) as u64 * 3;
     Ok((json!({"order": {"refunds": refunds}}).to_string(), actual))
 }

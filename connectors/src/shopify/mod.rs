@@ -221,7 +221,15 @@ impl Source {
                 self.cfg.shop
             ));
         }
-        self.payload(format!("{op}: GraphQL errors: {text}"))
+        let hint = if text.contains("doesn't exist on type") || text.contains("undefinedField") {
+            format!(
+                " (a field this connector reads is missing in API version {}: check connectors.{}.api_version)",
+                self.cfg.api_version, self.instance
+            )
+        } else {
+            String::new()
+        };
+        self.payload(format!("{op}: GraphQL errors: {text}{hint}"))
     }
 
     /// One GraphQL call: waits for the bucket, posts, reads the answer's data.
@@ -255,14 +263,18 @@ impl Source {
             ..Request::default()
         };
         let resp = self.client.call(&self.endpoint, &req).await?;
-        let answer: Answer<T> = resp.json(&self.instance)?;
+        let answer: Answer = resp.json(&self.instance)?;
         let errors = answer.errors();
         if !errors.is_empty() {
             return Err(self.query_error(stream, op, &errors));
         }
-        answer.data.ok_or_else(|| {
-            self.payload(format!("{op}: the answer has neither `data` nor `errors`"))
-        })
+        match answer.data::<T>() {
+            Some(Ok(data)) => Ok(data),
+            Some(Err(e)) => {
+                Err(self.payload(format!("{op}: `data` is not what the query selects: {e}")))
+            }
+            None => Err(self.payload(format!("{op}: the answer has neither `data` nor `errors`"))),
+        }
     }
 
     fn parse_cursor(&self, stream: &str, cursor: &Value) -> Result<StreamCursor, SourceError> {

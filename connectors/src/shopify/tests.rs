@@ -949,6 +949,10 @@ fn config_errors_name_the_field() {
             "connectors.shop_eu.api_version",
         ),
         (
+            "shop = \"eu-store.myshopify.com\"\napi_version = \"2025-01\"\n",
+            "connectors.shop_eu.api_version: `2025-01` is too old",
+        ),
+        (
             "shop = \"eu-store.myshopify.com\"\napi_url = \"ftp://x\"\n",
             "connectors.shop_eu.api_url",
         ),
