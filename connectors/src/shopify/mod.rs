@@ -183,11 +183,24 @@ impl Source {
             .iter()
             .find(|e| e.code.as_deref() == Some("ACCESS_DENIED"))
         {
-            let scope = if stream == CUSTOMERS {
-                "read_customers"
-            } else {
-                "read_orders"
-            };
+            // the scope Shopify names (`read_customers` access scope.), else the
+            // stream's own
+            let named = denied
+                .required_access
+                .iter()
+                .chain(std::iter::once(&denied.message))
+                .find_map(|t| {
+                    t.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .find(|w| w.starts_with("read_") || w.starts_with("write_"))
+                        .map(str::to_string)
+                });
+            let scope = named.unwrap_or_else(|| {
+                if stream == CUSTOMERS {
+                    "read_customers".to_string()
+                } else {
+                    "read_orders".to_string()
+                }
+            });
             let required = denied
                 .required_access
                 .as_deref()

@@ -842,6 +842,14 @@ async fn a_missing_scope_names_it() {
     assert!(msg.contains("`read_orders`"), "{msg}");
     assert!(msg.contains("connectors.shop_eu.access_token"), "{msg}");
     assert!(msg.contains("Access denied for orders field"), "{msg}");
+
+    data.set_scopes(&["read_orders"]);
+    let err = src
+        .fetch(CUSTOMERS, &Value::Null)
+        .await
+        .expect_err("denied");
+    let msg = err.to_string();
+    assert!(msg.contains("lacks the `read_customers` scope"), "{msg}");
 }
 
 #[tokio::test]
