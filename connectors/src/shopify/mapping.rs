@@ -1,0 +1,704 @@
+//! Shopify GraphQL objects → canonical events. Pure functions: no I/O.
+//!
+//! | Shopify | canonical |
+//! |---|---|
+//! | `Customer` (each `updatedAt` version) | `identify`, channel `shop`, `event_id` `shopify:<shop>:customer:<id>:<updatedAt>` |
+//! | `Customer.id` (`gid://shopify/Customer/123`) | identifier `shopify:<shop>/123` |
+//! | `defaultEmailAddress.emailAddress`, `defaultPhoneNumber.phoneNumber` | `email`, `phone` identifiers and traits |
+//! | `Order` | `order`, `event_id` `shopify:<shop>:order:<id>`, `revenue` = `totalPriceSet.shopMoney` |
+//! | `Order.customer.id`, `Order.email`, `Order.phone` | identifiers of the order and its refunds |
+//! | `Order.lineItems` | `properties.line_items` (product id, title, category = `productType`, quantity, unit price, sku) |
+//! | `Order.customerJourneySummary` | `properties.landing_page`, `referrer`, `first_visit`, `last_visit`; `context.campaign` (UTM), `context.page` |
+//! | `Order.refunds[]` | one `refund` each, `event_id` `shopify:<shop>:refund:<id>`, `revenue` = refunded amount (positive) |
+//!
+//! Orders nobody can be identified by (no customer, no usable email or phone: a
+//! POS sale to a walk-in customer) and test orders are skipped with a reason
+//! ([`SkipReason`]), not rejected: they are valid Shopify objects without a person.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+use socialcrm_schemas::{
+    CanonicalEvent, Channel, IdType, Identifier, JsonObject, Normalizer, Revenue, SCHEMA_VERSION,
+};
+
+use crate::runtime::Rejected;
+
+/// Line items kept in one order event (events must stay under 64 KB); the count of
+/// all is in `properties.line_item_count`.
+pub const MAX_LINE_ITEMS_IN_EVENT: usize = 150;
+
+/// What every mapping needs besides the object.
+pub struct MapCtx<'a> {
+    /// `eu-store.myshopify.com`.
+    pub shop: &'a str,
+    /// `shopify:eu-store.myshopify.com`.
+    pub source: &'a str,
+    pub received_at: DateTime<Utc>,
+    pub include_test_orders: bool,
+    pub normalizer: &'a Normalizer,
+}
+
+/// Why an order produced no events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// No customer, and no usable email or phone on the order.
+    NoIdentifier,
+    /// `test: true` and `include_test_orders` is off.
+    TestOrder,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::NoIdentifier => "no_identifier",
+            SkipReason::TestOrder => "test_order",
+        }
+    }
+}
+
+/// The events of one order: the order itself and its refunds.
+#[derive(Debug, Default)]
+pub struct OrderOutcome {
+    pub events: Vec<CanonicalEvent>,
+    pub rejected: Vec<Rejected>,
+    pub skipped: Option<SkipReason>,
+}
+
+type Obj = Map<String, Value>;
+
+fn opt<'a>(o: &'a Obj, key: &str) -> Option<&'a Value> {
+    o.get(key).filter(|v| !v.is_null())
+}
+
+fn opt_str<'a>(o: &'a Obj, key: &str) -> Result<Option<&'a str>, String> {
+    match opt(o, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(format!("`{key}` must be a string")),
+    }
+}
+
+fn opt_obj<'a>(o: &'a Obj, key: &str) -> Result<Option<&'a Obj>, String> {
+    match opt(o, key) {
+        None => Ok(None),
+        Some(Value::Object(m)) => Ok(Some(m)),
+        Some(_) => Err(format!("`{key}` must be an object")),
+    }
+}
+
+fn opt_bool(o: &Obj, key: &str) -> Result<Option<bool>, String> {
+    match opt(o, key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(format!("`{key}` must be a boolean")),
+    }
+}
+
+/// `DateTime` scalars are ISO 8601 / RFC 3339 (`2026-04-15T19:26:33Z`).
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+fn opt_time(o: &Obj, key: &str) -> Result<Option<DateTime<Utc>>, String> {
+    match opt_str(o, key)? {
+        None => Ok(None),
+        Some(s) => parse_time(s)
+            .map(Some)
+            .ok_or_else(|| format!("`{key}` is not an ISO 8601 date-time: `{s}`")),
+    }
+}
+
+/// The time as it goes into event ids: whole seconds, UTC, `Z`.
+fn time_key(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// `gid://shopify/<kind>/<numeric id>` → the numeric id.
+pub fn gid_number(gid: &str, kind: &str) -> Option<String> {
+    let rest = gid.strip_prefix("gid://shopify/")?.strip_prefix(kind)?;
+    let id = rest.strip_prefix('/')?;
+    let id = id.split('?').next().unwrap_or(id);
+    (!id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| id.to_string())
+}
+
+/// `updatedAt` of a node, when it is there and valid (the sync's watermark).
+pub fn node_updated_at(node: &Value) -> Option<DateTime<Utc>> {
+    node.get("updatedAt")
+        .and_then(Value::as_str)
+        .and_then(parse_time)
+}
+
+/// A `MoneyV2` (`{amount: "12.30", currencyCode: "EUR"}`).
+fn money(v: &Value, what: &str) -> Result<(f64, String), String> {
+    let o = v
+        .as_object()
+        .ok_or_else(|| format!("`{what}` must be an object"))?;
+    let amount = match opt(o, "amount") {
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(Value::Number(n)) => n.as_f64(),
+        _ => None,
+    }
+    .filter(|a| a.is_finite())
+    .ok_or_else(|| format!("`{what}.amount` is not a decimal amount"))?;
+    let currency = opt_str(o, "currencyCode")
+        .map_err(|e| format!("`{what}`: {e}"))?
+        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()))
+        .ok_or_else(|| format!("`{what}.currencyCode` is not an ISO 4217 code"))?;
+    Ok((amount, currency.to_string()))
+}
+
+/// The shop-currency amount of a `MoneyBag` field (`totalPriceSet.shopMoney`).
+fn shop_money(o: &Obj, key: &str) -> Result<Option<(f64, String)>, String> {
+    let Some(bag) = opt_obj(o, key)? else {
+        return Ok(None);
+    };
+    match opt(bag, "shopMoney") {
+        None => Ok(None),
+        Some(m) => money(m, &format!("{key}.shopMoney")).map(Some),
+    }
+}
+
+fn shop_amount(o: &Obj, key: &str) -> Result<Option<f64>, String> {
+    Ok(shop_money(o, key)?.map(|(a, _)| a))
+}
+
+/// Identifier lists: normalised when valid, raw when not (the pipeline records the
+/// rejection), no duplicates.
+struct Ids<'a> {
+    list: Vec<Identifier>,
+    usable: usize,
+    normalizer: &'a Normalizer,
+}
+
+impl<'a> Ids<'a> {
+    fn new(normalizer: &'a Normalizer) -> Self {
+        Ids {
+            list: Vec::new(),
+            usable: 0,
+            normalizer,
+        }
+    }
+
+    /// Adds `raw`; returns the normalised value when it is usable.
+    fn push(&mut self, t: IdType, raw: &str) -> Option<String> {
+        if raw.trim().is_empty() {
+            return None;
+        }
+        let normalized = self.normalizer.normalize_value(t, raw).ok();
+        let id = match &normalized {
+            Some(v) => Identifier::new(t, v.clone()),
+            None => Identifier::new(t, raw.chars().take(256).collect::<String>()),
+        };
+        if !self.list.contains(&id) {
+            if normalized.is_some() {
+                self.usable += 1;
+            }
+            self.list.push(id);
+        }
+        normalized
+    }
+}
+
+fn reject(node: &Value, id: Option<&str>, reason: String) -> Rejected {
+    Rejected::json(id.unwrap_or("?"), reason, node)
+}
+
+fn base_event(
+    ctx: &MapCtx<'_>,
+    event_id: String,
+    event_type: &str,
+    occurred_at: DateTime<Utc>,
+    identifiers: Vec<Identifier>,
+) -> CanonicalEvent {
+    CanonicalEvent {
+        schema_version: SCHEMA_VERSION,
+        event_id,
+        source: ctx.source.to_string(),
+        channel: Channel::Shop,
+        event_type: event_type.to_string(),
+        name: None,
+        occurred_at,
+        received_at: ctx.received_at,
+        identifiers,
+        target: Vec::new(),
+        traits: Map::new(),
+        properties: JsonObject::empty(),
+        revenue: None,
+        context: JsonObject::empty(),
+    }
+}
+
+fn put(m: &mut Obj, key: &str, v: Option<impl Into<Value>>) {
+    if let Some(v) = v {
+        m.insert(key.to_string(), v.into());
+    }
+}
+
+/// A customer version → `identify`.
+pub fn map_customer(node: &Value, ctx: &MapCtx<'_>) -> Result<CanonicalEvent, Rejected> {
+    let raw_id = node.get("id").and_then(Value::as_str);
+    let r = |reason: String| reject(node, raw_id, reason);
+    let o = node
+        .as_object()
+        .ok_or_else(|| r("customer is not a JSON object".into()))?;
+    let gid = raw_id.ok_or_else(|| r("customer has no `id`".into()))?;
+    let id = gid_number(gid, "Customer").ok_or_else(|| {
+        r(format!(
+            "`id` `{gid}` is not a gid://shopify/Customer/<number>"
+        ))
+    })?;
+    let updated_at = opt_time(o, "updatedAt")
+        .map_err(&r)?
+        .ok_or_else(|| r("customer has no `updatedAt`".into()))?;
+    let created_at = opt_time(o, "createdAt").map_err(&r)?;
+
+    let mut ids = Ids::new(ctx.normalizer);
+    ids.push(IdType::Shopify, &format!("{}/{id}", ctx.shop));
+    let mut traits = Map::new();
+    if let Some(e) = opt_obj(o, "defaultEmailAddress").map_err(&r)? {
+        if let Some(email) =
+            opt_str(e, "emailAddress").map_err(|e| r(format!("defaultEmailAddress: {e}")))?
+        {
+            let n = ids.push(IdType::Email, email);
+            traits.insert(
+                "email".into(),
+                Value::String(n.unwrap_or_else(|| email.to_string())),
+            );
+        }
+        put(
+            &mut traits,
+            "email_marketing_consent",
+            opt_str(e, "marketingState").map_err(&r)?,
+        );
+    }
+    if let Some(p) = opt_obj(o, "defaultPhoneNumber").map_err(&r)? {
+        if let Some(phone) =
+            opt_str(p, "phoneNumber").map_err(|e| r(format!("defaultPhoneNumber: {e}")))?
+        {
+            let n = ids.push(IdType::Phone, phone);
+            traits.insert(
+                "phone".into(),
+                Value::String(n.unwrap_or_else(|| phone.to_string())),
+            );
+        }
+        put(
+            &mut traits,
+            "sms_marketing_consent",
+            opt_str(p, "marketingState").map_err(&r)?,
+        );
+    }
+    let first = opt_str(o, "firstName").map_err(&r)?.map(str::trim);
+    let last = opt_str(o, "lastName").map_err(&r)?.map(str::trim);
+    put(&mut traits, "first_name", first.filter(|s| !s.is_empty()));
+    put(&mut traits, "last_name", last.filter(|s| !s.is_empty()));
+    let full: Vec<&str> = [first, last]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !full.is_empty() {
+        traits.insert("name".into(), Value::String(full.join(" ")));
+    }
+    match opt(o, "tags") {
+        None => {}
+        Some(Value::Array(tags)) if tags.iter().all(Value::is_string) => {
+            traits.insert("tags".into(), Value::Array(tags.clone()));
+        }
+        Some(_) => return Err(r("`tags` must be a list of strings".into())),
+    }
+    // UnsignedInt64 travels as a string
+    match opt(o, "numberOfOrders") {
+        None => {}
+        Some(Value::String(s)) => match s.parse::<u64>() {
+            Ok(n) => {
+                traits.insert("shopify_orders_count".into(), n.into());
+            }
+            Err(_) => return Err(r(format!("`numberOfOrders` `{s}` is not a count"))),
+        },
+        Some(Value::Number(n)) => {
+            traits.insert("shopify_orders_count".into(), Value::Number(n.clone()));
+        }
+        Some(_) => return Err(r("`numberOfOrders` must be a count".into())),
+    }
+    if let Some(spent) = opt(o, "amountSpent") {
+        let (amount, currency) = money(spent, "amountSpent").map_err(&r)?;
+        traits.insert("shopify_amount_spent".into(), amount.into());
+        traits.insert("shopify_currency".into(), currency.into());
+    }
+    put(
+        &mut traits,
+        "shopify_account_state",
+        opt_str(o, "state").map_err(&r)?,
+    );
+    put(
+        &mut traits,
+        "verified_email",
+        opt_bool(o, "verifiedEmail").map_err(&r)?,
+    );
+    put(&mut traits, "locale", opt_str(o, "locale").map_err(&r)?);
+    if let Some(a) = opt_obj(o, "defaultAddress").map_err(&r)? {
+        put(&mut traits, "city", opt_str(a, "city").map_err(&r)?);
+        put(
+            &mut traits,
+            "region",
+            opt_str(a, "provinceCode").map_err(&r)?,
+        );
+        put(
+            &mut traits,
+            "country",
+            opt_str(a, "countryCodeV2").map_err(&r)?,
+        );
+    }
+    put(
+        &mut traits,
+        "shopify_created_at",
+        created_at.as_ref().map(time_key),
+    );
+
+    let mut props = Map::new();
+    props.insert("customer_id".into(), Value::String(id.clone()));
+    let mut ev = base_event(
+        ctx,
+        format!("{}:customer:{id}:{}", ctx.source, time_key(&updated_at)),
+        "identify",
+        updated_at,
+        ids.list,
+    );
+    ev.traits = traits;
+    ev.properties = JsonObject::from_map(&props);
+    Ok(ev)
+}
+
+/// One `CustomerVisit` as event facts.
+fn visit(v: &Obj) -> Result<(Obj, Obj), String> {
+    let mut out = Map::new();
+    put(&mut out, "occurred_at", opt_str(v, "occurredAt")?);
+    put(&mut out, "landing_page", opt_str(v, "landingPage")?);
+    put(&mut out, "referrer", opt_str(v, "referrerUrl")?);
+    put(&mut out, "source", opt_str(v, "source")?);
+    let mut campaign = Map::new();
+    if let Some(u) = opt_obj(v, "utmParameters")? {
+        // Segment's context.campaign names utm_campaign `name`
+        for (from, to) in [
+            ("campaign", "name"),
+            ("source", "source"),
+            ("medium", "medium"),
+            ("content", "content"),
+            ("term", "term"),
+        ] {
+            put(&mut campaign, to, opt_str(u, from)?);
+        }
+        if !campaign.is_empty() {
+            out.insert("utm".into(), Value::Object(campaign.clone()));
+        }
+    }
+    Ok((out, campaign))
+}
+
+fn line_item(li: &Value) -> Result<Value, String> {
+    let o = li
+        .as_object()
+        .ok_or_else(|| "a line item is not an object".to_string())?;
+    let mut m = Map::new();
+    if let Some(id) = opt_str(o, "id")? {
+        put(&mut m, "line_item_id", gid_number(id, "LineItem"));
+    }
+    if let Some(p) = opt_obj(o, "product")? {
+        if let Some(pid) = opt_str(p, "id")? {
+            m.insert(
+                "product_id".into(),
+                Value::String(gid_number(pid, "Product").unwrap_or_else(|| pid.to_string())),
+            );
+        }
+        put(
+            &mut m,
+            "category",
+            opt_str(p, "productType")?.filter(|t| !t.trim().is_empty()),
+        );
+    }
+    put(&mut m, "title", opt_str(o, "title")?);
+    put(&mut m, "variant_title", opt_str(o, "variantTitle")?);
+    put(&mut m, "sku", opt_str(o, "sku")?.filter(|s| !s.is_empty()));
+    match opt(o, "quantity") {
+        None => {}
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+            m.insert("quantity".into(), Value::Number(n.clone()));
+        }
+        Some(_) => return Err("line item `quantity` must be an integer".into()),
+    }
+    put(
+        &mut m,
+        "unit_price",
+        shop_amount(o, "originalUnitPriceSet")?,
+    );
+    put(&mut m, "total", shop_amount(o, "discountedTotalSet")?);
+    Ok(Value::Object(m))
+}
+
+/// An order → `order` plus one `refund` per refund (or a skip reason).
+pub fn map_order(node: &Value, ctx: &MapCtx<'_>) -> OrderOutcome {
+    let mut out = OrderOutcome::default();
+    match map_order_inner(node, ctx, &mut out) {
+        Ok(()) => {}
+        Err(reason) => {
+            out.events.clear();
+            let raw_id = node.get("id").and_then(Value::as_str);
+            out.rejected.push(reject(node, raw_id, reason));
+        }
+    }
+    out
+}
+
+fn map_order_inner(node: &Value, ctx: &MapCtx<'_>, out: &mut OrderOutcome) -> Result<(), String> {
+    let o = node
+        .as_object()
+        .ok_or_else(|| "order is not a JSON object".to_string())?;
+    let gid = opt_str(o, "id")?.ok_or_else(|| "order has no `id`".to_string())?;
+    let id = gid_number(gid, "Order")
+        .ok_or_else(|| format!("`id` `{gid}` is not a gid://shopify/Order/<number>"))?;
+    let updated_at =
+        opt_time(o, "updatedAt")?.ok_or_else(|| "order has no `updatedAt`".to_string())?;
+    let created_at = opt_time(o, "createdAt")?;
+    let processed_at = opt_time(o, "processedAt")?;
+    let occurred_at = processed_at
+        .or(created_at)
+        .ok_or_else(|| "order has neither `processedAt` nor `createdAt`".to_string())?;
+    if opt_bool(o, "test")? == Some(true) && !ctx.include_test_orders {
+        out.skipped = Some(SkipReason::TestOrder);
+        return Ok(());
+    }
+
+    // who
+    let mut ids = Ids::new(ctx.normalizer);
+    let mut customer_id = None;
+    if let Some(c) = opt_obj(o, "customer")? {
+        if let Some(cgid) = opt_str(c, "id")? {
+            let cid = gid_number(cgid, "Customer")
+                .ok_or_else(|| format!("`customer.id` `{cgid}` is not a Customer gid"))?;
+            ids.push(IdType::Shopify, &format!("{}/{cid}", ctx.shop));
+            customer_id = Some(cid);
+        }
+    }
+    if let Some(email) = opt_str(o, "email")? {
+        ids.push(IdType::Email, email);
+    }
+    if let Some(phone) = opt_str(o, "phone")? {
+        ids.push(IdType::Phone, phone);
+    }
+    if ids.usable == 0 {
+        out.skipped = Some(SkipReason::NoIdentifier);
+        return Ok(());
+    }
+
+    // money
+    let total_bag =
+        opt_obj(o, "totalPriceSet")?.ok_or_else(|| "order has no `totalPriceSet`".to_string())?;
+    let (amount, currency) = money(
+        opt(total_bag, "shopMoney")
+            .ok_or_else(|| "order has no `totalPriceSet.shopMoney`".to_string())?,
+        "totalPriceSet.shopMoney",
+    )?;
+    let presentment = match opt(total_bag, "presentmentMoney") {
+        Some(m) => Some(money(m, "totalPriceSet.presentmentMoney")?),
+        None => None,
+    };
+
+    let name = opt_str(o, "name")?;
+    let mut p = Map::new();
+    p.insert("order_id".into(), Value::String(id.clone()));
+    put(&mut p, "order_name", name);
+    put(&mut p, "customer_id", customer_id.clone());
+    put(&mut p, "created_at", created_at.as_ref().map(time_key));
+    put(&mut p, "processed_at", processed_at.as_ref().map(time_key));
+    put(
+        &mut p,
+        "cancelled_at",
+        opt_time(o, "cancelledAt")?.as_ref().map(time_key),
+    );
+    put(
+        &mut p,
+        "financial_status",
+        opt_str(o, "displayFinancialStatus")?,
+    );
+    put(
+        &mut p,
+        "fulfillment_status",
+        opt_str(o, "displayFulfillmentStatus")?,
+    );
+    put(&mut p, "source_name", opt_str(o, "sourceName")?);
+    put(&mut p, "test", opt_bool(o, "test")?);
+    for key in ["tags", "discountCodes"] {
+        match opt(o, key) {
+            None => {}
+            Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+                let k = if key == "tags" {
+                    "tags"
+                } else {
+                    "discount_codes"
+                };
+                p.insert(k.into(), Value::Array(a.clone()));
+            }
+            Some(_) => return Err(format!("`{key}` must be a list of strings")),
+        }
+    }
+    p.insert("currency".into(), Value::String(currency.clone()));
+    p.insert("total".into(), amount.into());
+    for (key, name) in [
+        ("subtotalPriceSet", "subtotal"),
+        ("totalDiscountsSet", "discounts"),
+        ("totalTaxSet", "tax"),
+        ("totalShippingPriceSet", "shipping"),
+        ("totalRefundedSet", "refunded"),
+    ] {
+        put(&mut p, name, shop_amount(o, key)?);
+    }
+    if let Some((pa, pc)) = presentment {
+        if pc != currency {
+            p.insert("presentment_total".into(), pa.into());
+            p.insert("presentment_currency".into(), pc.into());
+        }
+    }
+
+    // line items
+    let mut items = Vec::new();
+    let mut count = 0usize;
+    let mut quantity = 0i64;
+    if let Some(li) = opt_obj(o, "lineItems")? {
+        match opt(li, "nodes") {
+            None => {}
+            Some(Value::Array(nodes)) => {
+                for n in nodes {
+                    let item = line_item(n)?;
+                    count += 1;
+                    quantity += item.get("quantity").and_then(Value::as_i64).unwrap_or(0);
+                    if items.len() < MAX_LINE_ITEMS_IN_EVENT {
+                        items.push(item);
+                    }
+                }
+            }
+            Some(_) => return Err("`lineItems.nodes` must be a list".into()),
+        }
+    }
+    p.insert("line_item_count".into(), count.into());
+    p.insert("quantity".into(), quantity.into());
+    if count > items.len() {
+        p.insert("line_items_truncated".into(), Value::Bool(true));
+    }
+    p.insert("line_items".into(), Value::Array(items));
+
+    // attribution
+    let mut context = Map::new();
+    if let Some(j) = opt_obj(o, "customerJourneySummary")? {
+        let first = opt_obj(j, "firstVisit")?.map(visit).transpose()?;
+        let last = opt_obj(j, "lastVisit")?.map(visit).transpose()?;
+        if let Some((f, _)) = &first {
+            put(&mut p, "landing_page", f.get("landing_page").cloned());
+            put(&mut p, "referrer", f.get("referrer").cloned());
+        }
+        // the session that led to the order (last touch) is the event's context,
+        // as Segment puts the current page's campaign in context.campaign
+        if let Some((v, campaign)) = last.as_ref().or(first.as_ref()) {
+            if !campaign.is_empty() {
+                context.insert("campaign".into(), Value::Object(campaign.clone()));
+            }
+            let mut page = Map::new();
+            put(&mut page, "url", v.get("landing_page").cloned());
+            put(&mut page, "referrer", v.get("referrer").cloned());
+            if !page.is_empty() {
+                context.insert("page".into(), Value::Object(page));
+            }
+        }
+        if let Some((f, _)) = first {
+            p.insert("first_visit".into(), Value::Object(f));
+        }
+        if let Some((l, _)) = last {
+            p.insert("last_visit".into(), Value::Object(l));
+        }
+    }
+
+    let identifiers = ids.list;
+    let mut order = base_event(
+        ctx,
+        format!("{}:order:{id}", ctx.source),
+        "order",
+        occurred_at,
+        identifiers.clone(),
+    );
+    order.revenue = Some(Revenue {
+        amount,
+        currency: currency.clone(),
+    });
+    order.properties = JsonObject::from_map(&p);
+    order.context = JsonObject::from_map(&context);
+    out.events.push(order);
+
+    // refunds: each is its own event; a malformed one is rejected alone
+    match opt(o, "refunds") {
+        None => {}
+        Some(Value::Array(refunds)) => {
+            for rf in refunds {
+                match map_refund(rf, ctx, &id, name, updated_at, &identifiers) {
+                    Ok(ev) => out.events.push(ev),
+                    Err(reason) => {
+                        let rid = rf.get("id").and_then(Value::as_str);
+                        out.rejected.push(reject(
+                            rf,
+                            rid,
+                            format!("refund of order {id}: {reason}"),
+                        ));
+                    }
+                }
+            }
+        }
+        Some(_) => return Err("`refunds` must be a list".into()),
+    }
+    Ok(())
+}
+
+fn map_refund(
+    rf: &Value,
+    ctx: &MapCtx<'_>,
+    order_id: &str,
+    order_name: Option<&str>,
+    order_updated_at: DateTime<Utc>,
+    identifiers: &[Identifier],
+) -> Result<CanonicalEvent, String> {
+    let o = rf
+        .as_object()
+        .ok_or_else(|| "refund is not a JSON object".to_string())?;
+    let gid = opt_str(o, "id")?.ok_or_else(|| "refund has no `id`".to_string())?;
+    let id = gid_number(gid, "Refund")
+        .ok_or_else(|| format!("`id` `{gid}` is not a gid://shopify/Refund/<number>"))?;
+    // `createdAt` may be null for refunds being processed: the order's update is
+    // when the refund appeared
+    let at = opt_time(o, "createdAt")?.unwrap_or(order_updated_at);
+    let (amount, currency) = shop_money(o, "totalRefundedSet")?
+        .ok_or_else(|| "refund has no `totalRefundedSet.shopMoney`".to_string())?;
+    let mut p = Map::new();
+    p.insert("refund_id".into(), Value::String(id.clone()));
+    p.insert("order_id".into(), Value::String(order_id.to_string()));
+    put(&mut p, "order_name", order_name);
+    put(
+        &mut p,
+        "note",
+        opt_str(o, "note")?.filter(|n| !n.is_empty()),
+    );
+    let mut ev = base_event(
+        ctx,
+        format!("{}:refund:{id}", ctx.source),
+        "refund",
+        at,
+        identifiers.to_vec(),
+    );
+    // the refunded amount, positive: the `refund` type says it is money going back
+    // (the pipeline subtracts it from the customer's revenue)
+    ev.revenue = Some(Revenue {
+        amount: amount.abs(),
+        currency,
+    });
+    ev.properties = JsonObject::from_map(&p);
+    Ok(ev)
+}

@@ -1,0 +1,205 @@
+//! End to end: the Shopify connector (real `socialcrm` binary, real Kafka and
+//! ClickHouse) against the fake GraphQL Admin API.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use socialcrm_connectors::shopify::fake::{self, FakeData};
+use socialcrm_connectors::testkit::BlockingFakeServer;
+
+/// The `[connectors.<name>]` body for a fake store.
+fn body(base_url: &str, token: &str) -> String {
+    format!(
+        "type = \"shopify\"\nshop = \"{}\"\naccess_token = \"{token}\"\napi_url = \"{base_url}\"\npage_size = 50\norders_page_size = 8\nline_items_per_order = 10\noverlap_secs = 0\n",
+        fake::FAKE_SHOP
+    )
+}
+
+#[test]
+fn killed_mid_backfill_resumes_without_gap_or_extra() {
+    let mut w = World::new("shopify_kill");
+    let data = fake::generate(300, 11);
+    let server = {
+        let d = data.clone();
+        BlockingFakeServer::start(move || fake::router(d))
+    };
+    let cfg = fake::test_config(&server.base_url);
+    let expected = data.expected_event_ids(&cfg);
+    assert!(expected.len() > 600, "{}", expected.len());
+    w.add_connector("shop_eu", &body(&server.base_url, fake::FAKE_TOKEN));
+
+    // slow answers so that the kill lands mid-backfill
+    server.controls.set_delay(Duration::from_millis(150));
+    let i = w.spawn_connector("shop_eu", &["--once"]);
+    wait_until(Duration::from_secs(60), "some pages served", || {
+        server.controls.ok_count() >= 10
+    });
+    assert!(
+        w.child(i).try_wait().expect("child").is_none(),
+        "the connector finished before the kill"
+    );
+    w.kill(i);
+    let served_before_kill = server.controls.ok_count();
+    assert!(served_before_kill < 40, "{served_before_kill}");
+
+    server.controls.set_delay(Duration::ZERO);
+    let out = w.run_connector_once("shop_eu", &[]);
+    assert!(
+        out.status.success(),
+        "resume failed: {}",
+        w.log("connector-shop_eu")
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("0 objects rejected"), "{summary}");
+
+    w.start_pipeline();
+    let got = w.wait_event_ids(expected.len(), Duration::from_secs(180));
+    let missing: Vec<&String> = expected.difference(&got).take(5).collect();
+    let extra: Vec<&String> = got.difference(&expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
+    assert_eq!(got, expected);
+    // the orders carry their revenue and the refunds theirs
+    let orders = w.query_u64("SELECT uniqExact(event_id) FROM events WHERE type = 'order'");
+    let with_revenue = w.query_u64(
+        "SELECT uniqExact(event_id) FROM events WHERE type = 'order' AND revenue_amount > 0",
+    );
+    assert!(
+        orders > 200 && with_revenue == orders,
+        "{with_revenue}/{orders}"
+    );
+}
+
+#[test]
+fn a_shopify_customer_and_a_web_visitor_with_the_same_email_are_one_customer() {
+    let mut w = World::new("shopify_identity");
+    w.start_collector();
+    let data = FakeData::empty();
+    data.push_customer(json!({
+        "id": "gid://shopify/Customer/7100000042",
+        "firstName": "Ann", "lastName": "Lee", "displayName": "Ann Lee",
+        "createdAt": "2026-10-01T09:00:00Z", "updatedAt": "2026-11-02T10:00:00Z",
+        "state": "ENABLED", "tags": [], "locale": "en", "verifiedEmail": true, "numberOfOrders": "1",
+        "amountSpent": {"amount": "59.90", "currencyCode": "EUR"},
+        "defaultEmailAddress": {"emailAddress": "Ann.Lee@Example.com", "marketingState": "SUBSCRIBED"},
+        "defaultPhoneNumber": {"phoneNumber": "+14155550123", "marketingState": "NOT_SUBSCRIBED"},
+        "defaultAddress": {"city": "Berlin", "provinceCode": "BE", "countryCodeV2": "DE"}
+    }));
+    let mut order = fake::generate(1, 1).orders().remove(0);
+    order["id"] = json!("gid://shopify/Order/5500000042");
+    order["customer"] = json!({"id": "gid://shopify/Customer/7100000042"});
+    order["email"] = json!("ann.lee@example.com");
+    order["test"] = json!(false);
+    order["updatedAt"] = json!("2026-11-02T11:00:00Z");
+    order["processedAt"] = json!("2026-11-02T10:59:00Z");
+    order["totalPriceSet"] = json!({"shopMoney": {"amount": "59.90", "currencyCode": "EUR"}});
+    order["refunds"] = json!([]);
+    data.push_order(order);
+    let server = {
+        let d = data.clone();
+        BlockingFakeServer::start(move || fake::router(d))
+    };
+    w.add_connector("shop_eu", &body(&server.base_url, fake::FAKE_TOKEN));
+
+    // the web visitor identifies with the same address, written differently
+    let r = http::request(
+        "POST",
+        &w.collector_url("/v1/identify"),
+        &[
+            ("Authorization", basic_auth(&w.write_key)),
+            ("Content-Type", "application/json".into()),
+        ],
+        json!({"anonymousId": "web-anon-1", "messageId": "web-m1",
+            "traits": {"email": " ANN.LEE@example.COM "}, "timestamp": "2026-11-03T08:00:00Z"})
+        .to_string()
+        .as_bytes(),
+    )
+    .expect("collector");
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let out = w.run_connector_once("shop_eu", &[]);
+    assert!(out.status.success(), "{}", w.log("connector-shop_eu"));
+    w.start_pipeline();
+    w.wait_event_ids(3, Duration::from_secs(120));
+    let who = |t: &str, v: &str| {
+        w.query(&format!(
+            "SELECT customer_id FROM identities FINAL WHERE id_type = '{t}' AND id_value = '{v}'"
+        ))
+        .trim()
+        .to_string()
+    };
+    wait_until(Duration::from_secs(60), "identities resolved", || {
+        let a = who("email", "ann.lee@example.com");
+        !a.is_empty()
+            && a == who("anonymous_id", "web-anon-1")
+            && a == who("shopify", "eu-store.myshopify.com/7100000042")
+    });
+    let cid = who("email", "ann.lee@example.com");
+    assert!(cid.starts_with("c_"), "{cid}");
+    assert_eq!(who("phone", "+14155550123"), cid);
+
+    let out = w.cli(&["profile", "get", "email:ann.lee@example.com", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p: Value = serde_json::from_slice(&out.stdout).expect("json profile");
+    assert_eq!(p["customer_id"], cid.as_str());
+    let ids: BTreeSet<&str> = p["identifiers"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for want in [
+        "anonymous_id:web-anon-1",
+        "email:ann.lee@example.com",
+        "phone:+14155550123",
+        "shopify:eu-store.myshopify.com/7100000042",
+    ] {
+        assert!(ids.contains(want), "{want} missing from {ids:?}");
+    }
+    assert_eq!(p["channels"], json!(["shop", "web"]));
+    assert_eq!(p["order_count"], 1);
+    assert_eq!(p["revenue"]["EUR"], 59.9);
+    assert_eq!(p["traits"]["name"], "Ann Lee");
+}
+
+#[test]
+fn a_refused_token_stops_the_connector_with_the_fix_and_no_secret_in_the_log() {
+    let mut w = World::new("shopify_auth");
+    let data = fake::generate(5, 1);
+    data.set_token("shpat_the_right_one");
+    let server = {
+        let d = data.clone();
+        BlockingFakeServer::start(move || fake::router(d))
+    };
+    let secret = "shpat_e2e_wrong_secret_4242";
+    w.add_connector("shop_bad", &body(&server.base_url, secret));
+    let t = Instant::now();
+    let out = w.run_connector_once("shop_bad", &[]);
+    assert!(!out.status.success(), "must fail");
+    assert!(
+        t.elapsed() < Duration::from_secs(30),
+        "not retried for long"
+    );
+    let log = w.log("connector-shop_bad");
+    assert!(log.contains("shop_bad"), "{log}");
+    assert!(log.contains("HTTP 401"), "{log}");
+    assert!(
+        log.contains("connectors.shop_bad.access_token")
+            && log.contains("read_customers")
+            && log.contains("read_orders"),
+        "{log}"
+    );
+    assert!(!log.contains(secret), "the secret leaked: {log}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(secret));
+    assert_eq!(server.controls.seen().len(), 1, "401 is not retried");
+}
