@@ -94,7 +94,8 @@ pub async fn run(cfg: &Config, cmd: ScoreCommand) -> Result<()> {
 fn f(v: &Value) -> String {
     match v {
         Value::Number(n) => {
-            let x = n.as_f64().unwrap_or(0.0);
+            // + 0.0 turns -0 into 0
+            let x = n.as_f64().unwrap_or(0.0) + 0.0;
             if x.fract() == 0.0 {
                 format!("{x:.0}")
             } else {
@@ -201,7 +202,7 @@ fn print_explain(r: &ScoreRow, c: &Value) {
     let rfm = &c["rfm"];
     if r.rfm_r > 0 {
         println!(
-            "RFM R{} F{} M{} (FM {}) → {}   ({} orders, revenue {})",
+            "RFM R{} F{} M{} (FM {}) → {}   (orders {}, revenue {})",
             r.rfm_r,
             r.rfm_f,
             r.rfm_m,

@@ -7,6 +7,7 @@
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod ch;
+mod connectors;
 mod gen;
 mod kafka;
 mod proc;
@@ -105,6 +106,23 @@ enum Cmd {
         #[arg(long, default_value = "target/bench/redb-probe")]
         dir: std::path::PathBuf,
     },
+    /// Mapping + produce throughput of the pull connectors against their local
+    /// fake APIs (docs/benchmarks.md, "Connectors").
+    Connectors {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Connectors to run (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "mastodon,x,telegram,shopify,woocommerce")]
+        kinds: Vec<String>,
+        /// Objects each fake API serves.
+        #[arg(long, default_value_t = 200_000)]
+        objects: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Print N generated canonical events as JSON lines (to inspect the data).
     Sample {
         #[arg(long, default_value_t = 20)]
@@ -169,6 +187,20 @@ async fn main() -> Result<()> {
             )
             .await?;
             println!("{}", serde_json::to_string(&r)?);
+            Ok(())
+        }
+        Cmd::Connectors {
+            brokers,
+            kinds,
+            objects,
+            seed,
+            json,
+        } => {
+            let r = connectors::run(&brokers, &kinds, objects, seed).await?;
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            if let Some(p) = json {
+                std::fs::write(p, serde_json::to_vec_pretty(&r)?)?;
+            }
             Ok(())
         }
         Cmd::Stages {
