@@ -211,6 +211,31 @@ mod tests {
     }
 
     #[test]
+    fn sample_connector_sections_parse_when_uncommented() {
+        let raw = include_str!("../deploy/local/socialcrm.toml");
+        let (head, tail) = raw
+            .split_once("# Connector instances")
+            .expect("connector examples in the sample");
+        let uncommented: String = tail
+            .lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .filter(|l| l.starts_with('[') || l.contains(" = "))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("tg");
+        std::fs::write(&secret, "123456:ABC-token\n").expect("secret");
+        let text = format!("{head}\n{}", uncommented.replace("/run/secrets/telegram_bot_token", &secret.display().to_string()));
+        let c = Config::parse(&text, |_| Some("from-env".into())).expect("uncommented sample");
+        let inst = c.connector_instances().expect("instances");
+        let kinds: Vec<&str> = inst.values().map(|i| i.config.kind()).collect();
+        assert_eq!(kinds.len(), 5, "{kinds:?}");
+        for k in socialcrm_connectors::registry::KINDS {
+            assert!(kinds.contains(k), "{k} missing from {kinds:?}");
+        }
+    }
+
+    #[test]
     fn sample_config_parses() {
         let raw = include_str!("../deploy/local/socialcrm.toml");
         let c = Config::parse(raw, |_| None).expect("sample config");
