@@ -225,7 +225,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let secret = dir.path().join("tg");
         std::fs::write(&secret, "123456:ABC-token\n").expect("secret");
-        let text = format!("{head}\n{}", uncommented.replace("/run/secrets/telegram_bot_token", &secret.display().to_string()));
+        let text = format!(
+            "{head}\n{}",
+            uncommented.replace(
+                "/run/secrets/telegram_bot_token",
+                &secret.display().to_string()
+            )
+        );
         let c = Config::parse(&text, |_| Some("from-env".into())).expect("uncommented sample");
         let inst = c.connector_instances().expect("instances");
         let kinds: Vec<&str> = inst.values().map(|i| i.config.kind()).collect();

@@ -162,7 +162,10 @@ impl<'de> Deserialize<'de> for Secret {
                 }
                 Ok(Secret(v.to_string()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Secret, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Secret, A::Error> {
                 let mut file: Option<String> = None;
                 while let Some(k) = map.next_key::<String>()? {
                     if k != "file" {
@@ -172,11 +175,15 @@ impl<'de> Deserialize<'de> for Secret {
                 }
                 let file = file.ok_or_else(|| serde::de::Error::missing_field("file"))?;
                 let s = std::fs::read_to_string(&file)
-                    .map_err(|e| serde::de::Error::custom(format!("cannot read secret file {file}: {e}")))?
+                    .map_err(|e| {
+                        serde::de::Error::custom(format!("cannot read secret file {file}: {e}"))
+                    })?
                     .trim_end_matches(['\n', '\r'])
                     .to_string();
                 if s.trim().is_empty() {
-                    return Err(serde::de::Error::custom(format!("secret file {file} is empty")));
+                    return Err(serde::de::Error::custom(format!(
+                        "secret file {file} is empty"
+                    )));
                 }
                 Ok(Secret(s))
             }

@@ -34,7 +34,10 @@ pub struct ConnectorResult {
 async fn fake(kind: &str, objects: usize, seed: u64) -> Result<(FakeServer, SourceConfig)> {
     Ok(match kind {
         "mastodon" => {
-            let s = FakeServer::start(mastodon::fake::router(mastodon::fake::generate(objects, seed))).await;
+            let s = FakeServer::start(mastodon::fake::router(mastodon::fake::generate(
+                objects, seed,
+            )))
+            .await;
             let c = SourceConfig::Mastodon(mastodon::fake::test_config(&s.base_url));
             (s, c)
         }
@@ -44,22 +47,33 @@ async fn fake(kind: &str, objects: usize, seed: u64) -> Result<(FakeServer, Sour
             (s, c)
         }
         "shopify" => {
-            let s = FakeServer::start(shopify::fake::router(shopify::fake::generate(objects, seed))).await;
+            let s = FakeServer::start(shopify::fake::router(shopify::fake::generate(
+                objects, seed,
+            )))
+            .await;
             let c = SourceConfig::Shopify(shopify::fake::test_config(&s.base_url));
             (s, c)
         }
         "telegram" => {
-            let s = FakeServer::start(telegram::fake::router(telegram::fake::generate(objects, seed))).await;
+            let s = FakeServer::start(telegram::fake::router(telegram::fake::FakeData::generate(
+                objects, seed,
+            )))
+            .await;
             let c = SourceConfig::Telegram(telegram::fake::test_config(&s.base_url));
             (s, c)
         }
         "woocommerce" => {
-            let s =
-                FakeServer::start(woocommerce::fake::router(woocommerce::fake::generate(objects, seed))).await;
+            let shop = woocommerce::fake::FakeShop::new(woocommerce::fake::FakeData::generate(
+                objects, seed,
+            ));
+            let s = FakeServer::start(shop.router()).await;
             let c = SourceConfig::WooCommerce(woocommerce::fake::test_config(&s.base_url));
             (s, c)
         }
-        other => bail!("unknown connector `{other}` (known: {})", registry::KINDS.join(", ")),
+        other => bail!(
+            "unknown connector `{other}` (known: {})",
+            registry::KINDS.join(", ")
+        ),
     })
 }
 
@@ -79,7 +93,11 @@ pub async fn run(
             topics: topics.clone(),
             ..KafkaConfig::default()
         };
-        create_topics(brokers, &[(topics.events.clone(), 6), (topics.dlq.clone(), 1)]).await?;
+        create_topics(
+            brokers,
+            &[(topics.events.clone(), 6), (topics.dlq.clone(), 1)],
+        )
+        .await?;
         let state = tempfile_dir()?;
         let (server, config) = fake(kind, objects, seed).await?;
         let instance = Instance {

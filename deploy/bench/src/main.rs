@@ -112,7 +112,11 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:9092")]
         brokers: String,
         /// Connectors to run (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "mastodon,x,telegram,shopify,woocommerce")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "mastodon,x,telegram,shopify,woocommerce"
+        )]
         kinds: Vec<String>,
         /// Objects each fake API serves.
         #[arg(long, default_value_t = 200_000)]
