@@ -106,6 +106,12 @@ pub trait Source: Send {
     fn streams(&self) -> Vec<String>;
     /// The cursor of a stream that has none stored yet, or of a `--since` backfill.
     fn initial_cursor(&self, stream: &str, since: Option<DateTime<Utc>>) -> Value;
+    /// Whether the next page may be fetched before Kafka acknowledged the previous
+    /// one. False for APIs where fetching confirms (deletes) what came before
+    /// (Telegram's `getUpdates` offset).
+    fn fetch_ahead(&self) -> bool {
+        true
+    }
     /// Fetches and maps the page after `cursor`.
     fn fetch(
         &mut self,
@@ -150,7 +156,38 @@ pub struct RunStats {
     pub failed_polls: u64,
 }
 
+/// Pages of one stream that may be fetched before the oldest is acknowledged.
+const MAX_PAGES_IN_FLIGHT: usize = 16;
+
+/// A stored cursor is rewritten at most this often while pages keep coming (and
+/// always when a stream caught up or the run ends): fewer fsyncs, and a crash
+/// replays at most this much more.
+const STORE_EVERY: Duration = Duration::from_millis(250);
+
+/// A page whose events are on their way to Kafka.
+struct InFlight {
+    /// Validates, encodes and produces; answers (events, rejected).
+    send: tokio::task::JoinHandle<Result<(u64, u64), ProduceError>>,
+    cursor: Value,
+    objects: u64,
+    total: Option<u64>,
+    position: Option<DateTime<Utc>>,
+    caught_up: bool,
+}
+
+/// Why a stream's sync round ended.
+enum RoundEnd {
+    /// Caught up, or a fetch failed (tried again after the poll interval).
+    Done,
+    Shutdown,
+}
+
 /// Runs `source` until shutdown (or, with `once`, until every stream caught up).
+///
+/// Within a stream, up to [`MAX_PAGES_IN_FLIGHT`] pages are fetched ahead while
+/// earlier pages are still being produced (unless the source says fetching
+/// confirms what came before, see [`Source::fetch_ahead`]). Cursors are stored in
+/// page order, and only up to the last page whose events Kafka acknowledged.
 pub async fn run_source<S: Source>(
     mut source: S,
     opts: RunOptions,
@@ -171,87 +208,176 @@ pub async fn run_source<S: Source>(
         }
     }
     let normalizer = Normalizer::default();
-    let send_policy = RetryPolicy::forever(Duration::from_millis(500), Duration::from_secs(30));
     let mut stats = RunStats::default();
     let mut progress = Progress::new(&name, opts.since);
+    // fused: once it fired, polling it again is harmless (it stays pending)
+    let shutdown = futures::FutureExt::fuse(shutdown);
     tokio::pin!(shutdown);
-    let mut caught_up = vec![false; streams.len()];
+    let mut stopping = false;
+    let ahead = if source.fetch_ahead() {
+        MAX_PAGES_IN_FLIGHT
+    } else {
+        1
+    };
 
     'outer: loop {
-        for (i, stream) in streams.iter().enumerate() {
-            let cursor = match store.get(stream) {
+        let mut all_caught_up = true;
+        for stream in &streams {
+            let mut cursor = match store.get(stream) {
                 Some(s) => s.cursor.clone(),
                 None => source.initial_cursor(stream, None),
             };
-            let page = tokio::select! {
-                _ = &mut shutdown => break 'outer,
-                r = source.fetch(stream, &cursor) => r,
-            };
-            let page = match page {
-                Ok(p) => p,
-                Err(SourceError::Api(e)) if e.is_auth() => return Err(RunError::Auth(e)),
-                Err(SourceError::CursorInvalid {
-                    message,
-                    restart_from,
-                }) => {
-                    tracing::warn!(connector = %name, stream, reason = %message,
-                        "stored cursor unusable; restarting the stream (replays are deduplicated by event_id)");
-                    store.set(stream, restart_from)?;
-                    continue;
+            let mut inflight: std::collections::VecDeque<InFlight> = Default::default();
+            let mut fetching = true;
+            let mut acked: Option<Value> = None;
+            let mut last_store = std::time::Instant::now();
+            let end = loop {
+                // fetch ahead while there is room
+                while fetching && inflight.len() < ahead {
+                    // settle pages Kafka already acknowledged (no waiting), and store
+                    // their cursor when due, so a slow API still makes steady progress
+                    while inflight.front().is_some_and(|f| f.send.is_finished()) {
+                        if let Some(f) = inflight.pop_front() {
+                            if let Some(c) =
+                                settle(f, &name, stream, &mut stats, &mut progress).await?
+                            {
+                                acked = Some(c);
+                            }
+                        }
+                    }
+                    if last_store.elapsed() >= STORE_EVERY {
+                        if let Some(c) = acked.take() {
+                            store.set(stream, c)?;
+                        }
+                        last_store = std::time::Instant::now();
+                    }
+                    let page = tokio::select! {
+                        _ = &mut shutdown => None,
+                        r = source.fetch(stream, &cursor) => Some(r),
+                    };
+                    let Some(page) = page else {
+                        stopping = true;
+                        fetching = false;
+                        break;
+                    };
+                    match page {
+                        Ok(page) => {
+                            cursor = page.cursor.clone();
+                            fetching = !page.caught_up;
+                            let (ev, dl, n) = (events.clone(), dlq.clone(), name.clone());
+                            let norm = normalizer.clone();
+                            let (mapped, pre_rejected) = (page.events, page.rejected);
+                            // validation and encoding run on another worker while the
+                            // next page is fetched and mapped
+                            let send = tokio::spawn(async move {
+                                let (good, rejected) = check_events(mapped, &norm, &pre_rejected);
+                                let policy = RetryPolicy::forever(
+                                    Duration::from_millis(500),
+                                    Duration::from_secs(30),
+                                );
+                                let encoded = good
+                                    .iter()
+                                    .map(crate::producer::Encoded::new)
+                                    .collect::<Result<Vec<_>, _>>()?;
+                                retry(&policy, "connector produce", || async {
+                                    ev.send_encoded(&encoded).await?;
+                                    dlq_send(&dl, &n, &rejected).await
+                                })
+                                .await?;
+                                Ok((good.len() as u64, rejected.len() as u64))
+                            });
+                            inflight.push_back(InFlight {
+                                send,
+                                cursor: page.cursor,
+                                objects: page.objects,
+                                total: page.total,
+                                position: page.position,
+                                caught_up: page.caught_up,
+                            });
+                        }
+                        Err(e) => {
+                            // settle what is in flight first: their cursors may be stored
+                            while let Some(f) = inflight.pop_front() {
+                                if let Some(c) =
+                                    settle(f, &name, stream, &mut stats, &mut progress).await?
+                                {
+                                    acked = Some(c);
+                                }
+                            }
+                            if let Some(c) = acked.take() {
+                                store.set(stream, c)?;
+                            }
+                            match e {
+                                SourceError::Api(e) if e.is_auth() => {
+                                    return Err(RunError::Auth(e))
+                                }
+                                SourceError::CursorInvalid {
+                                    message,
+                                    restart_from,
+                                } => {
+                                    tracing::warn!(connector = %name, stream, reason = %message,
+                                        "stored cursor unusable; restarting the stream (replays are deduplicated by event_id)");
+                                    store.set(stream, restart_from.clone())?;
+                                    cursor = restart_from;
+                                    continue;
+                                }
+                                SourceError::Api(e) => {
+                                    stats.failed_polls += 1;
+                                    metrics::counter!("socialcrm_connector_failed_polls_total",
+                                        "connector" => name.clone(), "stream" => stream.clone())
+                                    .increment(1);
+                                    tracing::error!(connector = %name, stream, error = %e,
+                                        "fetch failed after retries; trying again after the poll interval");
+                                    fetching = false;
+                                    break;
+                                }
+                            }
+                        }
+                    }
                 }
-                Err(SourceError::Api(e)) => {
-                    stats.failed_polls += 1;
-                    metrics::counter!("socialcrm_connector_failed_polls_total",
-                        "connector" => name.clone(), "stream" => stream.clone())
-                    .increment(1);
-                    tracing::error!(connector = %name, stream, error = %e,
-                        "fetch failed after retries; trying again after the poll interval");
-                    caught_up[i] = true;
-                    continue;
+                if stopping {
+                    // pages not yet acknowledged are abandoned: their cursors are not
+                    // stored, so the next run fetches them again
+                    break RoundEnd::Shutdown;
+                }
+                // wait for the oldest page, in order
+                let Some(front) = inflight.pop_front() else {
+                    break RoundEnd::Done;
+                };
+                let settled = tokio::select! {
+                    _ = &mut shutdown => None,
+                    r = settle(front, &name, stream, &mut stats, &mut progress) => Some(r),
+                };
+                match settled {
+                    None => {
+                        stopping = true;
+                        break RoundEnd::Shutdown;
+                    }
+                    Some(r) => {
+                        if let Some(c) = r? {
+                            acked = Some(c);
+                        }
+                    }
+                }
+                if last_store.elapsed() >= STORE_EVERY {
+                    if let Some(c) = acked.take() {
+                        store.set(stream, c)?;
+                    }
+                    last_store = std::time::Instant::now();
                 }
             };
-            let (good, rejected) = check_events(page.events, &normalizer, &page.rejected);
-            let sent = {
-                let send = retry(&send_policy, "connector produce", || async {
-                    events.send_all(&good).await?;
-                    dlq_send(&dlq, &name, &rejected).await
-                });
-                tokio::select! {
-                    _ = &mut shutdown => break 'outer,
-                    r = send => r,
-                }
-            };
-            sent?;
-            // every event and DLQ entry of the page is acknowledged: only now the cursor moves
-            store.set(stream, page.cursor)?;
-            stats.pages += 1;
-            stats.events += good.len() as u64;
-            stats.rejected += rejected.len() as u64;
-            let labels = [("connector", name.clone()), ("stream", stream.clone())];
-            let labels = &labels[..];
-            metrics::counter!("socialcrm_connector_events_produced_total", labels)
-                .increment(good.len() as u64);
-            metrics::counter!("socialcrm_connector_rejected_objects_total", labels)
-                .increment(rejected.len() as u64);
-            metrics::counter!("socialcrm_connector_pages_total", labels).increment(1);
-            let lag = if page.caught_up {
-                0.0
-            } else {
-                page.position
-                    .map(|p| (Utc::now() - p).num_milliseconds().max(0) as f64 / 1000.0)
-                    .unwrap_or(0.0)
-            };
-            metrics::gauge!("socialcrm_connector_cursor_lag_seconds", labels).set(lag);
-            progress.page(
-                stream,
-                page.objects,
-                good.len() as u64,
-                page.total,
-                page.position,
-            );
-            caught_up[i] = page.caught_up;
+            if let Some(c) = acked.take() {
+                store.set(stream, c)?;
+            }
+            match end {
+                RoundEnd::Shutdown => break 'outer,
+                RoundEnd::Done => {}
+            }
+            if fetching {
+                all_caught_up = false;
+            }
         }
-        if caught_up.iter().all(|c| *c) {
+        if all_caught_up {
             progress.caught_up();
             if opts.once {
                 break;
@@ -260,7 +386,6 @@ pub async fn run_source<S: Source>(
                 _ = &mut shutdown => break,
                 _ = tokio::time::sleep(Duration::from_secs(opts.settings.poll_interval_secs)) => {}
             }
-            caught_up.iter_mut().for_each(|c| *c = false);
         }
     }
     progress.finish();
@@ -268,6 +393,47 @@ pub async fn run_source<S: Source>(
     tracing::info!(connector = %name, pages = stats.pages, events = stats.events,
         rejected = stats.rejected, failed_polls = stats.failed_polls, "connector stopped");
     Ok(stats)
+}
+
+/// Waits for a page's events to be acknowledged; returns its cursor.
+async fn settle(
+    f: InFlight,
+    name: &str,
+    stream: &str,
+    stats: &mut RunStats,
+    progress: &mut Progress,
+) -> Result<Option<Value>, RunError> {
+    let (events, rejected) = match f.send.await {
+        Ok(Ok(counts)) => counts,
+        Ok(Err(e)) => return Err(RunError::Producer(e)),
+        Err(e) => {
+            return Err(RunError::Producer(ProduceError::Create(
+                rdkafka::error::KafkaError::Canceled,
+            )))
+            .inspect_err(|_| tracing::error!(error = %e, "produce task failed"))
+        }
+    };
+    stats.pages += 1;
+    stats.events += events;
+    stats.rejected += rejected;
+    let labels = [
+        ("connector", name.to_string()),
+        ("stream", stream.to_string()),
+    ];
+    let labels = &labels[..];
+    metrics::counter!("socialcrm_connector_events_produced_total", labels).increment(events);
+    metrics::counter!("socialcrm_connector_rejected_objects_total", labels).increment(rejected);
+    metrics::counter!("socialcrm_connector_pages_total", labels).increment(1);
+    let lag = if f.caught_up {
+        0.0
+    } else {
+        f.position
+            .map(|p| (Utc::now() - p).num_milliseconds().max(0) as f64 / 1000.0)
+            .unwrap_or(0.0)
+    };
+    metrics::gauge!("socialcrm_connector_cursor_lag_seconds", labels).set(lag);
+    progress.page(stream, f.objects, events, f.total, f.position);
+    Ok(Some(f.cursor))
 }
 
 /// Validates every event against the canonical contract; events that fail become

@@ -417,6 +417,12 @@ impl crate::runtime::Source for Source {
         json!(Cursor::default())
     }
 
+    /// `getUpdates` with a higher offset confirms (deletes) the updates before it
+    /// at Telegram: the next page is fetched only after Kafka took this one.
+    fn fetch_ahead(&self) -> bool {
+        false
+    }
+
     async fn fetch(&mut self, _stream: &str, cursor: &Value) -> Result<Page, SourceError> {
         let cur: Cursor =
             serde_json::from_value(cursor.clone()).map_err(|e| SourceError::CursorInvalid {
