@@ -151,16 +151,6 @@ pub async fn load_facts(
     let now_s = now.timestamp().max(0) as u32;
     let window_from = now_s.saturating_sub(cfg.window_days * 86_400);
     let hl_secs = cfg.half_life_days * 86_400.0;
-    let aggs: Vec<AggRow> = client
-        .query(&sql(SQL_AGGREGATES, db))
-        .bind(now_s)
-        .bind(hl_secs)
-        .bind(window_from)
-        .bind(now_s)
-        .fetch_all()
-        .await
-        .map_err(ch("per-customer aggregates"))?;
-
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut facts: Vec<CustomerFacts> = Vec::new();
     fn idx(id: &str, index: &mut HashMap<String, usize>, facts: &mut Vec<CustomerFacts>) -> usize {
@@ -174,7 +164,16 @@ pub async fn load_facts(
         index.insert(id.to_string(), facts.len() - 1);
         facts.len() - 1
     }
-    for a in aggs {
+    // streamed: rows are folded into the facts as they arrive
+    let mut cursor = client
+        .query(&sql(SQL_AGGREGATES, db))
+        .bind(now_s)
+        .bind(hl_secs)
+        .bind(window_from)
+        .bind(now_s)
+        .fetch::<AggRow>()
+        .map_err(ch("per-customer aggregates"))?;
+    while let Some(a) = cursor.next().await.map_err(ch("per-customer aggregates"))? {
         let i = idx(&a.customer_id, &mut index, &mut facts);
         let f = &mut facts[i];
         match a.event_type.as_str() {
@@ -240,16 +239,14 @@ pub async fn load_facts(
         facts[i].categories.push((c, w));
     }
 
-    let edges: Vec<EdgeRow> = client
+    let mut cursor = client
         .query(&sql(SQL_EDGES, db))
         .bind(now_s)
-        .fetch_all()
-        .await
+        .fetch::<EdgeRow>()
         .map_err(ch("interaction graph"))?;
-
-    let mut graph_edges: Vec<(u32, u32, f64)> = Vec::with_capacity(edges.len());
+    let mut graph_edges: Vec<(u32, u32, f64)> = Vec::new();
     let mut amp: HashMap<(usize, String), f64> = HashMap::new();
-    for e in &edges {
+    while let Some(e) = cursor.next().await.map_err(ch("interaction graph"))? {
         let w = cfg
             .amplification_weights
             .get(&e.event_type)
@@ -311,8 +308,8 @@ pub fn apply_pagerank(
     (pr.iterations, pr.delta)
 }
 
-fn to_row(s: Scored, run_id: &str, at: u32) -> Result<ScoreRow, serde_json::Error> {
-    Ok(ScoreRow {
+fn to_row(s: Scored, run_id: &str, at: u32) -> ScoreRow {
+    ScoreRow {
         customer_id: s.customer_id,
         run_id: run_id.to_string(),
         scored_at: at,
@@ -337,8 +334,8 @@ fn to_row(s: Scored, run_id: &str, at: u32) -> Result<ScoreRow, serde_json::Erro
         networks: s.networks,
         network_followers: s.network_followers,
         network_amplification: s.network_amplification,
-        components: serde_json::to_string(&s.components)?,
-    })
+        components: s.components,
+    }
 }
 
 /// One full scoring run as of `now`.
@@ -381,7 +378,7 @@ pub async fn run(
             .map_err(ch("insert scores"))?;
         for s in it.by_ref().take(cfg.insert_batch) {
             insert
-                .write(&to_row(s, &run_id, at)?)
+                .write(&to_row(s, &run_id, at))
                 .await
                 .map_err(ch("insert scores"))?;
             written += 1;

@@ -75,7 +75,9 @@ pub struct Scored {
     pub networks: Vec<String>,
     pub network_followers: Vec<f64>,
     pub network_amplification: Vec<f64>,
-    pub components: Value,
+    /// The components as JSON text (encoded per customer so a million customers
+    /// never hold a million JSON trees at once).
+    pub components: String,
 }
 
 /// Maps each value to 0–100: the share of all values ≤ it; 0 stays 0.
@@ -328,7 +330,6 @@ pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<
             "engagement": {
                 "score": round3(eng_score[i]),
                 "raw": round3(eng_raw[i]),
-                "mapped_by": "percentile of raw within the workspace",
                 "interactions": {
                     "weighted_decayed": round3(interactions[i]),
                     "percentile": round3(p_int[i]),
@@ -370,10 +371,8 @@ pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<
             "influence": {
                 "score": round3(inf_score[i]),
                 "raw": round3(inf_raw[i]),
-                "mapped_by": "percentile of raw within the workspace",
                 "reach": {
                     "value": round3(reach_v[i]),
-                    "formula": "Σ log10(1 + followers) per network, largest first, × reach_network_decay^i",
                     "percentile": round3(p_reach[i]),
                     "weight": im.reach,
                     "contribution": contribution(im.reach, p_reach[i]),
@@ -423,7 +422,7 @@ pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<
             networks: networks.keys().cloned().collect(),
             network_followers: networks.values().map(|v| v.0).collect(),
             network_amplification: networks.values().map(|v| v.1).collect(),
-            components,
+            components: components.to_string(),
         });
     }
     out

@@ -116,7 +116,8 @@ fn weighted_decayed_interactions_by_hand() {
         &cfg,
     );
     let s = score_all(&f, NOW, &cfg);
-    let e = &s[0].components["engagement"]["interactions"];
+    let c: serde_json::Value = serde_json::from_str(&s[0].components).expect("json");
+    let e = &c["engagement"]["interactions"];
     assert!(
         (e["weighted_decayed"].as_f64().expect("f64") - 7.0).abs() < 1e-9,
         "{e}"
@@ -151,7 +152,8 @@ fn one_order_vs_five_orders() {
     // five orders every 10 days, last 10 days ago ≤ 1.5 × 10 → loyal
     assert_eq!(one.lifecycle_stage, "new_customer");
     assert_eq!(five.lifecycle_stage, "loyal");
-    let why = &five.components["lifecycle"]["why"];
+    let c: serde_json::Value = serde_json::from_str(&five.components).expect("json");
+    let why = &c["lifecycle"]["why"];
     assert!(
         (why["cadence_days"].as_f64().expect("f64") - 10.0).abs() < 1e-6,
         "{why}"
