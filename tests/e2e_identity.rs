@@ -201,10 +201,10 @@ fn migrate_twice_changes_nothing_and_records_every_migration() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("applied [], already applied [1, 2, 3, 4, 5]"),
+        text.contains("applied [], already applied [1, 2, 3, 4, 5, 6]"),
         "{text}"
     );
-    assert_eq!(w.query_u64("SELECT count() FROM schema_migrations"), 5);
+    assert_eq!(w.query_u64("SELECT count() FROM schema_migrations"), 6);
     for table in [
         "events",
         "identities",
@@ -214,6 +214,9 @@ fn migrate_twice_changes_nothing_and_records_every_migration() {
         "v_events",
         "v_profiles",
         "v_identities",
+        "scores",
+        "score_runs",
+        "v_scores",
     ] {
         assert_eq!(
             w.query_u64(&format!(
