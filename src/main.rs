@@ -178,6 +178,7 @@ async fn run() -> Result<()> {
                     clickhouse: cfg.clickhouse.clone(),
                     pipeline,
                     identity: cfg.identity.clone(),
+                    scoring: cfg.scoring.clone(),
                 },
                 shutdown_signal(),
             )

@@ -198,6 +198,8 @@ fn score_of(w: &World, ident: &str) -> Value {
 #[test]
 fn scores_from_clickhouse_match_hand_computed_values() {
     let mut w = World::new("scoring");
+    // no schedule here (runs are explicit), but apply completed runs quickly
+    w.append_config("[scoring]\ninterval_secs = 0\napply_poll_secs = 1");
     let t = w.topics();
     let evs = world_events();
     let n = evs.len() as u64;
@@ -288,6 +290,36 @@ fn scores_from_clickhouse_match_hand_computed_values() {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
 
+    // the running pipeline applies the completed run to the profiles: ClickHouse
+    // profiles and the crm.profiles topic carry the scores
+    let ann_cid = ann["customer_id"].as_str().expect("cid").to_string();
+    let want = ann["engagement_score"].as_f64().expect("score");
+    wait_until(Duration::from_secs(60), "scores on the profile", || {
+        let out = w.cli(&["profile", "get", "email:ann@example.com", "--json"]);
+        let p: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        p["engagement_score"].as_f64() == Some(want)
+    });
+    let out = w.cli(&["profile", "get", "email:bob@example.com", "--json"]);
+    let p: Value = serde_json::from_slice(&out.stdout).expect("profile");
+    assert_eq!(p["lifecycle_stage"], "loyal");
+    let msgs = consume_all(&t.profiles, 1, Duration::from_secs(10));
+    let payloads: Vec<Vec<u8>> = msgs.iter().filter_map(|(_, p)| p.clone()).collect();
+    let profiles = assert_all_valid(
+        include_str!("../schemas/json/profile.v1.schema.json"),
+        &payloads,
+        "crm.profiles",
+    );
+    let scored = profiles
+        .iter()
+        .rfind(|p| p["customer_id"] == ann_cid.as_str())
+        .expect("ann's profile published");
+    assert_eq!(scored["engagement_score"].as_f64(), Some(want));
+    assert_eq!(scored["score_components"]["rfm_segment"], "needs_attention");
+    assert_eq!(
+        scored["score_components"]["top_categories"],
+        json!(["shoes"])
+    );
+
     // a second run replaces what v_scores shows; history stays in crm.scores
     let out = w.cli(&["score", "run", "--as-of", "2026-12-15T00:00:00Z"]);
     assert!(
@@ -308,4 +340,30 @@ fn scores_from_clickhouse_match_hand_computed_values() {
         .expect("r2");
     assert!(r2 < r1, "{r2} !< {r1}");
     assert_eq!(ann2["lifecycle_stage"], "new_customer");
+}
+
+#[test]
+fn the_pipeline_runs_scoring_on_its_schedule() {
+    let mut w = World::new("scoring_sched");
+    w.append_config("[scoring]\ninterval_secs = 2\napply_poll_secs = 1");
+    let t = w.topics();
+    let evs: Vec<(String, Vec<u8>)> = world_events().into_iter().take(3).collect();
+    produce_raw(&t.events, &evs);
+    w.start_pipeline();
+    let t0 = std::time::Instant::now();
+    loop {
+        let out = w.cli(&["profile", "get", "email:ann@example.com", "--json"]);
+        let p: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        if p["score_components"]["run_id"].is_string() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "no scheduled run applied to a profile; pipeline log:\n{}",
+            w.log("pipeline")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(w.query_u64("SELECT count() FROM score_runs") >= 1);
+    assert!(w.log("pipeline").contains("scheduled scoring run done"));
 }

@@ -416,6 +416,37 @@ impl Graph {
         self.dirty_aliases.clear();
     }
 
+    /// Sets the scores of `customer_id` (following merges to the live profile);
+    /// marks the profile for writing when they changed. False when unknown.
+    pub fn apply_scores(
+        &mut self,
+        customer_id: &str,
+        scores: crate::profile::ProfileScores,
+    ) -> bool {
+        let mut cid = customer_id.to_string();
+        for _ in 0..16 {
+            match self.profiles.get(&cid).and_then(|p| p.merged_into.clone()) {
+                Some(next) => cid = next,
+                None => break,
+            }
+        }
+        let Some(p) = self.profiles.get_mut(&cid) else {
+            return false;
+        };
+        if p.merged_into.is_some() {
+            return false;
+        }
+        // a profile that absorbed others keeps the scores computed for itself
+        if cid != customer_id && p.scores.as_ref().is_some_and(|s| s.run_id >= scores.run_id) {
+            return false;
+        }
+        if p.scores.as_ref() != Some(&scores) {
+            p.scores = Some(scores);
+            self.dirty_profiles.insert(cid);
+        }
+        true
+    }
+
     /// The live profile an identifier belongs to.
     pub fn profile_of(&self, key: &str) -> Option<&ProfileState> {
         self.customer_of(key).and_then(|c| self.profiles.get(c))
@@ -442,6 +473,71 @@ mod tests {
 
     fn ev(id: &str, at: &str, ids: &[(IdType, &str)]) -> CanonicalEvent {
         crate::testing::event(id, at, ids)
+    }
+
+    #[test]
+    fn scores_follow_merges_and_only_changes_are_written() {
+        let mut g = Graph::new(&IdentityConfig::default());
+        let old = g
+            .process(
+                &ev("1", "2026-01-01T00:00:00Z", &[(IdType::AnonymousId, "a1")]),
+                &[],
+            )
+            .expect("a1")
+            .customer_id;
+        let young = g
+            .process(
+                &ev("2", "2026-01-05T00:00:00Z", &[(IdType::Email, "x@y.co")]),
+                &[],
+            )
+            .expect("x")
+            .customer_id;
+        g.take_delta();
+        let s = |run: &str, e: f64| crate::profile::ProfileScores {
+            run_id: run.into(),
+            engagement_score: e,
+            influence_score: 0.0,
+            lifecycle_stage: "prospect".into(),
+            rfm_segment: String::new(),
+            rfm: [0, 0, 0],
+            top_categories: vec![],
+            top_channels: vec![],
+        };
+        assert!(g.apply_scores(&young, s("r1", 50.0)));
+        assert_eq!(g.take_delta().profiles.len(), 1);
+        // the same scores again: nothing to write
+        assert!(g.apply_scores(&young, s("r1", 50.0)));
+        assert!(g.take_delta().profiles.is_empty());
+        assert!(!g.apply_scores("c_unknown", s("r1", 1.0)));
+        // merge young into old (oldest survives); scores of the retired id reach the survivor
+        g.process(
+            &ev(
+                "3",
+                "2026-01-06T00:00:00Z",
+                &[(IdType::AnonymousId, "a1"), (IdType::Email, "x@y.co")],
+            ),
+            &[],
+        )
+        .expect("merge");
+        g.take_delta();
+        assert!(g.apply_scores(&young, s("r2", 70.0)));
+        assert_eq!(
+            g.profiles
+                .get(&old)
+                .and_then(|p| p.scores.as_ref())
+                .map(|x| x.engagement_score),
+            Some(70.0)
+        );
+        // but a run that scored the survivor itself wins over the retired id's older score
+        assert!(g.apply_scores(&old, s("r3", 20.0)));
+        assert!(!g.apply_scores(&young, s("r2", 99.0)));
+        assert_eq!(
+            g.profiles
+                .get(&old)
+                .and_then(|p| p.scores.as_ref())
+                .map(|x| x.engagement_score),
+            Some(20.0)
+        );
     }
 
     #[test]

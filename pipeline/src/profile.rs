@@ -17,6 +17,21 @@ pub struct TraitValue {
     pub at: DateTime<Utc>,
 }
 
+/// The scores of a customer from the newest scoring run the pipeline applied
+/// (`socialcrm score run`, or the pipeline's own schedule). The full breakdown
+/// stays in `crm.scores` / `crm.v_scores`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileScores {
+    pub run_id: String,
+    pub engagement_score: f64,
+    pub influence_score: f64,
+    pub lifecycle_stage: String,
+    pub rfm_segment: String,
+    pub rfm: [u8; 3],
+    pub top_categories: Vec<String>,
+    pub top_channels: Vec<String>,
+}
+
 /// Persistent state of one customer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProfileState {
@@ -36,6 +51,9 @@ pub struct ProfileState {
     pub merged_from: BTreeSet<String>,
     /// Set when this profile was merged into another.
     pub merged_into: Option<String>,
+    /// Scores of the newest applied scoring run (absent in stores written before scoring).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<ProfileScores>,
 }
 
 impl ProfileState {
@@ -54,6 +72,7 @@ impl ProfileState {
             revenue: BTreeMap::new(),
             merged_from: BTreeSet::new(),
             merged_into: None,
+            scores: None,
         }
     }
 
@@ -146,6 +165,28 @@ impl ProfileState {
         }
     }
 
+    /// `score_components` of the published profile: what the newest applied run
+    /// said, and where the full breakdown is.
+    fn score_summary(&self) -> Map<String, Value> {
+        let Some(s) = &self.scores else {
+            return Map::new();
+        };
+        let mut m = Map::new();
+        m.insert("run_id".into(), Value::from(s.run_id.clone()));
+        m.insert("rfm_segment".into(), Value::from(s.rfm_segment.clone()));
+        m.insert("rfm".into(), Value::from(s.rfm.to_vec()));
+        m.insert(
+            "top_categories".into(),
+            Value::from(s.top_categories.clone()),
+        );
+        m.insert("top_channels".into(), Value::from(s.top_channels.clone()));
+        m.insert(
+            "details".into(),
+            Value::from("crm.v_scores, or socialcrm score explain <type:value>"),
+        );
+        m
+    }
+
     /// The published form (`crm.profiles`).
     pub fn to_message(&self, version: u64, now: DateTime<Utc>) -> Profile {
         let traits: Map<String, Value> = self
@@ -172,10 +213,13 @@ impl ProfileState {
                 .iter()
                 .map(|(c, a)| (c.clone(), (a * 100.0).round() / 100.0))
                 .collect(),
-            engagement_score: 0.0,
-            influence_score: 0.0,
-            lifecycle_stage: self.lifecycle_stage().to_string(),
-            score_components: Map::new(),
+            engagement_score: self.scores.as_ref().map_or(0.0, |s| s.engagement_score),
+            influence_score: self.scores.as_ref().map_or(0.0, |s| s.influence_score),
+            lifecycle_stage: self.scores.as_ref().map_or_else(
+                || self.lifecycle_stage().to_string(),
+                |s| s.lifecycle_stage.clone(),
+            ),
+            score_components: self.score_summary(),
             merged_from: self.merged_from.iter().cloned().collect(),
             updated_at: now,
         }

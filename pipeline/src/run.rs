@@ -65,6 +65,7 @@ pub struct Settings {
     pub clickhouse: ClickHouseConfig,
     pub pipeline: PipelineConfig,
     pub identity: IdentityConfig,
+    pub scoring: crate::scoring::ScoringConfig,
 }
 
 /// (topic, key, payload); a `None` payload is a tombstone.
@@ -185,6 +186,16 @@ pub async fn run(
         .set("message.timeout.ms", "120000")
         .create()?;
 
+    // scores of completed scoring runs flow into the profiles (and the schedule runs
+    // the scoring job itself, when configured)
+    let (scores_tx, mut scores_rx) = tokio::sync::mpsc::channel::<ScoreUpdates>(4);
+    tokio::spawn(crate::scoring::apply::watch(
+        s.clickhouse.clone(),
+        s.scoring.clone(),
+        scores_tx,
+        stop_rx.clone(),
+    ));
+
     let store = Arc::new(store);
     let writer = Arc::new(Writer {
         ch,
@@ -216,32 +227,43 @@ pub async fn run(
                 Err(_) => None,
             }
         };
-        let Some(first) = first else {
-            // idle: finish the batch in flight so its offsets are stored
-            if let Some(h) = inflight.take() {
-                let Some(done) = settle(h, &mut stop_rx).await? else {
-                    return Ok(stats);
-                };
-                complete(
+        let mut pending_scores: ScoreUpdates = Vec::new();
+        while let Ok(mut u) = scores_rx.try_recv() {
+            pending_scores.append(&mut u);
+        }
+        let first = match first {
+            Some(m) => Some(m),
+            // no events, but new scores: an empty batch writes the changed profiles
+            None if !pending_scores.is_empty() => None,
+            None => {
+                idle_tick(
+                    &mut inflight,
+                    &mut stop_rx,
                     &consumer,
                     &writer,
                     graph.as_ref(),
                     &mut recovery,
-                    &done,
                     version,
                     &mut stats,
                 )
                 .await?;
+                if *stop_rx.borrow() {
+                    return Ok(stats);
+                }
+                if idle_limit.is_some_and(|l| idle_since.elapsed() >= l) {
+                    tracing::info!("idle, exiting");
+                    break;
+                }
+                continue;
             }
-            if idle_limit.is_some_and(|l| idle_since.elapsed() >= l) {
-                tracing::info!("idle, exiting");
-                break;
-            }
-            continue;
         };
-        let mut batch = vec![first];
+        let mut batch = Vec::new();
+        if let Some(first) = first {
+            batch.push(first);
+            idle_since = Instant::now();
+        }
         let deadline = Instant::now() + batch_wait;
-        while batch.len() < s.pipeline.batch_max_events {
+        while !batch.is_empty() && batch.len() < s.pipeline.batch_max_events {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
@@ -252,7 +274,6 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        idle_since = Instant::now();
         version += 1;
 
         // 1. validate and resolve (CPU, off the async workers), while the previous
@@ -264,6 +285,18 @@ pub async fn run(
         let applied_now = applied.clone();
         let (g, p, batch_stats) = tokio::task::spawn_blocking(move || {
             let mut st = RunStats::default();
+            if !pending_scores.is_empty() {
+                let n = pending_scores.len();
+                let applied_to = pending_scores
+                    .into_iter()
+                    .filter(|(cid, sc)| g.apply_scores(cid, sc.clone()))
+                    .count();
+                tracing::info!(
+                    scores = n,
+                    profiles = applied_to,
+                    "scores applied to profiles"
+                );
+            }
             let p = prepare(
                 &batch,
                 &mut g,
@@ -328,6 +361,30 @@ pub async fn run(
         tracing::debug!(error = %e, "final offset commit");
     }
     Ok(stats)
+}
+
+/// Scores of one completed run: (customer_id, scores), in chunks.
+pub type ScoreUpdates = Vec<(String, crate::profile::ProfileScores)>;
+
+/// Idle: finish the batch in flight so its offsets are stored.
+#[allow(clippy::too_many_arguments)]
+async fn idle_tick(
+    inflight: &mut Option<tokio::task::JoinHandle<Result<Done, PipelineError>>>,
+    stop_rx: &mut watch::Receiver<bool>,
+    consumer: &StreamConsumer,
+    writer: &Writer,
+    graph: Option<&Graph>,
+    recovery: &mut Option<Intent>,
+    version: u64,
+    stats: &mut RunStats,
+) -> Result<(), PipelineError> {
+    if let Some(h) = inflight.take() {
+        let Some(done) = settle(h, stop_rx).await? else {
+            return Ok(());
+        };
+        complete(consumer, writer, graph, recovery, &done, version, stats).await?;
+    }
+    Ok(())
 }
 
 /// Waits for the batch in flight; `None` when a stop was requested meanwhile.

@@ -60,6 +60,7 @@ fn to_json(p: &ProfileRow) -> Value {
         "engagement_score": p.engagement_score,
         "influence_score": p.influence_score,
         "lifecycle_stage": p.lifecycle_stage,
+        "score_components": serde_json::from_str::<Value>(&p.score_components).unwrap_or(json!({})),
         "merged_from": p.merged_from,
         "version": p.version,
     })
@@ -105,6 +106,15 @@ fn print_text(p: &ProfileRow) {
         }
     );
     println!("  lifecycle:   {}", p.lifecycle_stage);
+    let sc: Value = serde_json::from_str(&p.score_components).unwrap_or(json!({}));
+    if let Some(run) = sc["run_id"].as_str() {
+        println!(
+            "  scores:      engagement {:.1}, influence {:.1}, RFM {} (run {run}; `socialcrm score explain` for why)",
+            p.engagement_score,
+            p.influence_score,
+            sc["rfm_segment"].as_str().filter(|s| !s.is_empty()).unwrap_or("–"),
+        );
+    }
     if !p.traits.is_empty() {
         println!("  traits:      {}", p.traits);
     }

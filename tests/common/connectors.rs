@@ -10,6 +10,16 @@ use std::time::Duration;
 use super::{free_port, wait_until, World};
 
 impl World {
+    /// Appends raw TOML to this world's config (e.g. a `[scoring]` section).
+    pub fn append_config(&self, toml: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config)
+            .expect("open config");
+        f.write_all(format!("\n{toml}\n").as_bytes())
+            .expect("append config");
+    }
+
     /// Appends `[connectors.<name>]` with `body` (TOML lines, e.g. `type`, API URL,
     /// secrets) and this world's state dir and a free metrics port.
     pub fn add_connector(&mut self, name: &str, body: &str) {

@@ -59,6 +59,13 @@ pub struct ScoringConfig {
     /// Rows written per ClickHouse insert by the scoring job.
     #[serde(default = "default_insert_batch")]
     pub insert_batch: usize,
+    /// The pipeline runs the scoring job this often (0 = never; then run
+    /// `socialcrm score run` from cron). The first run is one interval after start.
+    #[serde(default = "default_interval_secs")]
+    pub interval_secs: u64,
+    /// How often the pipeline looks for a newly completed run to apply to profiles.
+    #[serde(default = "default_apply_poll_secs")]
+    pub apply_poll_secs: u64,
 }
 
 /// Engagement components' weights (they need not sum to 1; the score is a percentile).
@@ -195,6 +202,12 @@ fn default_top_n() -> usize {
 fn default_insert_batch() -> usize {
     50_000
 }
+fn default_interval_secs() -> u64 {
+    3600
+}
+fn default_apply_poll_secs() -> u64 {
+    10
+}
 fn w_interactions() -> f64 {
     0.5
 }
@@ -315,6 +328,8 @@ impl Default for ScoringConfig {
             top_affinities: default_top_n(),
             affinity_weights: default_affinity_weights(),
             insert_batch: default_insert_batch(),
+            interval_secs: default_interval_secs(),
+            apply_poll_secs: default_apply_poll_secs(),
         }
     }
 }
@@ -401,6 +416,9 @@ impl ScoringConfig {
             return Err(
                 "scoring.lifecycle.churned_factor must be greater than at_risk_factor".into(),
             );
+        }
+        if self.apply_poll_secs == 0 {
+            return Err("scoring.apply_poll_secs must be at least 1".into());
         }
         if self.insert_batch == 0 {
             return Err("scoring.insert_batch must be at least 1".into());

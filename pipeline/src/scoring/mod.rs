@@ -7,6 +7,7 @@
 //! - [`job`]: `socialcrm score run`, reading facts from ClickHouse and writing
 //!   `crm.scores`.
 
+pub mod apply;
 pub mod config;
 pub mod job;
 pub mod model;
