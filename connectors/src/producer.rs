@@ -74,11 +74,23 @@ impl EventProducer {
         topic: &str,
         delivery_timeout: Duration,
     ) -> Result<Self, ProduceError> {
+        Self::with_linger(kafka, topic, delivery_timeout, 5)
+    }
+
+    /// `linger_ms`: how long the client waits to fill a batch before sending. The
+    /// collector (many concurrent requests) uses 5; pull connectors, which wait for
+    /// each page's acknowledgement, use 0 so a page is acknowledged sooner.
+    pub fn with_linger(
+        kafka: &KafkaConfig,
+        topic: &str,
+        delivery_timeout: Duration,
+        linger_ms: u32,
+    ) -> Result<Self, ProduceError> {
         let producer: FutureProducer = kafka
             .client_config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", linger_ms.to_string())
             .set("compression.type", "lz4")
             .set(
                 "message.timeout.ms",

@@ -196,9 +196,9 @@ pub async fn run_source<S: Source>(
     let kind = source.kind();
     let name = opts.instance.clone();
     let mut store = CursorStore::open(&opts.settings.state_path(), &name, kind)?;
-    let events = EventProducer::new(&opts.kafka, Duration::from_secs(30))?;
-    let dlq =
-        EventProducer::for_topic(&opts.kafka, &opts.kafka.topics.dlq, Duration::from_secs(30))?;
+    let timeout = Duration::from_secs(30);
+    let events = EventProducer::with_linger(&opts.kafka, &opts.kafka.topics.events, timeout, 0)?;
+    let dlq = EventProducer::with_linger(&opts.kafka, &opts.kafka.topics.dlq, timeout, 0)?;
     let streams = source.streams();
     tracing::info!(connector = %name, kind, streams = ?streams, state = %store.path().display(),
         since = ?opts.since, "connector starting");
