@@ -279,8 +279,8 @@ pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<
         rfm[i] = (rq[k], fq[k], mq[k]);
     }
 
-    let mut out = Vec::with_capacity(n);
-    for (i, f) in facts.iter().enumerate() {
+    let build = |i: usize| -> Scored {
+        let f = &facts[i];
         let (recency_days, recency, channels_n, dispersion) = parts[i];
         let (r, fr, m) = rfm[i];
         let fm = if r == 0 {
@@ -399,7 +399,7 @@ pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<
             },
             "lifecycle": { "stage": stage, "why": stage_why },
         });
-        out.push(Scored {
+        Scored {
             customer_id: f.customer_id.clone(),
             engagement_score: round3(eng_score[i]),
             influence_score: round3(inf_score[i]),
@@ -423,7 +423,34 @@ pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<
             network_followers: networks.values().map(|v| v.0).collect(),
             network_amplification: networks.values().map(|v| v.1).collect(),
             components: components.to_string(),
-        });
+        }
+    };
+    // building the components is most of the work: spread it over the cores
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .min(8);
+    if n < 10_000 || threads == 1 {
+        return (0..n).map(build).collect();
     }
-    out
+    let chunk = n.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let build = &build;
+                scope.spawn(move || {
+                    (t * chunk..((t + 1) * chunk).min(n))
+                        .map(build)
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(n);
+        for h in handles {
+            match h.join() {
+                Ok(mut part) => out.append(&mut part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        out
+    })
 }
