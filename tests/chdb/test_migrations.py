@@ -275,7 +275,7 @@ def scoring_query(name, params):
     """A scoring query file as the job runs it: comments dropped, `?` bound in order."""
     with open(os.path.join(SCORING_SQL_DIR, name + ".sql"), encoding="utf-8") as f:
         text = "\n".join(l for l in f.read().splitlines() if not l.strip().startswith("--"))
-    parts = text.replace("{db}", DB).split("?")
+    parts = text.replace("{snap}", DB + ".scoring_snapshot_test").replace("{db}", DB).split("?")
     assert len(parts) == len(params) + 1, (name, len(parts) - 1, params)
     out = parts[0]
     for p, rest in zip(params, parts[1:]):
@@ -308,20 +308,21 @@ def test_scores_migration_and_scoring_queries(sess):
     run(sess, "INSERT INTO %s.identities (%s) VALUES "
               "('mastodon', '@carl@m.social', 'c_carl', 1, now(), now(), 1)" % (DB, id_cols))
 
-    aggs = rows(sess, scoring_query("aggregates", [now, 30.0 * day, now - 90 * day, now])
+    run(sess, scoring_query("snapshot", [now]))
+    aggs = rows(sess, scoring_query("aggregates", [now, 30.0 * day, now - 90 * day])
                 + " ORDER BY customer_id, event_type")
     got = {(r[0], r[1]): (int(r[3]), float(r[4]), int(r[5]), float(r[8])) for r in aggs}
     assert got[("c_o2", "reshare")][1] == pytest.approx(0.5)   # 30 days = one half-life
     assert got[("c_carl", "order")] == (1, pytest.approx(2 ** (-10 / 30)), 1, 40.0)
 
-    fol = rows(sess, scoring_query("followers", [now]))
+    fol = rows(sess, scoring_query("followers", []))
     assert [[r[0], r[1], float(r[2])] for r in fol] == [["c_carl", "mastodon", 120.0]]
 
-    cats = rows(sess, scoring_query("categories", [now]) + " ORDER BY category")
+    cats = rows(sess, scoring_query("categories", []) + " ORDER BY category")
     assert [[r[0], r[1], r[2], int(r[3])] for r in cats] == [
         ["c_carl", "order", "bags", 1], ["c_carl", "order", "shoes", 1]]
 
-    edges = rows(sess, scoring_query("edges", [now]) + " ORDER BY src")
+    edges = rows(sess, scoring_query("edges", []) + " ORDER BY src")
     assert [[r[0], r[1], r[2], r[3], int(r[4])] for r in edges] == [
         ["c_o1", "c_carl", "reshare", "mastodon", 1], ["c_o2", "c_carl", "reshare", "mastodon", 1]]
 

@@ -32,17 +32,19 @@ fn ch(what: &'static str) -> impl FnOnce(clickhouse::error::Error) -> ScoringErr
 }
 
 // The queries live in files so that the chDB compatibility test runs the same text.
+const SQL_SNAPSHOT: &str = include_str!("sql/snapshot.sql");
 const SQL_AGGREGATES: &str = include_str!("sql/aggregates.sql");
 const SQL_FOLLOWERS: &str = include_str!("sql/followers.sql");
 const SQL_CATEGORIES: &str = include_str!("sql/categories.sql");
 const SQL_EDGES: &str = include_str!("sql/edges.sql");
 
-/// A query file for database `db`, without its comment lines.
-fn sql(text: &str, db: &str) -> String {
+/// A query file for database `db` and snapshot table `snap`, without its comment lines.
+fn sql(text: &str, db: &str, snap: &str) -> String {
     text.lines()
         .filter(|l| !l.trim_start().starts_with("--"))
         .collect::<Vec<_>>()
         .join("\n")
+        .replace("{snap}", snap)
         .replace("{db}", db)
 }
 
@@ -145,6 +147,7 @@ pub struct RunReport {
 pub async fn load_facts(
     client: &clickhouse::Client,
     db: &str,
+    snap: &str,
     now: DateTime<Utc>,
     cfg: &ScoringConfig,
 ) -> Result<(Vec<CustomerFacts>, usize, u32, f64), ScoringError> {
@@ -166,11 +169,10 @@ pub async fn load_facts(
     }
     // streamed: rows are folded into the facts as they arrive
     let mut cursor = client
-        .query(&sql(SQL_AGGREGATES, db))
+        .query(&sql(SQL_AGGREGATES, db, snap))
         .bind(now_s)
         .bind(hl_secs)
         .bind(window_from)
-        .bind(now_s)
         .fetch::<AggRow>()
         .map_err(ch("per-customer aggregates"))?;
     while let Some(a) = cursor.next().await.map_err(ch("per-customer aggregates"))? {
@@ -204,8 +206,7 @@ pub async fn load_facts(
     }
 
     let followers: Vec<FollowersRow> = client
-        .query(&sql(SQL_FOLLOWERS, db))
-        .bind(now_s)
+        .query(&sql(SQL_FOLLOWERS, db, snap))
         .fetch_all()
         .await
         .map_err(ch("followers"))?;
@@ -216,8 +217,7 @@ pub async fn load_facts(
     }
 
     let cats: Vec<CategoryRow> = client
-        .query(&sql(SQL_CATEGORIES, db))
-        .bind(now_s)
+        .query(&sql(SQL_CATEGORIES, db, snap))
         .fetch_all()
         .await
         .map_err(ch("product categories"))?;
@@ -240,8 +240,7 @@ pub async fn load_facts(
     }
 
     let mut cursor = client
-        .query(&sql(SQL_EDGES, db))
-        .bind(now_s)
+        .query(&sql(SQL_EDGES, db, snap))
         .fetch::<EdgeRow>()
         .map_err(ch("interaction graph"))?;
     let mut graph_edges: Vec<(u32, u32, f64)> = Vec::new();
@@ -348,7 +347,23 @@ pub async fn run(
     let client = chc.client();
     let db = chc.database.as_str();
     let t = Instant::now();
-    let (facts, edges, iterations, delta) = load_facts(&client, db, now, cfg).await?;
+    // one pass over v_events into a Memory table; the four fact queries read it
+    let snap = format!("{db}.scoring_snapshot_{:08x}", rand_suffix());
+    client
+        .query(&sql(SQL_SNAPSHOT, db, &snap))
+        .bind(now.timestamp().max(0) as u32)
+        .execute()
+        .await
+        .map_err(ch("event snapshot"))?;
+    let loaded = load_facts(&client, db, &snap, now, cfg).await;
+    if let Err(e) = client
+        .query(&format!("DROP TABLE IF EXISTS {snap}"))
+        .execute()
+        .await
+    {
+        tracing::warn!(table = %snap, error = %e, "cannot drop the scoring snapshot; drop it by hand");
+    }
+    let (facts, edges, iterations, delta) = loaded?;
     let read_secs = t.elapsed().as_secs_f64();
     tracing::info!(
         customers = facts.len(),

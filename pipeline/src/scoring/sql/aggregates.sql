@@ -1,6 +1,6 @@
 -- Per customer, event type and channel: count, decayed count, count in the window,
 -- first/last time and revenue. Parameters, in order: now (unix s), half-life (s),
--- window start (unix s), now (unix s).
+-- window start (unix s).
 SELECT
     customer_id,
     type AS event_type,
@@ -11,6 +11,5 @@ SELECT
     toUInt32(min(occurred_at)) AS first_at,
     toUInt32(max(occurred_at)) AS last_at,
     sum(revenue_amount) AS revenue
-FROM {db}.v_events
-WHERE customer_id != '' AND occurred_at <= toDateTime(?)
+FROM {snap}
 GROUP BY customer_id, event_type, channel

@@ -1,6 +1,6 @@
 -- The interaction graph between profiles: for every event with a `target`, the
 -- actor's customer → the target identifier's current customer, per event type and
--- network. Targets nobody resolved to a profile are left out. Parameter: now (unix s).
+-- network. Targets nobody resolved to a profile are left out.
 -- ALL, not ANY: on current ClickHouse `ANY INNER JOIN` also keeps one row per key of
 -- the left side, which would drop every interaction but one per target (v_identities
 -- has one row per identifier, so ALL adds no duplicates).
@@ -13,12 +13,11 @@ FROM
         SELECT
             customer_id,
             type AS event_type,
-            splitByChar(':', source)[1] AS network,
+            network,
             tt AS id_type,
             tv AS id_value
-        FROM {db}.v_events
+        FROM {snap}
         ARRAY JOIN target_types AS tt, target_values AS tv
-        WHERE customer_id != '' AND occurred_at <= toDateTime(?)
     ) AS e
     ALL INNER JOIN
     (

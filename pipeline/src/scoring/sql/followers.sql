@@ -1,11 +1,9 @@
 -- Latest follower count per customer and network (the source's prefix, e.g.
--- `mastodon` of `mastodon:m.social`). Parameter: now (unix s).
+-- `mastodon` of `mastodon:m.social`); -1 in the snapshot means "not given".
 SELECT
     customer_id,
-    splitByChar(':', source)[1] AS network,
-    argMax(visitParamExtractFloat(traits, 'followers_count'), occurred_at) AS followers
-FROM {db}.v_events
-WHERE customer_id != ''
-  AND position(traits, '"followers_count"') > 0
-  AND occurred_at <= toDateTime(?)
+    network,
+    argMax(followers_count, occurred_at) AS followers
+FROM {snap}
+WHERE followers_count >= 0
 GROUP BY customer_id, network
