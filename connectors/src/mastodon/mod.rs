@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::runtime::config::RuntimeSettings;
@@ -302,19 +303,22 @@ impl Source {
         since: Option<DateTime<Utc>>,
     ) -> Result<Page, SourceError> {
         let limit = self.cfg.page_size;
-        let (mut items, resp) = self
-            .notifications(vec![
-                ("min_id".to_string(), min_id.clone()),
-                ("limit".to_string(), limit.to_string()),
-            ])
-            .await?;
+        let mut query = vec![
+            ("min_id".to_string(), min_id.clone()),
+            ("limit".to_string(), limit.to_string()),
+        ];
+        query.extend(self.types_query.iter().cloned());
+        let url = format!("{}/api/v1/notifications", self.base);
+        let resp = self.client.call(&url, &self.request(query)).await?;
+        // each notification is parsed once, into typed structs (see mapping)
+        let raws: Vec<Box<RawValue>> = resp.json(&self.instance)?;
+        let mut items: Vec<mapping::PageItem> =
+            raws.into_iter().map(mapping::PageItem::parse).collect();
         // Mastodon answers newest first; events go out oldest first
-        items.sort_by(
-            |a, b| match (mapping::notification_id(a), mapping::notification_id(b)) {
-                (Some(x), Some(y)) => id_cmp(&x, &y),
-                (x, y) => x.is_some().cmp(&y.is_some()),
-            },
-        );
+        items.sort_by(|a, b| match (&a.id, &b.id) {
+            (Some(x), Some(y)) => id_cmp(x, y),
+            (x, y) => x.is_some().cmp(&y.is_some()),
+        });
         let ctx = mapping::Context {
             domain: &brand.domain,
             source: &brand.source,
@@ -324,7 +328,7 @@ impl Source {
             received_at: Utc::now(),
             max_text_chars: self.cfg.max_text_chars,
         };
-        let mut mapped = mapping::map_notifications(&items, &ctx);
+        let mut mapped = mapping::map_items(&items, &ctx);
         if let Some(s) = since {
             mapped.events.retain(|e| e.occurred_at >= s);
         }
@@ -336,8 +340,9 @@ impl Source {
         let from_link = link_rel(&resp.headers, "prev").and_then(|u| min_id_param(&u));
         let from_page = items
             .iter()
-            .filter_map(mapping::notification_id)
-            .max_by(|a, b| id_cmp(a, b));
+            .filter_map(|i| i.id.as_ref())
+            .max_by(|a, b| id_cmp(a, b))
+            .cloned();
         let next = [Some(min_id.clone()), from_link, from_page]
             .into_iter()
             .flatten()
