@@ -16,6 +16,9 @@
 //! back-link), never as an identifier.
 
 use chrono::{DateTime, Utc};
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use socialcrm_schemas::{
     CanonicalEvent, Channel, IdType, Identifier, JsonObject, Normalizer, SCHEMA_VERSION,
@@ -590,4 +593,485 @@ fn entity(name: &str) -> Option<char> {
             char::from_u32(code).filter(|c| !c.is_control() || *c == '\n')
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Fast path: typed parsing.
+//
+// A page is read as raw JSON texts, each notification then parsed into the typed
+// structs below (no `Value` tree). The typed structs are strict: anything they
+// cannot represent exactly as the `Value` path would read it (a number where a
+// string is expected, a non-object in a list, a duplicate key, ...) fails the
+// typed parse, and such a notification goes through [`map_notification`] on its
+// `Value`, so the outcome (event, skip or rejection with its reason) is the same.
+// Rejections always come from [`map_notification`].
+// ---------------------------------------------------------------------------
+
+/// A notification id as [`notification_id`] reads it: a non-blank string
+/// (trimmed) or an unsigned integer; `None` for a blank string. Other JSON fails.
+#[derive(Debug, Default)]
+struct TId(Option<String>);
+
+impl<'de> Deserialize<'de> for TId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = TId;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an unsigned integer id")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<TId, E> {
+                let t = s.trim();
+                Ok(TId((!t.is_empty()).then(|| t.to_string())))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<TId, E> {
+                Ok(TId(Some(n.to_string())))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A JSON object (never an array, which derived structs would also accept) read
+/// as `T`.
+#[derive(Debug)]
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Obj<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Obj)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+impl<T> std::ops::Deref for Obj<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TNotification {
+    #[serde(default)]
+    id: Option<TId>,
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    account: Option<Obj<TAccount>>,
+    #[serde(default)]
+    status: Option<Obj<TStatus>>,
+}
+
+impl TNotification {
+    fn id(&self) -> Option<String> {
+        self.id.as_ref().and_then(|i| i.0.clone())
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct TAccount {
+    #[serde(default)]
+    id: Option<TId>,
+    #[serde(default)]
+    acct: Option<String>,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    followers_count: Option<u64>,
+    #[serde(default)]
+    following_count: Option<u64>,
+    #[serde(default)]
+    statuses_count: Option<u64>,
+    #[serde(default)]
+    bot: Option<bool>,
+    #[serde(default)]
+    avatar: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    fields: Option<Vec<Obj<TField>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TField {
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    verified_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TStatus {
+    #[serde(default)]
+    id: Option<TId>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    uri: Option<String>,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    spoiler_text: Option<String>,
+    #[serde(default)]
+    language: Option<String>,
+    #[serde(default)]
+    visibility: Option<String>,
+    #[serde(default)]
+    sensitive: Option<bool>,
+    #[serde(default)]
+    in_reply_to_id: Option<TId>,
+    #[serde(default)]
+    in_reply_to_account_id: Option<TId>,
+    #[serde(default)]
+    replies_count: Option<u64>,
+    #[serde(default)]
+    reblogs_count: Option<u64>,
+    #[serde(default)]
+    favourites_count: Option<u64>,
+    #[serde(default)]
+    media_attachments: Option<Vec<IgnoredAny>>,
+    #[serde(default)]
+    tags: Option<Vec<Obj<TTag>>>,
+    #[serde(default)]
+    mentions: Option<Vec<Obj<TMention>>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TTag {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TMention {
+    #[serde(default)]
+    acct: Option<String>,
+}
+
+fn tid(v: &Option<TId>) -> Option<String> {
+    v.as_ref().and_then(|i| i.0.clone())
+}
+
+/// One notification of a page, parsed once: its id (as [`notification_id`]
+/// reads it) for ordering and the cursor, and its typed form when it has one.
+#[derive(Debug)]
+pub struct PageItem {
+    pub id: Option<String>,
+    raw: Box<RawValue>,
+    typed: Option<Box<Obj<TNotification>>>,
+}
+
+impl PageItem {
+    /// Parses one notification of a page.
+    pub fn parse(raw: Box<RawValue>) -> PageItem {
+        match serde_json::from_str::<Obj<TNotification>>(raw.get()) {
+            Ok(t) => PageItem {
+                id: t.id(),
+                raw,
+                typed: Some(Box::new(t)),
+            },
+            Err(_) => PageItem {
+                id: notification_id(&raw_value(&raw)),
+                raw,
+                typed: None,
+            },
+        }
+    }
+}
+
+fn raw_value(raw: &RawValue) -> Value {
+    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+}
+
+/// [`map_notifications`] for parsed page items: the same outcomes.
+pub fn map_items(items: &[PageItem], ctx: &Context<'_>) -> MappedPage {
+    let mut page = MappedPage {
+        events: Vec::with_capacity(items.len()),
+        ..MappedPage::default()
+    };
+    let brand = Identifier::new(IdType::Mastodon, ctx.brand_handle);
+    for item in items {
+        let fast = item
+            .typed
+            .as_deref()
+            .and_then(|t| map_typed(t, ctx, &brand));
+        let outcome = match fast {
+            Some(m) => Ok(m),
+            None => map_notification(&raw_value(&item.raw), ctx),
+        };
+        match outcome {
+            Ok(Mapped::Event(ev)) => page.events.push(*ev),
+            Ok(Mapped::Skipped(_)) => page.skipped += 1,
+            Err(r) => page.rejected.push(r),
+        }
+    }
+    page
+}
+
+/// [`map_notification`] on the typed form; `None` when the notification is to be
+/// rejected (the `Value` path then says why).
+fn map_typed(n: &TNotification, ctx: &Context<'_>, brand: &Identifier) -> Option<Mapped> {
+    let nid = n.id()?;
+    let kind = n.kind.as_deref()?;
+    if !ctx.types.iter().any(|t| t == kind) {
+        return Some(Mapped::Skipped(kind.to_string()));
+    }
+    let occurred_at = DateTime::parse_from_rfc3339(n.created_at.as_deref()?)
+        .ok()?
+        .with_timezone(&Utc);
+    let account = n.account.as_deref()?;
+    let actor = handle(account.acct.as_deref()?, ctx.domain).ok()?;
+    let status = n.status.as_deref();
+    if kind != "follow" && status.is_none() {
+        return None;
+    }
+    if let Some(s) = status {
+        tid(&s.id)?;
+    }
+    let mentions: Vec<String> = status
+        .map(|s| typed_mention_handles(s, ctx.domain))
+        .unwrap_or_default();
+    let is_reply_to_brand = status
+        .and_then(|s| s.in_reply_to_account_id.as_ref())
+        .and_then(|i| i.0.as_deref())
+        .is_some_and(|a| a == ctx.brand_id);
+    let mention_targets = || -> Vec<Identifier> {
+        mentions
+            .iter()
+            .map(|h| Identifier::new(IdType::Mastodon, h.clone()))
+            .collect()
+    };
+    let (event_type, mut target): (&str, Vec<Identifier>) = match kind {
+        "mention" => {
+            let t = if is_reply_to_brand {
+                "reply"
+            } else {
+                "mention"
+            };
+            let mut target = mention_targets();
+            if !target.contains(brand) {
+                target.insert(0, brand.clone());
+            }
+            (t, target)
+        }
+        "status" => ("post", mention_targets()),
+        "reblog" => ("reshare", vec![brand.clone()]),
+        "favourite" => ("like", vec![brand.clone()]),
+        "follow" => ("follow", vec![brand.clone()]),
+        other => return Some(Mapped::Skipped(other.to_string())),
+    };
+    target.retain(|t| t.value != actor);
+    target.truncate(MAX_TARGETS);
+
+    let mut properties = Map::new();
+    properties.insert("notification_id".into(), Value::String(nid.clone()));
+    properties.insert("notification_type".into(), Value::String(kind.to_string()));
+    if let Some(aid) = tid(&account.id) {
+        properties.insert("account_id".into(), Value::String(aid));
+    }
+    if let Some(s) = status {
+        typed_status_properties(s, mentions, ctx, &mut properties);
+    }
+    let traits = typed_account_traits(account, &actor);
+    Some(Mapped::Event(Box::new(CanonicalEvent {
+        schema_version: SCHEMA_VERSION,
+        event_id: event_id(ctx.domain, &nid),
+        source: ctx.source.to_string(),
+        channel: Channel::Social,
+        event_type: event_type.to_string(),
+        name: None,
+        occurred_at,
+        received_at: ctx.received_at,
+        identifiers: vec![Identifier::new(IdType::Mastodon, actor)],
+        target,
+        traits,
+        properties: JsonObject::from_map(&properties),
+        revenue: None,
+        context: JsonObject::empty(),
+    })))
+}
+
+fn typed_mention_handles(s: &TStatus, domain: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in s.mentions.iter().flatten() {
+        if let Some(acct) = m.acct.as_deref() {
+            if let Ok(h) = handle(acct, domain) {
+                if !out.contains(&h) {
+                    out.push(h);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn typed_status_properties(
+    s: &TStatus,
+    mentions: Vec<String>,
+    ctx: &Context<'_>,
+    p: &mut Map<String, Value>,
+) {
+    let text = |v: &Option<String>| v.as_deref().map(|x| Value::String(x.to_string()));
+    if let Some(id) = tid(&s.id) {
+        p.insert("status_id".into(), Value::String(id));
+    }
+    if let Some(url) = s.url.as_deref().or(s.uri.as_deref()) {
+        p.insert("status_url".into(), Value::String(url.to_string()));
+    }
+    if let Some(t) = text(&s.created_at) {
+        p.insert("status_created_at".into(), t);
+    }
+    if let Some(html) = s.content.as_deref() {
+        let (text, truncated) = html_to_text(html, ctx.max_text_chars);
+        if !text.is_empty() {
+            p.insert("text".into(), Value::String(text));
+        }
+        if truncated {
+            p.insert("text_truncated".into(), Value::Bool(true));
+        }
+    }
+    if let Some(sp) = s.spoiler_text.as_deref().filter(|x| !x.is_empty()) {
+        let (text, _) = html_to_text(sp, ctx.max_text_chars);
+        p.insert("spoiler_text".into(), Value::String(text));
+    }
+    if let Some(v) = text(&s.language) {
+        p.insert("language".into(), v);
+    }
+    if let Some(v) = text(&s.visibility) {
+        p.insert("visibility".into(), v);
+    }
+    if let Some(b) = s.sensitive {
+        p.insert("sensitive".into(), Value::Bool(b));
+    }
+    if let Some(v) = tid(&s.in_reply_to_id) {
+        p.insert("in_reply_to_id".into(), Value::String(v));
+    }
+    if let Some(v) = tid(&s.in_reply_to_account_id) {
+        p.insert("in_reply_to_account_id".into(), Value::String(v));
+    }
+    for (key, n) in [
+        ("replies_count", s.replies_count),
+        ("reblogs_count", s.reblogs_count),
+        ("favourites_count", s.favourites_count),
+    ] {
+        if let Some(n) = n {
+            p.insert(key.into(), Value::from(n));
+        }
+    }
+    if let Some(media) = &s.media_attachments {
+        if !media.is_empty() {
+            p.insert("media_count".into(), Value::from(media.len()));
+        }
+    }
+    if let Some(tags) = &s.tags {
+        let names: Vec<Value> = tags
+            .iter()
+            .filter_map(|t| t.name.as_deref())
+            .map(|n| Value::String(n.to_lowercase()))
+            .take(MAX_TAGS)
+            .collect();
+        if !names.is_empty() {
+            p.insert("tags".into(), Value::Array(names));
+        }
+    }
+    if !mentions.is_empty() {
+        p.insert(
+            "mentions".into(),
+            Value::Array(
+                mentions
+                    .into_iter()
+                    .take(MAX_TARGETS)
+                    .map(Value::String)
+                    .collect(),
+            ),
+        );
+    }
+}
+
+fn typed_account_traits(a: &TAccount, handle: &str) -> Map<String, Value> {
+    let mut t = Map::new();
+    if let Some(name) = a
+        .display_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        t.insert("name".into(), Value::String(name.to_string()));
+    }
+    t.insert("mastodon_handle".into(), Value::String(handle.to_string()));
+    if let Some(url) = a.url.as_deref() {
+        t.insert("mastodon_url".into(), Value::String(url.to_string()));
+    }
+    for (key, n) in [
+        ("followers_count", a.followers_count),
+        ("following_count", a.following_count),
+        ("statuses_count", a.statuses_count),
+    ] {
+        if let Some(n) = n {
+            t.insert(key.into(), Value::from(n));
+        }
+    }
+    if let Some(b) = a.bot {
+        t.insert("bot".into(), Value::Bool(b));
+    }
+    if let Some(av) = a.avatar.as_deref().filter(|u| !u.ends_with("/missing.png")) {
+        t.insert("avatar_url".into(), Value::String(av.to_string()));
+    }
+    let note = a.note.as_deref().unwrap_or("");
+    let (bio, _) = html_to_text(note, MAX_BIO_CHARS);
+    if !bio.is_empty() {
+        t.insert("bio".into(), Value::String(bio));
+    }
+    let mut links: Vec<String> = Vec::new();
+    let mut verified: Vec<String> = Vec::new();
+    for f in a.fields.iter().flatten() {
+        let Some(value) = f.value.as_deref() else {
+            continue;
+        };
+        let is_verified = f.verified_at.is_some();
+        for l in field_links(value) {
+            if is_verified && !verified.contains(&l) {
+                verified.push(l.clone());
+            }
+            if !links.contains(&l) {
+                links.push(l);
+            }
+        }
+    }
+    for l in html_links(note) {
+        if !links.contains(&l) {
+            links.push(l);
+        }
+    }
+    links.truncate(MAX_LINKS);
+    verified.truncate(MAX_LINKS);
+    if !links.is_empty() {
+        t.insert(
+            "links".into(),
+            Value::Array(links.into_iter().map(Value::String).collect()),
+        );
+    }
+    if !verified.is_empty() {
+        t.insert(
+            "verified_links".into(),
+            Value::Array(verified.into_iter().map(Value::String).collect()),
+        );
+    }
+    t
 }

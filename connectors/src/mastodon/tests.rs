@@ -988,3 +988,101 @@ fn config_defaults_and_validation() {
     parse("instance_url = \"http://localhost:8080\"\naccess_token = \"x\"").expect("localhost");
     let _ = BRAND_ID;
 }
+
+/// The typed fast path (`PageItem` + `map_items`) gives exactly what the `Value`
+/// mapping gives: the same events, skips and rejections (with reasons and raw
+/// objects), also for objects the typed structs cannot read.
+#[test]
+fn typed_mapping_matches_value_mapping() {
+    let data = fake::generate(2000, 11);
+    let mut items = data.notifications();
+    let base = doc_mention();
+    let odd = |f: &dyn Fn(&mut Value)| {
+        let mut v = base.clone();
+        f(&mut v);
+        v
+    };
+    items.extend([
+        odd(&|v| v["id"] = json!(77)),
+        odd(&|v| v["id"] = json!(" 78 ")),
+        odd(&|v| v["id"] = json!(-3)),
+        odd(&|v| v["id"] = json!("  ")),
+        odd(&|v| v["id"] = json!(1.5)),
+        odd(&|v| v["type"] = json!(5)),
+        odd(&|v| v["type"] = json!("poll")),
+        odd(&|v| v["created_at"] = json!("yesterday")),
+        odd(&|v| v["account"] = json!(["x", "alice"])),
+        odd(&|v| v["account"] = json!(null)),
+        odd(&|v| v["account"]["acct"] = json!(12)),
+        odd(&|v| v["account"]["acct"] = json!("not a handle!")),
+        odd(&|v| v["account"]["url"] = json!(12)),
+        odd(&|v| v["account"]["followers_count"] = json!(-1)),
+        odd(&|v| v["account"]["followers_count"] = json!(2.5)),
+        odd(&|v| v["account"]["fields"] = json!([1, {"value": "https://a.example"}])),
+        odd(&|v| {
+            v["account"]["fields"] = json!([{"value": "https://a.example", "verified_at": 3}])
+        }),
+        odd(&|v| v["account"]["fields"] = json!({"value": "https://a.example"})),
+        odd(&|v| v["status"] = json!(null)),
+        odd(&|v| v["status"] = json!("s")),
+        odd(&|v| v["status"] = json!([])),
+        odd(&|v| v["status"]["id"] = json!(null)),
+        odd(&|v| v["status"]["id"] = json!(991)),
+        odd(&|v| v["status"]["url"] = json!(null)),
+        odd(&|v| v["status"]["url"] = json!(4)),
+        odd(&|v| v["status"]["tags"] = json!([{"name": 3}, {"name": "Rust"}])),
+        odd(&|v| v["status"]["tags"] = json!(["x"])),
+        odd(&|v| v["status"]["mentions"] = json!([{"acct": 3}, 4, {"acct": "bob"}])),
+        odd(&|v| v["status"]["mentions"] = json!({"acct": "bob"})),
+        odd(&|v| v["status"]["media_attachments"] = json!({"a": 1})),
+        odd(&|v| v["status"]["sensitive"] = json!("yes")),
+        odd(&|v| v["status"]["in_reply_to_account_id"] = json!(14715)),
+        odd(&|v| v["status"]["reblogs_count"] = json!(null)),
+        json!([1, 2]),
+        json!("notification"),
+        json!(null),
+    ]);
+    let ty = types();
+    let c = ctx(&ty, "14715", "@trwnh@mastodon.social");
+    let want = mapping::map_notifications(&items, &c);
+    let mut raw: Vec<String> = items.iter().map(Value::to_string).collect();
+    // a duplicate key: the `Value` path keeps the last one
+    let dup = base.to_string().replacen("{", "{\"type\":\"follow\",", 1);
+    raw.push(dup);
+    let mut want_all = want;
+    let dup_v: Value = serde_json::from_str(raw.last().expect("dup")).expect("json");
+    match mapping::map_notification(&dup_v, &c) {
+        Ok(Mapped::Event(e)) => want_all.events.push(*e),
+        Ok(Mapped::Skipped(_)) => want_all.skipped += 1,
+        Err(r) => want_all.rejected.push(r),
+    }
+    let parsed: Vec<mapping::PageItem> = raw
+        .into_iter()
+        .map(|s| {
+            mapping::PageItem::parse(serde_json::value::RawValue::from_string(s).expect("raw json"))
+        })
+        .collect();
+    let got = mapping::map_items(&parsed, &c);
+    let json = |es: &[socialcrm_schemas::CanonicalEvent]| -> Vec<String> {
+        es.iter()
+            .map(|e| serde_json::to_string(e).expect("event json"))
+            .collect()
+    };
+    assert!(want_all.events.len() > 1500);
+    assert_eq!(json(&got.events), json(&want_all.events));
+    assert_eq!(got.skipped, want_all.skipped);
+    let rej = |r: &[crate::runtime::Rejected]| -> Vec<(String, String, Vec<u8>)> {
+        r.iter()
+            .map(|r| (r.object_id.clone(), r.reason.clone(), r.raw.clone()))
+            .collect()
+    };
+    assert!(want_all.rejected.len() > 10);
+    assert_eq!(rej(&got.rejected), rej(&want_all.rejected));
+    let ids: Vec<Option<String>> = parsed.iter().map(|p| p.id.clone()).collect();
+    let want_ids: Vec<Option<String>> = items
+        .iter()
+        .map(mapping::notification_id)
+        .chain([Some(mapping::notification_id(&dup_v).expect("dup id"))])
+        .collect();
+    assert_eq!(ids, want_ids);
+}
