@@ -33,11 +33,12 @@ mod tests;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::runtime::config::{RuntimeSettings, Secret};
 use crate::runtime::http::{ApiClient, ApiError, ApiResponse, Request};
-use crate::runtime::{Page, SourceError};
+use crate::runtime::{Page, Rejected, SourceError};
 use mapping::{Ctx, OrderMapped};
 
 /// Stream of WordPress users with the customer role.
@@ -249,8 +250,8 @@ pub fn auth_fix(instance: &str) -> String {
 }
 
 /// One listed page: the objects and the headers that matter.
-struct Listed {
-    items: Vec<Value>,
+struct Listed<T> {
+    items: Vec<T>,
     /// `X-WP-Total`.
     total: Option<u64>,
     /// The shop's clock (`Date` header), else ours.
@@ -292,7 +293,11 @@ impl Source {
     }
 
     /// GET `<api>/<path>` with `query`; the list and its headers.
-    async fn list(&self, path: &str, mut query: Vec<(String, String)>) -> Result<Listed, ApiError> {
+    async fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        mut query: Vec<(String, String)>,
+    ) -> Result<Listed<T>, ApiError> {
         let url = format!("{}/{path}", self.cfg.api_base());
         let mut req = Request::default();
         if self.cfg.query_string_auth {
@@ -307,7 +312,7 @@ impl Source {
             .call(&url, &req)
             .await
             .map_err(|e| self.explain(e))?;
-        let items: Vec<Value> = resp.json(&self.instance).map_err(|e| match e {
+        let items: Vec<T> = resp.json(&self.instance).map_err(|e| match e {
             ApiError::Payload {
                 source_name, url, ..
             } => ApiError::Payload {
@@ -382,8 +387,12 @@ impl Source {
             } else {
                 q.push(("page".into(), "1".into()));
             }
-            let listed = self.list(ORDERS, q).await?;
-            let first = listed.items.first().and_then(mapping::order_key);
+            let listed: Listed<Box<RawValue>> = self.list(ORDERS, q).await?;
+            let first = listed
+                .items
+                .first()
+                .and_then(|raw| mapping::slim(raw, mapping::ORDER_FIELDS))
+                .and_then(|o| mapping::order_key(&o));
             if offset > 0 && !matches!((first, pos), (Some(f), Some(p)) if f <= p) {
                 // orders of that second moved away meanwhile: start the second again
                 tracing::debug!(connector = %self.instance, offset,
@@ -392,6 +401,23 @@ impl Source {
                 continue;
             }
             break listed;
+        };
+        // only the fields the walk and the mapping read are built; a rejected order
+        // carries its whole text
+        let items: Vec<Value> = listed
+            .items
+            .iter()
+            .map(|raw| mapping::slim(raw, mapping::ORDER_FIELDS).unwrap_or(Value::Null))
+            .collect();
+        let whole = |i: usize, mut r: Rejected| {
+            if let Some(v) = listed
+                .items
+                .get(i)
+                .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+            {
+                r.raw = serde_json::to_vec(&v).unwrap_or_default();
+            }
+            r
         };
         let cutoff = listed.server_now - ChronoDuration::seconds(self.cfg.settle_secs as i64);
         let ctx = self.ctx();
@@ -404,7 +430,7 @@ impl Source {
         let mut held = false;
         let mut out_of_order = false;
         let mut seen_in_page = 0u64;
-        for (i, o) in listed.items.iter().enumerate() {
+        for (i, o) in items.iter().enumerate() {
             if let (Some(t), Some(k)) = (c.modified, mapping::order_key(o)) {
                 if k.0 < t - ChronoDuration::seconds(1) {
                     return Err(ApiError::Payload {
@@ -421,9 +447,12 @@ impl Source {
                 }
             }
             let Some(key) = mapping::order_key(o) else {
-                page.rejected.push(mapping::rejected_order(
-                    o,
-                    "order without a numeric `id` or a readable `date_modified_gmt`",
+                page.rejected.push(whole(
+                    i,
+                    mapping::rejected_order(
+                        o,
+                        "order without a numeric `id` or a readable `date_modified_gmt`",
+                    ),
                 ));
                 continue;
             };
@@ -447,7 +476,7 @@ impl Source {
                         "connector" => self.instance.clone(), "reason" => why)
                     .increment(1);
                 }
-                OrderMapped::Rejected(r) => page.rejected.push(r),
+                OrderMapped::Rejected(r) => page.rejected.push(whole(i, r)),
             }
             new_pos = Some(new_pos.map_or(key, |p| p.max(key)));
             consumed_upto = Some(i);
@@ -458,7 +487,7 @@ impl Source {
         }
         let skip = match (new_pos, consumed_upto) {
             (Some(np), Some(last)) if Some(np.0) == c.modified => offset + last as u64 + 1,
-            (Some(np), Some(last)) => listed.items[..=last]
+            (Some(np), Some(last)) => items[..=last]
                 .iter()
                 .filter_map(mapping::order_key)
                 .filter(|k| k.0 == np.0 && *k <= np)
@@ -466,7 +495,7 @@ impl Source {
             (_, None) => c.skip,
             (None, Some(_)) => 0,
         };
-        page.caught_up = held || (listed.items.len() as u64) < per_page;
+        page.caught_up = held || (items.len() as u64) < per_page;
         self.orders_done += page.objects;
         page.total = listed
             .total
@@ -514,7 +543,7 @@ impl Source {
             } else {
                 q.push(("page".into(), "1".into()));
             }
-            let listed = self.list(CUSTOMERS, q).await?;
+            let listed: Listed<Value> = self.list(CUSTOMERS, q).await?;
             let first = listed.items.first().and_then(mapping::customer_id);
             if offset > 0 && first.is_none_or(|f| f > c.last_id) {
                 // customers before this window were deleted: step back
