@@ -45,6 +45,16 @@ pub const ORDER_FIELDS: &[&str] = &[
     "total_tax",
 ];
 
+/// The fields of a line item that [`map_order`] reads.
+const LINE_ITEM_FIELDS: &[&str] = &[
+    "name",
+    "product_id",
+    "quantity",
+    "sku",
+    "total",
+    "variation_id",
+];
+
 /// A JSON object keeping only some of its fields (the others are skipped while
 /// parsing, without being built); a duplicate key keeps its last value, as
 /// [`Value`] does.
@@ -63,6 +73,24 @@ impl<'de> serde::de::Visitor<'de> for SlimVisitor {
         let mut out = Map::new();
         while let Some(key) = map.next_key_seed(KeySeed(self.0))? {
             match key {
+                Some("line_items") => {
+                    // a list of line items: each keeps only what the mapping reads
+                    let raw: Box<serde_json::value::RawValue> = map.next_value()?;
+                    let v = match serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(
+                        raw.get(),
+                    ) {
+                        Ok(items) => Value::Array(
+                            items
+                                .iter()
+                                .map(|li| slim(li, LINE_ITEM_FIELDS).unwrap_or(Value::Null))
+                                .collect(),
+                        ),
+                        Err(_) => {
+                            serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?
+                        }
+                    };
+                    out.insert("line_items".into(), v);
+                }
                 Some(k) => {
                     let v: Value = map.next_value()?;
                     out.insert(k.to_string(), v);
