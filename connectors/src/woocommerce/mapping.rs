@@ -45,6 +45,20 @@ pub const ORDER_FIELDS: &[&str] = &[
     "total_tax",
 ];
 
+/// The fields of a customer that the walk and [`map_customer`] read.
+pub const CUSTOMER_FIELDS: &[&str] = &[
+    "billing",
+    "date_created_gmt",
+    "date_modified_gmt",
+    "email",
+    "first_name",
+    "id",
+    "is_paying_customer",
+    "last_name",
+    "role",
+    "username",
+];
+
 /// The fields of a line item that [`map_order`] reads.
 const LINE_ITEM_FIELDS: &[&str] = &[
     "name",

@@ -409,16 +409,7 @@ impl Source {
             .iter()
             .map(|raw| mapping::slim(raw, mapping::ORDER_FIELDS).unwrap_or(Value::Null))
             .collect();
-        let whole = |i: usize, mut r: Rejected| {
-            if let Some(v) = listed
-                .items
-                .get(i)
-                .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
-            {
-                r.raw = serde_json::to_vec(&v).unwrap_or_default();
-            }
-            r
-        };
+        let whole = |i: usize, r: Rejected| whole_object(&listed.items, i, r);
         let cutoff = listed.server_now - ChronoDuration::seconds(self.cfg.settle_secs as i64);
         let ctx = self.ctx();
         let mut page = Page {
@@ -543,8 +534,12 @@ impl Source {
             } else {
                 q.push(("page".into(), "1".into()));
             }
-            let listed: Listed<Value> = self.list(CUSTOMERS, q).await?;
-            let first = listed.items.first().and_then(mapping::customer_id);
+            let listed: Listed<Box<RawValue>> = self.list(CUSTOMERS, q).await?;
+            let first = listed
+                .items
+                .first()
+                .and_then(|raw| mapping::slim(raw, mapping::CUSTOMER_FIELDS))
+                .and_then(|o| mapping::customer_id(&o));
             if offset > 0 && first.is_none_or(|f| f > c.last_id) {
                 // customers before this window were deleted: step back
                 tracing::debug!(connector = %self.instance, offset,
@@ -560,11 +555,19 @@ impl Source {
             ..Page::default()
         };
         let mut last_id = c.last_id;
-        for o in &listed.items {
+        // only the fields the walk and the mapping read are built; a rejected
+        // customer carries its whole text
+        let items: Vec<Value> = listed
+            .items
+            .iter()
+            .map(|raw| mapping::slim(raw, mapping::CUSTOMER_FIELDS).unwrap_or(Value::Null))
+            .collect();
+        let whole = |i: usize, r: Rejected| whole_object(&listed.items, i, r);
+        for (i, o) in items.iter().enumerate() {
             let Some(id) = mapping::customer_id(o) else {
-                page.rejected.push(mapping::rejected_customer(
-                    o,
-                    "customer without a numeric `id`",
+                page.rejected.push(whole(
+                    i,
+                    mapping::rejected_customer(o, "customer without a numeric `id`"),
                 ));
                 continue;
             };
@@ -587,7 +590,7 @@ impl Source {
                     );
                     page.events.push(ev);
                 }
-                Err(r) => page.rejected.push(r),
+                Err(r) => page.rejected.push(whole(i, r)),
             }
         }
         let done = (listed.items.len() as u64) < per_page;
@@ -601,6 +604,18 @@ impl Source {
         });
         Ok(page)
     }
+}
+
+/// A rejection of listed object `i` (mapped from its slim form) carrying the
+/// whole object, as the shop sent it.
+fn whole_object(items: &[Box<RawValue>], i: usize, mut r: Rejected) -> Rejected {
+    if let Some(v) = items
+        .get(i)
+        .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+    {
+        r.raw = serde_json::to_vec(&v).unwrap_or_default();
+    }
+    r
 }
 
 fn header_u64(resp: &ApiResponse, name: &str) -> Option<u64> {

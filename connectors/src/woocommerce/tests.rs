@@ -1116,3 +1116,26 @@ fn wc_dates_fast_path_agrees_with_the_parser() {
         assert_eq!(parse_wc_date(s), rfc.or(slow), "{s}");
     }
 }
+
+#[test]
+fn slim_customers_map_like_whole_customers() {
+    let mut data = FakeData::generate(400, 12);
+    data.add_malformed_customers(4);
+    for c in &data.customers {
+        let raw = serde_json::value::RawValue::from_string(c.to_string()).expect("raw");
+        let slim = super::mapping::slim(&raw, super::mapping::CUSTOMER_FIELDS).expect("slim");
+        assert_eq!(
+            super::mapping::customer_id(&slim),
+            super::mapping::customer_id(c)
+        );
+        assert_eq!(
+            super::mapping::customer_modified(&slim),
+            super::mapping::customer_modified(c)
+        );
+        match (map_customer(&slim, &ctx()), map_customer(c, &ctx())) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            (Err(a), Err(b)) => assert_eq!((a.object_id, a.reason), (b.object_id, b.reason)),
+            (a, b) => panic!("{a:?} != {b:?}"),
+        }
+    }
+}
