@@ -17,7 +17,7 @@
 //! * a shared, mutable shop ([`FakeShop`]): orders can be modified and customers
 //!   deleted while a connector walks them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
 use axum::body::Body;
@@ -452,6 +452,7 @@ struct Obj {
     created: i64,
     modified: i64,
     role: String,
+    status: String,
     name: String,
     value: Value,
     json: String,
@@ -466,23 +467,14 @@ impl Obj {
                 .and_then(parse_wc_date)
                 .map_or(0, |t| t.timestamp())
         };
+        let text = |k: &str| value.get(k).and_then(Value::as_str).unwrap_or("");
         Obj {
             id: value.get("id").and_then(Value::as_u64).unwrap_or(0),
             created: date("date_created_gmt"),
             modified: date("date_modified_gmt"),
-            role: value
-                .get("role")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            name: format!(
-                "{} {}",
-                value
-                    .get("first_name")
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-                value.get("last_name").and_then(Value::as_str).unwrap_or("")
-            ),
+            role: text("role").to_string(),
+            status: text("status").to_string(),
+            name: format!("{} {}", text("first_name"), text("last_name")),
             json: value.to_string(),
             value,
         }
@@ -498,12 +490,80 @@ struct Shop {
     customers: Vec<Obj>,
     /// Ascending `(modified, id)`.
     orders: Vec<Obj>,
+    /// Index: role -> positions in `customers` (ascending id).
+    by_role: HashMap<String, Vec<usize>>,
+    /// Index: `live[i]` = orders in `orders[..i]` that are not in the trash.
+    live: Vec<usize>,
 }
 
 impl Shop {
-    fn sort(&mut self) {
+    /// Sorts the lists and rebuilds the indexes (after every change).
+    fn reindex(&mut self) {
         self.customers.sort_by_key(|o| o.id);
         self.orders.sort_by_key(|o| (o.modified, o.id));
+        self.by_role.clear();
+        for (i, c) in self.customers.iter().enumerate() {
+            self.by_role.entry(c.role.clone()).or_default().push(i);
+        }
+        self.live.clear();
+        self.live.push(0);
+        let mut n = 0;
+        for o in &self.orders {
+            if o.status != "trash" {
+                n += 1;
+            }
+            self.live.push(n);
+        }
+    }
+}
+
+/// The objects a list request selects, ascending in the requested `orderby`.
+enum Selection<'a> {
+    /// Filtered and sorted for this request (the rarely used orderings and filters).
+    Refs(Vec<&'a Obj>),
+    /// All of `objs`.
+    All(&'a [Obj]),
+    /// Positions in `objs` (customers of a role, by id).
+    Indexed(&'a [Obj], &'a [usize]),
+    /// `objs[start..end]` without the trashed ones (orders by modified, status `any`).
+    Live {
+        objs: &'a [Obj],
+        live: &'a [usize],
+        start: usize,
+        end: usize,
+    },
+}
+
+impl<'a> Selection<'a> {
+    fn len(&self) -> usize {
+        match self {
+            Selection::Refs(v) => v.len(),
+            Selection::All(objs) => objs.len(),
+            Selection::Indexed(_, ix) => ix.len(),
+            Selection::Live {
+                live, start, end, ..
+            } => live[*end] - live[*start],
+        }
+    }
+
+    /// The `rank`-th selected object (`rank < len()`).
+    fn get(&self, rank: usize) -> Option<&'a Obj> {
+        match self {
+            Selection::Refs(v) => v.get(rank).copied(),
+            Selection::All(objs) => objs.get(rank),
+            Selection::Indexed(objs, ix) => ix.get(rank).and_then(|i| objs.get(*i)),
+            Selection::Live {
+                objs,
+                live,
+                start,
+                end,
+            } => {
+                // the first position i whose live count (through i) exceeds rank
+                let base = live[*start];
+                let i = *start + live[*start + 1..=*end].partition_point(|n| n - base <= rank);
+                objs.get(i).filter(|_| i < *end)
+            }
+        }
     }
 }
 
@@ -520,8 +580,10 @@ impl FakeShop {
             legacy: false,
             customers: data.customers.into_iter().map(Obj::new).collect(),
             orders: data.orders.into_iter().map(Obj::new).collect(),
+            by_role: HashMap::new(),
+            live: Vec::new(),
         };
-        shop.sort();
+        shop.reindex();
         FakeShop(Arc::new(RwLock::new(shop)))
     }
 
@@ -554,7 +616,7 @@ impl FakeShop {
             }
         }
         *o = Obj::new(v);
-        shop.sort();
+        shop.reindex();
         true
     }
 
@@ -569,7 +631,7 @@ impl FakeShop {
         let o = Obj::new(order);
         shop.orders.retain(|x| x.id != o.id);
         shop.orders.push(o);
-        shop.sort();
+        shop.reindex();
     }
 
     /// Deletes a customer. Returns false when there is no such customer.
@@ -577,6 +639,7 @@ impl FakeShop {
         let mut shop = self.write();
         let before = shop.customers.len();
         shop.customers.retain(|c| c.id != id);
+        shop.reindex();
         before != shop.customers.len()
     }
 
@@ -586,7 +649,7 @@ impl FakeShop {
         let id = shop.customers.iter().map(|c| c.id).max().unwrap_or(1) + 1;
         customer["id"] = json!(id);
         shop.customers.push(Obj::new(customer));
-        shop.sort();
+        shop.reindex();
         id
     }
 
@@ -758,18 +821,25 @@ async fn handle(
                 .ok_or_else(|| Box::new(invalid_param(k, "Invalid date."))),
         }
     };
-    let mut selected: Vec<&Obj> = match collection {
+    let selected: Selection = match collection {
         "customers" => {
             let role = param("role").unwrap_or("customer");
-            let mut v: Vec<&Obj> = shop
-                .customers
-                .iter()
-                .filter(|c| role == "all" || c.role == role)
-                .collect();
             match param("orderby").unwrap_or("name") {
-                "id" | "include" => {}
-                "name" => v.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id))),
-                "registered_date" => v.sort_by_key(|c| (c.created, c.id)),
+                "id" | "include" if role == "all" => Selection::All(&shop.customers),
+                "id" | "include" => Selection::Indexed(
+                    &shop.customers,
+                    shop.by_role.get(role).map_or(&[][..], Vec::as_slice),
+                ),
+                "name" => {
+                    let mut v = role_filtered(&shop, role);
+                    v.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+                    Selection::Refs(v)
+                }
+                "registered_date" => {
+                    let mut v = role_filtered(&shop, role);
+                    v.sort_by_key(|c| (c.created, c.id));
+                    Selection::Refs(v)
+                }
                 _ => {
                     return invalid_param(
                         "orderby",
@@ -777,7 +847,6 @@ async fn handle(
                     )
                 }
             }
-            v
         }
         _ => {
             let bounds = (
@@ -791,49 +860,59 @@ async fn handle(
                 (Err(r), ..) | (_, Err(r), ..) | (_, _, Err(r), _) | (.., Err(r)) => return *r,
             };
             let status = param("status").unwrap_or("any");
-            // already sorted by (modified, id): a modified_after bound is a binary search
+            let orderby = param("orderby").unwrap_or("date");
+            if !matches!(
+                orderby,
+                "modified" | "date" | "id" | "include" | "title" | "slug"
+            ) {
+                return invalid_param(
+                    "orderby",
+                    "orderby is not one of date, id, include, title, slug, and modified.",
+                );
+            }
+            // sorted by (modified, id): the modified bounds are binary searches
             let ma = if shop.legacy { None } else { ma };
             let start = ma.map_or(0, |a| shop.orders.partition_point(|o| o.modified <= a));
-            let mut v: Vec<&Obj> = shop.orders[start..]
-                .iter()
-                .filter(|o| mb.is_none_or(|b| o.modified < b))
-                .filter(|o| ca.is_none_or(|a| o.created > a))
-                .filter(|o| cb.is_none_or(|b| o.created < b))
-                .filter(|o| {
-                    let s = o.value["status"].as_str().unwrap_or("");
-                    match status {
-                        "any" => s != "trash",
-                        wanted => wanted.split(',').any(|w| w == s),
-                    }
+            let end = mb
+                .map_or(shop.orders.len(), |b| {
+                    shop.orders.partition_point(|o| o.modified < b)
                 })
-                .collect();
-            match param("orderby").unwrap_or("date") {
-                "modified" => {}
-                "date" => v.sort_by_key(|o| (o.created, o.id)),
-                "id" | "include" => v.sort_by_key(|o| o.id),
-                "title" | "slug" => v.sort_by_key(|o| o.id),
-                _ => {
-                    return invalid_param(
-                        "orderby",
-                        "orderby is not one of date, id, include, title, slug, and modified.",
-                    )
+                .max(start);
+            if orderby == "modified" && status == "any" && ca.is_none() && cb.is_none() {
+                Selection::Live {
+                    objs: &shop.orders,
+                    live: &shop.live,
+                    start,
+                    end,
                 }
+            } else {
+                let mut v: Vec<&Obj> = shop.orders[start..end]
+                    .iter()
+                    .filter(|o| ca.is_none_or(|a| o.created > a))
+                    .filter(|o| cb.is_none_or(|b| o.created < b))
+                    .filter(|o| match status {
+                        "any" => o.status != "trash",
+                        wanted => wanted.split(',').any(|w| w == o.status),
+                    })
+                    .collect();
+                match orderby {
+                    "date" => v.sort_by_key(|o| (o.created, o.id)),
+                    "id" | "include" | "title" | "slug" => v.sort_by_key(|o| o.id),
+                    _ => {}
+                }
+                Selection::Refs(v)
             }
-            v
         }
     };
-    if desc {
-        selected.reverse();
-    }
     let total = selected.len();
     let first = if offset > 0 {
         offset
     } else {
         (page - 1) * per_page
     };
-    let window = selected
-        .get(first.min(total)..(first + per_page).min(total))
-        .unwrap_or(&[]);
+    let window: Vec<&Obj> = (first.min(total)..(first + per_page).min(total))
+        .filter_map(|r| selected.get(if desc { total - 1 - r } else { r }))
+        .collect();
     let mut body =
         String::with_capacity(2 + window.iter().map(|o| o.json.len() + 1).sum::<usize>());
     body.push('[');
@@ -872,6 +951,14 @@ async fn handle(
         hs.push(("link", links.join(", ")));
     }
     respond(200, body, hs)
+}
+
+/// Customers of `role` (`all`: every user), ascending id.
+fn role_filtered<'a>(shop: &'a Shop, role: &str) -> Vec<&'a Obj> {
+    shop.customers
+        .iter()
+        .filter(|c| role == "all" || c.role == role)
+        .collect()
 }
 
 /// A time `secs` seconds before now (for orders the walk must hold back).

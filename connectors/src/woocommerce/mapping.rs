@@ -18,6 +18,140 @@ use socialcrm_schemas::{
 
 use crate::runtime::Rejected;
 
+/// The fields of an order that [`order_key`] and [`map_order`] read.
+pub const ORDER_FIELDS: &[&str] = &[
+    "billing",
+    "coupon_lines",
+    "created_via",
+    "currency",
+    "customer_id",
+    "customer_user_agent",
+    "date_completed_gmt",
+    "date_created_gmt",
+    "date_modified_gmt",
+    "date_paid_gmt",
+    "discount_total",
+    "id",
+    "line_items",
+    "meta_data",
+    "number",
+    "parent_id",
+    "payment_method",
+    "payment_method_title",
+    "refunds",
+    "shipping_total",
+    "status",
+    "total",
+    "total_tax",
+];
+
+/// The fields of a customer that the walk and [`map_customer`] read.
+pub const CUSTOMER_FIELDS: &[&str] = &[
+    "billing",
+    "date_created_gmt",
+    "date_modified_gmt",
+    "email",
+    "first_name",
+    "id",
+    "is_paying_customer",
+    "last_name",
+    "role",
+    "username",
+];
+
+/// The fields of a line item that [`map_order`] reads.
+const LINE_ITEM_FIELDS: &[&str] = &[
+    "name",
+    "product_id",
+    "quantity",
+    "sku",
+    "total",
+    "variation_id",
+];
+
+/// A JSON object keeping only some of its fields (the others are skipped while
+/// parsing, without being built); a duplicate key keeps its last value, as
+/// [`Value`] does.
+struct Slim(Map<String, Value>);
+
+struct SlimVisitor(&'static [&'static str]);
+
+impl<'de> serde::de::Visitor<'de> for SlimVisitor {
+    type Value = Slim;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Slim, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key_seed(KeySeed(self.0))? {
+            match key {
+                Some("line_items") => {
+                    // a list of line items: each keeps only what the mapping reads
+                    let raw: Box<serde_json::value::RawValue> = map.next_value()?;
+                    let v = match serde_json::from_str::<Vec<Box<serde_json::value::RawValue>>>(
+                        raw.get(),
+                    ) {
+                        Ok(items) => Value::Array(
+                            items
+                                .iter()
+                                .map(|li| slim(li, LINE_ITEM_FIELDS).unwrap_or(Value::Null))
+                                .collect(),
+                        ),
+                        Err(_) => {
+                            serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?
+                        }
+                    };
+                    out.insert("line_items".into(), v);
+                }
+                Some(k) => {
+                    let v: Value = map.next_value()?;
+                    out.insert(k.to_string(), v);
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Slim(out))
+    }
+}
+
+/// A key: the field of the list it is, or `None` (without allocating).
+struct KeySeed(&'static [&'static str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
+    type Value = Option<&'static str>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeySeed {
+    type Value = Option<&'static str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, k: &str) -> Result<Self::Value, E> {
+        Ok(self.0.iter().copied().find(|f| *f == k))
+    }
+}
+
+/// One listed object as the mapping reads it: only `fields` of it when it is a
+/// JSON object, else the whole value (the mapping rejects it). `None` when the
+/// text is not JSON.
+pub fn slim(raw: &serde_json::value::RawValue, fields: &'static [&'static str]) -> Option<Value> {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    match serde::Deserializer::deserialize_map(&mut de, SlimVisitor(fields)) {
+        Ok(Slim(m)) => Some(Value::Object(m)),
+        Err(_) => serde_json::from_str(raw.get()).ok(),
+    }
+}
+
 /// At most this many line items are kept in an order's properties.
 pub const MAX_LINE_ITEMS: usize = 50;
 /// Longest text kept for names, reasons, UTM values.
@@ -45,6 +179,9 @@ pub enum OrderMapped {
 /// and are UTC), or RFC 3339 with a zone.
 pub fn parse_wc_date(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
+    if let Some(t) = plain_wc_date(s) {
+        return Some(t);
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
@@ -52,6 +189,29 @@ pub fn parse_wc_date(s: &str) -> Option<DateTime<Utc>> {
         .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S"))
         .ok()
         .map(|n| n.and_utc())
+}
+
+/// `2017-03-22T16:28:08` exactly (how WooCommerce writes every date), read
+/// without the general parser; anything else is `None` (the general parser
+/// decides).
+fn plain_wc_date(s: &str) -> Option<DateTime<Utc>> {
+    let b = s.as_bytes();
+    if b.len() != 19 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    if (b[4], b[7], b[10], b[13], b[16]) != (b'-', b'-', b'T', b':', b':') {
+        return None;
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    Some(
+        date.and_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)?
+            .and_utc(),
+    )
 }
 
 fn date_field(o: &Value, key: &str) -> Option<DateTime<Utc>> {

@@ -33,11 +33,12 @@ mod tests;
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use crate::runtime::config::{RuntimeSettings, Secret};
 use crate::runtime::http::{ApiClient, ApiError, ApiResponse, Request};
-use crate::runtime::{Page, SourceError};
+use crate::runtime::{Page, Rejected, SourceError};
 use mapping::{Ctx, OrderMapped};
 
 /// Stream of WordPress users with the customer role.
@@ -249,8 +250,8 @@ pub fn auth_fix(instance: &str) -> String {
 }
 
 /// One listed page: the objects and the headers that matter.
-struct Listed {
-    items: Vec<Value>,
+struct Listed<T> {
+    items: Vec<T>,
     /// `X-WP-Total`.
     total: Option<u64>,
     /// The shop's clock (`Date` header), else ours.
@@ -292,7 +293,11 @@ impl Source {
     }
 
     /// GET `<api>/<path>` with `query`; the list and its headers.
-    async fn list(&self, path: &str, mut query: Vec<(String, String)>) -> Result<Listed, ApiError> {
+    async fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        mut query: Vec<(String, String)>,
+    ) -> Result<Listed<T>, ApiError> {
         let url = format!("{}/{path}", self.cfg.api_base());
         let mut req = Request::default();
         if self.cfg.query_string_auth {
@@ -307,7 +312,7 @@ impl Source {
             .call(&url, &req)
             .await
             .map_err(|e| self.explain(e))?;
-        let items: Vec<Value> = resp.json(&self.instance).map_err(|e| match e {
+        let items: Vec<T> = resp.json(&self.instance).map_err(|e| match e {
             ApiError::Payload {
                 source_name, url, ..
             } => ApiError::Payload {
@@ -382,8 +387,12 @@ impl Source {
             } else {
                 q.push(("page".into(), "1".into()));
             }
-            let listed = self.list(ORDERS, q).await?;
-            let first = listed.items.first().and_then(mapping::order_key);
+            let listed: Listed<Box<RawValue>> = self.list(ORDERS, q).await?;
+            let first = listed
+                .items
+                .first()
+                .and_then(|raw| mapping::slim(raw, mapping::ORDER_FIELDS))
+                .and_then(|o| mapping::order_key(&o));
             if offset > 0 && !matches!((first, pos), (Some(f), Some(p)) if f <= p) {
                 // orders of that second moved away meanwhile: start the second again
                 tracing::debug!(connector = %self.instance, offset,
@@ -393,6 +402,14 @@ impl Source {
             }
             break listed;
         };
+        // only the fields the walk and the mapping read are built; a rejected order
+        // carries its whole text
+        let items: Vec<Value> = listed
+            .items
+            .iter()
+            .map(|raw| mapping::slim(raw, mapping::ORDER_FIELDS).unwrap_or(Value::Null))
+            .collect();
+        let whole = |i: usize, r: Rejected| whole_object(&listed.items, i, r);
         let cutoff = listed.server_now - ChronoDuration::seconds(self.cfg.settle_secs as i64);
         let ctx = self.ctx();
         let mut page = Page {
@@ -404,7 +421,7 @@ impl Source {
         let mut held = false;
         let mut out_of_order = false;
         let mut seen_in_page = 0u64;
-        for (i, o) in listed.items.iter().enumerate() {
+        for (i, o) in items.iter().enumerate() {
             if let (Some(t), Some(k)) = (c.modified, mapping::order_key(o)) {
                 if k.0 < t - ChronoDuration::seconds(1) {
                     return Err(ApiError::Payload {
@@ -421,9 +438,12 @@ impl Source {
                 }
             }
             let Some(key) = mapping::order_key(o) else {
-                page.rejected.push(mapping::rejected_order(
-                    o,
-                    "order without a numeric `id` or a readable `date_modified_gmt`",
+                page.rejected.push(whole(
+                    i,
+                    mapping::rejected_order(
+                        o,
+                        "order without a numeric `id` or a readable `date_modified_gmt`",
+                    ),
                 ));
                 continue;
             };
@@ -447,7 +467,7 @@ impl Source {
                         "connector" => self.instance.clone(), "reason" => why)
                     .increment(1);
                 }
-                OrderMapped::Rejected(r) => page.rejected.push(r),
+                OrderMapped::Rejected(r) => page.rejected.push(whole(i, r)),
             }
             new_pos = Some(new_pos.map_or(key, |p| p.max(key)));
             consumed_upto = Some(i);
@@ -458,7 +478,7 @@ impl Source {
         }
         let skip = match (new_pos, consumed_upto) {
             (Some(np), Some(last)) if Some(np.0) == c.modified => offset + last as u64 + 1,
-            (Some(np), Some(last)) => listed.items[..=last]
+            (Some(np), Some(last)) => items[..=last]
                 .iter()
                 .filter_map(mapping::order_key)
                 .filter(|k| k.0 == np.0 && *k <= np)
@@ -466,7 +486,7 @@ impl Source {
             (_, None) => c.skip,
             (None, Some(_)) => 0,
         };
-        page.caught_up = held || (listed.items.len() as u64) < per_page;
+        page.caught_up = held || (items.len() as u64) < per_page;
         self.orders_done += page.objects;
         page.total = listed
             .total
@@ -514,8 +534,12 @@ impl Source {
             } else {
                 q.push(("page".into(), "1".into()));
             }
-            let listed = self.list(CUSTOMERS, q).await?;
-            let first = listed.items.first().and_then(mapping::customer_id);
+            let listed: Listed<Box<RawValue>> = self.list(CUSTOMERS, q).await?;
+            let first = listed
+                .items
+                .first()
+                .and_then(|raw| mapping::slim(raw, mapping::CUSTOMER_FIELDS))
+                .and_then(|o| mapping::customer_id(&o));
             if offset > 0 && first.is_none_or(|f| f > c.last_id) {
                 // customers before this window were deleted: step back
                 tracing::debug!(connector = %self.instance, offset,
@@ -531,11 +555,19 @@ impl Source {
             ..Page::default()
         };
         let mut last_id = c.last_id;
-        for o in &listed.items {
+        // only the fields the walk and the mapping read are built; a rejected
+        // customer carries its whole text
+        let items: Vec<Value> = listed
+            .items
+            .iter()
+            .map(|raw| mapping::slim(raw, mapping::CUSTOMER_FIELDS).unwrap_or(Value::Null))
+            .collect();
+        let whole = |i: usize, r: Rejected| whole_object(&listed.items, i, r);
+        for (i, o) in items.iter().enumerate() {
             let Some(id) = mapping::customer_id(o) else {
-                page.rejected.push(mapping::rejected_customer(
-                    o,
-                    "customer without a numeric `id`",
+                page.rejected.push(whole(
+                    i,
+                    mapping::rejected_customer(o, "customer without a numeric `id`"),
                 ));
                 continue;
             };
@@ -558,7 +590,7 @@ impl Source {
                     );
                     page.events.push(ev);
                 }
-                Err(r) => page.rejected.push(r),
+                Err(r) => page.rejected.push(whole(i, r)),
             }
         }
         let done = (listed.items.len() as u64) < per_page;
@@ -572,6 +604,18 @@ impl Source {
         });
         Ok(page)
     }
+}
+
+/// A rejection of listed object `i` (mapped from its slim form) carrying the
+/// whole object, as the shop sent it.
+fn whole_object(items: &[Box<RawValue>], i: usize, mut r: Rejected) -> Rejected {
+    if let Some(v) = items
+        .get(i)
+        .and_then(|raw| serde_json::from_str::<Value>(raw.get()).ok())
+    {
+        r.raw = serde_json::to_vec(&v).unwrap_or_default();
+    }
+    r
 }
 
 fn header_u64(resp: &ApiResponse, name: &str) -> Option<u64> {

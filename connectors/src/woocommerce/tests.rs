@@ -1056,3 +1056,86 @@ fn config_defaults_errors_and_secrets() {
         .expect("sub-directory");
     assert_eq!(c.api_base(), "https://example.com/shop/wp-json/wc/v3");
 }
+
+#[test]
+fn slim_orders_map_like_whole_orders() {
+    // the walk parses only the fields the mapping reads: same events, same
+    // rejections, for generated and malformed orders
+    let mut data = FakeData::generate(400, 11);
+    data.add_malformed_orders(8);
+    for o in &data.orders {
+        let raw = serde_json::value::RawValue::from_string(o.to_string()).expect("raw");
+        let slim = super::mapping::slim(&raw, super::mapping::ORDER_FIELDS).expect("slim");
+        assert_eq!(
+            super::mapping::order_key(&slim),
+            super::mapping::order_key(o)
+        );
+        match (map_order(&slim, &ctx()), map_order(o, &ctx())) {
+            (OrderMapped::Events(a), OrderMapped::Events(b)) => {
+                assert_eq!(
+                    serde_json::to_value(&a).expect("json"),
+                    serde_json::to_value(&b).expect("json")
+                )
+            }
+            (OrderMapped::Skipped(a), OrderMapped::Skipped(b)) => assert_eq!(a, b),
+            (OrderMapped::Rejected(a), OrderMapped::Rejected(b)) => {
+                assert_eq!((a.object_id, a.reason), (b.object_id, b.reason))
+            }
+            (a, b) => panic!("{a:?} != {b:?}"),
+        }
+    }
+    let not_object = serde_json::value::RawValue::from_string("[1]".into()).expect("raw");
+    assert_eq!(
+        super::mapping::slim(&not_object, super::mapping::ORDER_FIELDS),
+        Some(json!([1]))
+    );
+}
+
+#[test]
+fn wc_dates_fast_path_agrees_with_the_parser() {
+    for s in [
+        "2017-03-22T16:28:08",
+        "2024-02-29T23:59:59",
+        "2023-02-29T10:00:00",
+        "2017-13-22T16:28:08",
+        "2017-03-22T16:28:60",
+        "2017-03-22 16:28:08",
+        "2017-03-22T16:28:08.5",
+        "2017-03-22T16:28:08Z",
+        "2017-03-22T16:28:08+02:00",
+        "+017-03-22T16:28:08",
+        "last tuesday",
+    ] {
+        let slow = chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+            .or_else(|_| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S"))
+            .ok()
+            .map(|n| n.and_utc());
+        let rfc = DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.with_timezone(&Utc));
+        assert_eq!(parse_wc_date(s), rfc.or(slow), "{s}");
+    }
+}
+
+#[test]
+fn slim_customers_map_like_whole_customers() {
+    let mut data = FakeData::generate(400, 12);
+    data.add_malformed_customers(4);
+    for c in &data.customers {
+        let raw = serde_json::value::RawValue::from_string(c.to_string()).expect("raw");
+        let slim = super::mapping::slim(&raw, super::mapping::CUSTOMER_FIELDS).expect("slim");
+        assert_eq!(
+            super::mapping::customer_id(&slim),
+            super::mapping::customer_id(c)
+        );
+        assert_eq!(
+            super::mapping::customer_modified(&slim),
+            super::mapping::customer_modified(c)
+        );
+        match (map_customer(&slim, &ctx()), map_customer(c, &ctx())) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            (Err(a), Err(b)) => assert_eq!((a.object_id, a.reason), (b.object_id, b.reason)),
+            (a, b) => panic!("{a:?} != {b:?}"),
+        }
+    }
+}
