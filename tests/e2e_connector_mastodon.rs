@@ -162,14 +162,7 @@ fn actors_become_profiles_and_interactions_keep_their_target() {
         .iter()
         .max_by_key(|(h, evs)| (evs.len(), *h))
         .expect("actors");
-    // identities and profiles of a batch are inserted concurrently: wait until the
-    // pipeline committed every batch (all its tables written) before reading profiles
-    let lag = w.cli(&["lag", "--wait", "--timeout-secs", "120"]);
-    assert!(
-        lag.status.success(),
-        "{}",
-        String::from_utf8_lossy(&lag.stderr)
-    );
+    w.wait_caught_up();
     let out = w.cli(&["profile", "get", &format!("mastodon:{handle}"), "--json"]);
     assert!(
         out.status.success(),

@@ -144,14 +144,7 @@ fn a_shopify_customer_and_a_web_visitor_with_the_same_email_are_one_customer() {
     assert!(cid.starts_with("c_"), "{cid}");
     assert_eq!(who("phone", "+14155550123"), cid);
 
-    // identities and profiles of a batch are inserted concurrently: wait until the
-    // pipeline committed every batch (all its tables written) before reading profiles
-    let lag = w.cli(&["lag", "--wait", "--timeout-secs", "120"]);
-    assert!(
-        lag.status.success(),
-        "{}",
-        String::from_utf8_lossy(&lag.stderr)
-    );
+    w.wait_caught_up();
     let out = w.cli(&["profile", "get", "email:ann.lee@example.com", "--json"]);
     assert!(
         out.status.success(),

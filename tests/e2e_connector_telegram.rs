@@ -177,14 +177,7 @@ fn shared_phone_joins_a_web_visitor_on_one_customer() {
         4
     );
 
-    // identities and profiles of a batch are inserted concurrently: wait until the
-    // pipeline committed every batch (all its tables written) before reading profiles
-    let lag = w.cli(&["lag", "--wait", "--timeout-secs", "120"]);
-    assert!(
-        lag.status.success(),
-        "{}",
-        String::from_utf8_lossy(&lag.stderr)
-    );
+    w.wait_caught_up();
     let out = w.cli(&["profile", "get", "telegram:424242", "--json"]);
     assert!(
         out.status.success(),

@@ -129,14 +129,7 @@ fn kill_mid_backfill_resumes_without_gaps_and_builds_social_profiles() {
     ));
     let cid = cid.trim();
     assert!(cid.starts_with("c_"), "{cid}");
-    // identities and profiles of a batch are inserted concurrently: wait until the
-    // pipeline committed every batch (all its tables written) before reading profiles
-    let lag = w.cli(&["lag", "--wait", "--timeout-secs", "120"]);
-    assert!(
-        lag.status.success(),
-        "{}",
-        String::from_utf8_lossy(&lag.stderr)
-    );
+    w.wait_caught_up();
     let out = w.cli(&["profile", "get", &format!("x:{author}"), "--json"]);
     assert!(
         out.status.success(),

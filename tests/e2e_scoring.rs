@@ -209,13 +209,7 @@ fn scores_from_clickhouse_match_hand_computed_values() {
         w.query_u64("SELECT count() FROM events FINAL") == n
     });
 
-    // every table of every batch written (aliases land with, not before, the events)
-    let lag = w.cli(&["lag", "--wait", "--timeout-secs", "120"]);
-    assert!(
-        lag.status.success(),
-        "{}",
-        String::from_utf8_lossy(&lag.stderr)
-    );
+    w.wait_caught_up();
     let out = w.cli(&["score", "run", "--as-of", AS_OF, "--json"]);
     assert!(
         out.status.success(),

@@ -10,6 +10,18 @@ use std::time::Duration;
 use super::{free_port, wait_until, World};
 
 impl World {
+    /// Waits until the pipeline committed every batch of the events topic. A batch's
+    /// tables (events, identities, aliases, profiles) are inserted concurrently, so
+    /// read profiles only after this.
+    pub fn wait_caught_up(&self) {
+        let out = self.cli(&["lag", "--wait", "--timeout-secs", "120"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Appends raw TOML to this world's config (e.g. a `[scoring]` section).
     pub fn append_config(&self, toml: &str) {
         let mut f = std::fs::OpenOptions::new()

@@ -86,34 +86,7 @@ struct CategoryRow {
 }
 
 /// One row of `crm.scores`.
-#[derive(Debug, Row, Serialize, Deserialize)]
-pub struct ScoreRow {
-    pub customer_id: String,
-    pub run_id: String,
-    pub scored_at: u32,
-    pub engagement_score: f64,
-    pub influence_score: f64,
-    pub engagement_raw: f64,
-    pub influence_raw: f64,
-    pub recency_days: f64,
-    pub frequency: u64,
-    pub monetary: f64,
-    pub channels_in_window: u32,
-    pub reach: f64,
-    pub amplification: f64,
-    pub pagerank: f64,
-    pub rfm_r: u8,
-    pub rfm_f: u8,
-    pub rfm_m: u8,
-    pub rfm_segment: String,
-    pub lifecycle_stage: String,
-    pub top_categories: Vec<String>,
-    pub top_channels: Vec<String>,
-    pub networks: Vec<String>,
-    pub network_followers: Vec<f64>,
-    pub network_amplification: Vec<f64>,
-    pub components: String,
-}
+pub type ScoreRow = Scored;
 
 #[derive(Debug, Row, Serialize)]
 struct RunRow {
@@ -307,36 +280,6 @@ pub fn apply_pagerank(
     (pr.iterations, pr.delta)
 }
 
-fn to_row(s: Scored, run_id: &str, at: u32) -> ScoreRow {
-    ScoreRow {
-        customer_id: s.customer_id,
-        run_id: run_id.to_string(),
-        scored_at: at,
-        engagement_score: s.engagement_score,
-        influence_score: s.influence_score,
-        engagement_raw: s.engagement_raw,
-        influence_raw: s.influence_raw,
-        recency_days: s.recency_days,
-        frequency: s.frequency,
-        monetary: s.monetary,
-        channels_in_window: s.channels_in_window,
-        reach: s.reach,
-        amplification: s.amplification,
-        pagerank: s.pagerank,
-        rfm_r: s.rfm_r,
-        rfm_f: s.rfm_f,
-        rfm_m: s.rfm_m,
-        rfm_segment: s.rfm_segment,
-        lifecycle_stage: s.lifecycle_stage,
-        top_categories: s.top_categories,
-        top_channels: s.top_channels,
-        networks: s.networks,
-        network_followers: s.network_followers,
-        network_amplification: s.network_amplification,
-        components: s.components,
-    }
-}
-
 /// One full scoring run as of `now`.
 pub async fn run(
     chc: &ClickHouseConfig,
@@ -392,10 +335,12 @@ pub async fn run(
             .await
             .map_err(ch("insert scores"))?;
         for s in it.by_ref().take(cfg.insert_batch) {
-            insert
-                .write(&to_row(s, &run_id, at))
-                .await
-                .map_err(ch("insert scores"))?;
+            let row = Scored {
+                run_id: run_id.clone(),
+                scored_at: at,
+                ..s
+            };
+            insert.write(&row).await.map_err(ch("insert scores"))?;
             written += 1;
         }
         insert.end().await.map_err(ch("insert scores"))?;

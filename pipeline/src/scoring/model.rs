@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::config::ScoringConfig;
@@ -50,10 +50,14 @@ pub fn decay(age_secs: f64, half_life_days: f64) -> f64 {
     (-(age_secs.max(0.0)) / (half_life_days * DAY)).exp2()
 }
 
-/// Scores of one customer, with the components that explain them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Scores of one customer, with the components that explain them; also one row
+/// of `crm.scores` (the job fills `run_id` and `scored_at`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clickhouse::Row)]
 pub struct Scored {
     pub customer_id: String,
+    pub run_id: String,
+    /// Unix seconds of the run's as-of time.
+    pub scored_at: u32,
     pub engagement_score: f64,
     pub influence_score: f64,
     pub engagement_raw: f64,
@@ -401,6 +405,8 @@ pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<
         });
         Scored {
             customer_id: f.customer_id.clone(),
+            run_id: String::new(),
+            scored_at: 0,
             engagement_score: round3(eng_score[i]),
             influence_score: round3(inf_score[i]),
             engagement_raw: eng_raw[i],
