@@ -127,13 +127,7 @@ fn a_shopify_customer_and_a_web_visitor_with_the_same_email_are_one_customer() {
     assert!(out.status.success(), "{}", w.log("connector-shop_eu"));
     w.start_pipeline();
     w.wait_event_ids(3, Duration::from_secs(120));
-    let who = |t: &str, v: &str| {
-        w.query(&format!(
-            "SELECT customer_id FROM identities FINAL WHERE id_type = '{t}' AND id_value = '{v}'"
-        ))
-        .trim()
-        .to_string()
-    };
+    let who = |t: &str, v: &str| w.customer_of(t, v);
     wait_until(Duration::from_secs(60), "identities resolved", || {
         let a = who("email", "ann.lee@example.com");
         !a.is_empty()
@@ -145,13 +139,7 @@ fn a_shopify_customer_and_a_web_visitor_with_the_same_email_are_one_customer() {
     assert_eq!(who("phone", "+14155550123"), cid);
 
     w.wait_caught_up();
-    let out = w.cli(&["profile", "get", "email:ann.lee@example.com", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p: Value = serde_json::from_slice(&out.stdout).expect("json profile");
+    let p = w.profile_json("email:ann.lee@example.com");
     assert_eq!(p["customer_id"], cid.as_str());
     let ids: BTreeSet<&str> = p["identifiers"]
         .as_array()

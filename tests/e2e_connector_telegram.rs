@@ -153,13 +153,7 @@ fn shared_phone_joins_a_web_visitor_on_one_customer() {
     wait_until(Duration::from_secs(90), "4 events in ClickHouse", || {
         w.query_u64("SELECT count() FROM events FINAL") == 4
     });
-    let cid_of = |t: &str, v: &str| {
-        w.query(&format!(
-            "SELECT customer_id FROM identities FINAL WHERE id_type = '{t}' AND id_value = '{v}'"
-        ))
-        .trim()
-        .to_string()
-    };
+    let cid_of = |t: &str, v: &str| w.customer_of(t, v);
     wait_until(Duration::from_secs(60), "merged identities", || {
         let a = cid_of("telegram", "424242");
         !a.is_empty() && a == cid_of("user_id", "shop-user-77")
@@ -178,13 +172,7 @@ fn shared_phone_joins_a_web_visitor_on_one_customer() {
     );
 
     w.wait_caught_up();
-    let out = w.cli(&["profile", "get", "telegram:424242", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p: Value = serde_json::from_slice(&out.stdout).expect("json profile");
+    let p = w.profile_json("telegram:424242");
     assert_eq!(p["customer_id"], cid.as_str());
     let ids: Vec<&str> = p["identifiers"]
         .as_array()

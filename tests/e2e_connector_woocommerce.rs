@@ -163,13 +163,7 @@ fn order_billing_email_joins_a_web_visitor_on_one_customer() {
     wait_until(Duration::from_secs(90), "3 events in ClickHouse", || {
         w.query_u64("SELECT count() FROM events FINAL") == 3
     });
-    let cid_of = |t: &str, v: &str| {
-        w.query(&format!(
-            "SELECT customer_id FROM identities FINAL WHERE id_type = '{t}' AND id_value = '{v}'"
-        ))
-        .trim()
-        .to_string()
-    };
+    let cid_of = |t: &str, v: &str| w.customer_of(t, v);
     wait_until(Duration::from_secs(60), "one customer", || {
         let a = cid_of("email", "maria.silva@example.com");
         !a.is_empty() && a == cid_of("user_id", "web-maria")
@@ -184,13 +178,7 @@ fn order_billing_email_joins_a_web_visitor_on_one_customer() {
     );
 
     w.wait_caught_up();
-    let out = w.cli(&["profile", "get", "user_id:web-maria", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p: Value = serde_json::from_slice(&out.stdout).expect("json profile");
+    let p = w.profile_json("user_id:web-maria");
     assert_eq!(p["customer_id"], cid.as_str());
     assert_eq!(p["order_count"], 1);
     // 88.90 paid, 42.00 refunded

@@ -115,13 +115,7 @@ fn anonymous_visits_identify_and_second_device_merge_into_one_customer() {
     assert_eq!(merged.trim(), "1");
 
     // the CLI
-    let out = w.cli(&["profile", "get", "email: ANN.LEE@example.com", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let p: Value = serde_json::from_slice(&out.stdout).expect("json profile");
+    let p = w.profile_json("email: ANN.LEE@example.com");
     assert_eq!(p["customer_id"], cid.as_str());
     let ids: Vec<&str> = p["identifiers"]
         .as_array()

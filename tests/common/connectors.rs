@@ -22,6 +22,26 @@ impl World {
         );
     }
 
+    /// `socialcrm profile get <identifier> --json`, which must succeed; parsed.
+    pub fn profile_json(&self, identifier: &str) -> serde_json::Value {
+        let out = self.cli(&["profile", "get", identifier, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json profile")
+    }
+
+    /// The current customer of an identifier (`identities FINAL`; empty if none).
+    pub fn customer_of(&self, id_type: &str, id_value: &str) -> String {
+        self.query(&format!(
+            "SELECT customer_id FROM identities FINAL WHERE id_type = '{id_type}' AND id_value = '{id_value}'"
+        ))
+        .trim()
+        .to_string()
+    }
+
     /// Appends raw TOML to this world's config (e.g. a `[scoring]` section).
     pub fn append_config(&self, toml: &str) {
         let mut f = std::fs::OpenOptions::new()
