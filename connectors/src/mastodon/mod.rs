@@ -22,7 +22,6 @@ pub mod mapping;
 mod tests;
 
 use std::cmp::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -68,29 +67,13 @@ struct Brand {
     source: String,
 }
 
-/// The page after `min_id`, requested while the previous page was being mapped
-/// (the request is the one [`Source::forward`] would make for that cursor). Used
-/// only by a fetch for exactly that `min_id`; dropped (and aborted) otherwise.
-struct Prefetch {
-    min_id: String,
-    call: tokio::task::JoinHandle<Result<ApiResponse, ApiError>>,
-}
-
-impl Drop for Prefetch {
-    fn drop(&mut self) {
-        self.call.abort();
-    }
-}
-
 /// A running Mastodon connector instance.
 pub struct Source {
     instance: String,
     cfg: Config,
     base: String,
-    client: Arc<ApiClient>,
+    client: ApiClient,
     brand: Option<Brand>,
-    /// The request for the page after the last one, already on its way.
-    prefetched: Option<Prefetch>,
     types_query: Vec<(String, String)>,
 }
 
@@ -109,7 +92,6 @@ impl Source {
             Duration::from_secs(settings.request_timeout_secs),
         )?
         .redact(cfg.access_token.expose());
-        let client = Arc::new(client);
         let types_query = cfg
             .types
             .iter()
@@ -120,7 +102,6 @@ impl Source {
             base,
             client,
             brand: None,
-            prefetched: None,
             types_query,
             cfg,
         })
@@ -314,49 +295,21 @@ impl Source {
         })
     }
 
-    /// The request for the page after `min_id`.
-    fn page_request(&self, min_id: &str) -> (String, Request) {
-        let mut query = vec![
-            ("min_id".to_string(), min_id.to_string()),
-            ("limit".to_string(), self.cfg.page_size.to_string()),
-        ];
-        query.extend(self.types_query.iter().cloned());
-        let url = format!("{}/api/v1/notifications", self.base);
-        (url, self.request(query))
-    }
-
-    /// `GET` the page after `min_id`.
-    async fn call_page(&self, min_id: &str) -> Result<ApiResponse, ApiError> {
-        let (url, req) = self.page_request(min_id);
-        self.client.call(&url, &req).await
-    }
-
-    /// Starts the request for the page after `min_id` in the background: it
-    /// travels while this page is mapped, validated and produced.
-    fn prefetch(&mut self, min_id: &str) {
-        let (url, req) = self.page_request(min_id);
-        let client = Arc::clone(&self.client);
-        self.prefetched = Some(Prefetch {
-            min_id: min_id.to_string(),
-            call: tokio::spawn(async move { client.call(&url, &req).await }),
-        });
-    }
-
     /// One page forward from `min_id`.
     async fn forward(
-        &mut self,
+        &self,
         brand: &Brand,
         min_id: String,
         since: Option<DateTime<Utc>>,
     ) -> Result<Page, SourceError> {
-        let resp = match self.prefetched.take() {
-            Some(mut p) if p.min_id == min_id => match (&mut p.call).await {
-                Ok(answer) => answer?,
-                // the task was cancelled or panicked: ask again
-                Err(_) => self.call_page(&min_id).await?,
-            },
-            _ => self.call_page(&min_id).await?,
-        };
+        let limit = self.cfg.page_size;
+        let mut query = vec![
+            ("min_id".to_string(), min_id.clone()),
+            ("limit".to_string(), limit.to_string()),
+        ];
+        query.extend(self.types_query.iter().cloned());
+        let url = format!("{}/api/v1/notifications", self.base);
+        let resp = self.client.call(&url, &self.request(query)).await?;
         // each notification is parsed once, into typed structs (see mapping)
         let raws: Vec<Box<RawValue>> = resp.json(&self.instance)?;
         let mut items: Vec<mapping::PageItem> =
@@ -366,6 +319,23 @@ impl Source {
             (Some(x), Some(y)) => id_cmp(x, y),
             (x, y) => x.is_some().cmp(&y.is_some()),
         });
+        let ctx = mapping::Context {
+            domain: &brand.domain,
+            source: &brand.source,
+            brand_id: &brand.id,
+            brand_handle: &brand.handle,
+            types: &self.cfg.types,
+            received_at: Utc::now(),
+            max_text_chars: self.cfg.max_text_chars,
+        };
+        let mut mapped = mapping::map_items(&items, &ctx);
+        if let Some(s) = since {
+            mapped.events.retain(|e| e.occurred_at >= s);
+        }
+        if mapped.skipped > 0 {
+            tracing::debug!(connector = %self.instance, skipped = mapped.skipped,
+                "notifications of types not asked for skipped");
+        }
         // the next cursor: the highest id of the page, as the `prev` link says
         let from_link = link_rel(&resp.headers, "prev").and_then(|u| min_id_param(&u));
         let from_page = items
@@ -388,27 +358,6 @@ impl Source {
                     ),
                 )
                 .into());
-        }
-        // the next page travels while this one is mapped
-        if !items.is_empty() {
-            self.prefetch(&next);
-        }
-        let ctx = mapping::Context {
-            domain: &brand.domain,
-            source: &brand.source,
-            brand_id: &brand.id,
-            brand_handle: &brand.handle,
-            types: &self.cfg.types,
-            received_at: Utc::now(),
-            max_text_chars: self.cfg.max_text_chars,
-        };
-        let mut mapped = mapping::map_items(&items, &ctx);
-        if let Some(s) = since {
-            mapped.events.retain(|e| e.occurred_at >= s);
-        }
-        if mapped.skipped > 0 {
-            tracing::debug!(connector = %self.instance, skipped = mapped.skipped,
-                "notifications of types not asked for skipped");
         }
         // only an empty page proves the end: servers before 4.1 cap `limit` at 30,
         // others at other sizes, so a short page may just be the server's maximum
