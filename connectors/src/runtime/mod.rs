@@ -349,10 +349,7 @@ pub async fn run_source<S: Source>(
                     r = settle(front, &name, stream, &mut stats, &mut progress) => Some(r),
                 };
                 match settled {
-                    None => {
-                        stopping = true;
-                        break RoundEnd::Shutdown;
-                    }
+                    None => break RoundEnd::Shutdown,
                     Some(r) => {
                         if let Some(c) = r? {
                             acked = Some(c);
