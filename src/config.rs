@@ -65,6 +65,7 @@ impl Config {
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))?;
         cfg.pipeline.validate().map_err(anyhow::Error::msg)?;
         cfg.scoring.validate().map_err(anyhow::Error::msg)?;
+        cfg.identity.validate().map_err(anyhow::Error::msg)?;
         socialcrm_connectors::registry::parse_instances(&cfg.connectors)
             .map_err(anyhow::Error::msg)?;
         Ok(cfg)

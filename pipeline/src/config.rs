@@ -1,5 +1,7 @@
 //! `[pipeline]` and `[identity]` sections of the config file.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// `[pipeline]`: how the consumer batches and where the identity writer keeps its state.
@@ -103,7 +105,7 @@ impl PipelineConfig {
     }
 }
 
-/// `[identity]`: identity-resolution rules (DESIGN §5).
+/// `[identity]`: identity-resolution rules (DESIGN §5, docs/identity.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentityConfig {
@@ -114,13 +116,53 @@ pub struct IdentityConfig {
     /// `info@yourshop.com`), in addition to the built-in junk list.
     #[serde(default)]
     pub blocked_values: Vec<String>,
-    /// A profile never grows beyond this many identifiers; links past it are rejected.
+    /// Regular expressions over normalised values: a value that matches is never
+    /// linked (e.g. `^info@`, `^test@`). Replaces the default list when set.
+    #[serde(default = "default_blocked_patterns")]
+    pub blocked_patterns: Vec<String>,
+    /// A profile never grows beyond this many identifiers; links past it are
+    /// rejected and the profile is flagged for review.
     #[serde(default = "default_max_ids")]
     pub max_identifiers_per_profile: usize,
+    /// At most this many linking events (distinct identifier sets seen together)
+    /// per profile and day; links past it are rejected and the profile flagged.
+    #[serde(default = "default_max_links_per_day")]
+    pub max_links_per_day: u32,
+    /// Identifiers of one type a profile may hold (social and shop ids: per network
+    /// or store). Types not named keep their default (docs/identity.md).
+    #[serde(default)]
+    pub limits: BTreeMap<String, usize>,
+    /// Identifier types, strongest first. Types not named keep their default order
+    /// after the named ones. The strongest identifier of an event decides which
+    /// profile the event belongs to, and the weakest is dropped first from a link
+    /// that breaks a rule.
+    #[serde(default)]
+    pub priority: Vec<String>,
+    /// Claimed links (an identifier in a bio, a handle typed in a form) that are
+    /// trusted enough to link: `"<actor type>><claimed type>"`, e.g. `"mastodon>x"`.
+    /// Every other claim is only recorded as a candidate.
+    #[serde(default)]
+    pub trusted_claims: Vec<String>,
 }
 
 fn default_max_ids() -> usize {
     1000
+}
+fn default_max_links_per_day() -> u32 {
+    100
+}
+
+/// Values matching these are never linked, unless `blocked_patterns` is set.
+pub const DEFAULT_BLOCKED_PATTERNS: &[&str] = &[
+    r"^(test|testing|example|noreply|no-reply|donotreply|do-not-reply)@",
+    r"@(example\.(com|org|net)|test\.com|localhost)$",
+];
+
+fn default_blocked_patterns() -> Vec<String> {
+    DEFAULT_BLOCKED_PATTERNS
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 impl Default for IdentityConfig {
@@ -128,7 +170,19 @@ impl Default for IdentityConfig {
         IdentityConfig {
             default_phone_region: String::new(),
             blocked_values: Vec::new(),
+            blocked_patterns: default_blocked_patterns(),
             max_identifiers_per_profile: default_max_ids(),
+            max_links_per_day: default_max_links_per_day(),
+            limits: BTreeMap::new(),
+            priority: Vec::new(),
+            trusted_claims: Vec::new(),
         }
+    }
+}
+
+impl IdentityConfig {
+    /// Pure checks; errors name the field.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::identity::Rules::new(self).map(|_| ())
     }
 }

@@ -54,6 +54,16 @@ pub struct ProfileState {
     /// Scores of the newest applied scoring run (absent in stores written before scoring).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scores: Option<ProfileScores>,
+    /// Linking events per day (days since 1970-01-01): the daily link cap.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub link_days: BTreeMap<u32, u32>,
+    /// Rules that refused links to this profile and ask for a human look
+    /// (`profile_size_cap`, `link_rate`).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub flags: BTreeSet<String>,
+    /// Some link in this profile's cluster was refused: new links re-resolve the cluster.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub conflicted: bool,
 }
 
 impl ProfileState {
@@ -73,7 +83,23 @@ impl ProfileState {
             merged_from: BTreeSet::new(),
             merged_into: None,
             scores: None,
+            link_days: BTreeMap::new(),
+            flags: BTreeSet::new(),
+            conflicted: false,
         }
+    }
+
+    /// Clears the event aggregates (before re-summing contributions).
+    pub fn reset_aggregates(&mut self, first_seen: DateTime<Utc>) {
+        self.first_seen = first_seen;
+        self.last_seen = first_seen;
+        self.traits.clear();
+        self.sources.clear();
+        self.event_count = 0;
+        self.event_counts.clear();
+        self.channel_counts.clear();
+        self.order_count = 0;
+        self.revenue.clear();
     }
 
     pub fn is_active(&self) -> bool {
@@ -132,9 +158,21 @@ impl ProfileState {
 
     /// Absorbs `other` (a merge): the union of identifiers and aggregates.
     pub fn absorb(&mut self, other: &ProfileState) {
+        self.identifiers.extend(other.identifiers.iter().cloned());
+        self.add_aggregates(other);
+        for (d, n) in &other.link_days {
+            *self.link_days.entry(*d).or_default() += n;
+        }
+        self.flags.extend(other.flags.iter().cloned());
+        self.conflicted |= other.conflicted;
+        self.merged_from.insert(other.customer_id.clone());
+        self.merged_from.extend(other.merged_from.iter().cloned());
+    }
+
+    /// Adds the event aggregates of `other` (a merge, or a contribution).
+    pub fn add_aggregates(&mut self, other: &ProfileState) {
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
-        self.identifiers.extend(other.identifiers.iter().cloned());
         for (k, t) in &other.traits {
             self.set_trait(k, &t.value, t.at);
         }
@@ -150,8 +188,6 @@ impl ProfileState {
         for (c, a) in &other.revenue {
             *self.revenue.entry(c.clone()).or_default() += a;
         }
-        self.merged_from.insert(other.customer_id.clone());
-        self.merged_from.extend(other.merged_from.iter().cloned());
     }
 
     /// Lifecycle stage from order history (provisional rules until scoring lands):

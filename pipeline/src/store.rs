@@ -14,6 +14,11 @@ use crate::profile::ProfileState;
 
 const IDS: TableDefinition<&str, &[u8]> = TableDefinition::new("ids");
 const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
+const LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("links");
+const CONTRIB: TableDefinition<&str, &[u8]> = TableDefinition::new("contributions");
+const WALLS: TableDefinition<&str, &[u8]> = TableDefinition::new("walls");
+/// The keyed tables, indexed by record tag.
+const TABLES: [TableDefinition<&str, &[u8]>; 5] = [IDS, PROFILES, LINKS, CONTRIB, WALLS];
 /// One blob per batch with the identifiers and profiles it changed: a batch writes
 /// one sequential record instead of thousands of random B-tree updates. Every
 /// [`COMPACT_EVERY`] batches the changelog is folded into `ids`/`profiles`, in the
@@ -25,9 +30,12 @@ pub const COMPACT_EVERY: usize = 32;
 const COMPACT_BYTES: usize = 256 * 1024 * 1024;
 /// Layout of the store's tables. A store written with another layout is refused
 /// at start instead of being misread (which could count events twice).
-pub const FORMAT: u64 = 2;
+pub const FORMAT: u64 = 3;
 const TAG_ID: u8 = 0;
 const TAG_PROFILE: u8 = 1;
+const TAG_LINK: u8 = 2;
+const TAG_CONTRIB: u8 = 3;
+const TAG_WALL: u8 = 4;
 /// Fingerprints of counted events, one packed blob (16 bytes each) per batch
 /// version: one B-tree insert per batch instead of one per event.
 const SEEN: TableDefinition<u64, &[u8]> = TableDefinition::new("seen_batches");
@@ -103,8 +111,8 @@ pub struct Store {
 
 #[derive(Default)]
 struct Pending {
-    ids: HashMap<String, Option<Vec<u8>>>,
-    profiles: HashMap<String, Option<Vec<u8>>>,
+    /// Per tag: key -> latest encoded value (`None` = deleted).
+    tables: [HashMap<String, Option<Vec<u8>>>; 5],
     batches: usize,
     bytes: usize,
 }
@@ -112,10 +120,8 @@ struct Pending {
 impl Pending {
     fn add(&mut self, tag: u8, key: String, value: Option<Vec<u8>>) {
         self.bytes += key.len() + value.as_ref().map_or(0, Vec::len);
-        if tag == TAG_ID {
-            self.ids.insert(key, value);
-        } else {
-            self.profiles.insert(key, value);
+        if let Some(t) = self.tables.get_mut(tag as usize) {
+            t.insert(key, value);
         }
     }
 }
@@ -169,9 +175,14 @@ fn decode_records(mut b: &[u8]) -> Result<Vec<Record<'_>>, StoreError> {
 pub struct Delta {
     pub ids: Vec<(String, Option<IdRecord>)>,
     pub profiles: Vec<(String, Option<ProfileState>)>,
+    pub links: Vec<(u64, Option<crate::identity::Link>)>,
+    pub contrib: Vec<(String, Option<ProfileState>)>,
+    pub walls: Vec<(u64, Option<crate::identity::Wall>)>,
     pub seen: Vec<u128>,
     /// (retired, survivor, when) pairs of merges.
     pub aliases: Vec<(String, String, chrono::DateTime<chrono::Utc>)>,
+    /// Primary identifiers whose events now belong to another customer.
+    pub moved: Vec<(String, String)>,
 }
 
 /// Everything loaded at start.
@@ -219,8 +230,9 @@ impl Store {
                 }
             }
             drop(meta);
-            w.open_table(IDS).map_err(se)?;
-            w.open_table(PROFILES).map_err(se)?;
+            for t in TABLES {
+                w.open_table(t).map_err(se)?;
+            }
             w.open_table(CHANGELOG).map_err(se)?;
             w.open_table(SEEN).map_err(se)?;
             w.open_table(META).map_err(se)?;
@@ -240,53 +252,17 @@ impl Store {
 
         let mut graph = Graph::new(cfg);
         let r = db.begin_read().map_err(se)?;
-        for item in r.open_table(IDS).map_err(se)?.iter().map_err(se)? {
-            let (k, v) = item.map_err(se)?;
-            let rec: IdRecord =
-                serde_json::from_slice(v.value()).map_err(|source| StoreError::Decode {
-                    key: k.value().to_string(),
-                    source,
-                })?;
-            graph.ids.insert(k.value().to_string(), rec);
-        }
-        for item in r.open_table(PROFILES).map_err(se)?.iter().map_err(se)? {
-            let (k, v) = item.map_err(se)?;
-            let p: ProfileState =
-                serde_json::from_slice(v.value()).map_err(|source| StoreError::Decode {
-                    key: k.value().to_string(),
-                    source,
-                })?;
-            graph.profiles.insert(k.value().to_string(), p);
+        for (tag, t) in TABLES.iter().enumerate() {
+            for item in r.open_table(*t).map_err(se)?.iter().map_err(se)? {
+                let (k, v) = item.map_err(se)?;
+                load_record(&mut graph, tag as u8, k.value(), Some(v.value()))?;
+            }
         }
         let mut pending = Pending::default();
         for item in r.open_table(CHANGELOG).map_err(se)?.iter().map_err(se)? {
             let (_, blob) = item.map_err(se)?;
-            let blob = blob.value();
-            for (tag, key, value) in decode_records(blob)? {
-                let decode_err = |source| StoreError::Decode {
-                    key: key.to_string(),
-                    source,
-                };
-                match (tag, value) {
-                    (TAG_ID, Some(v)) => {
-                        graph.ids.insert(
-                            key.to_string(),
-                            serde_json::from_slice(v).map_err(decode_err)?,
-                        );
-                    }
-                    (TAG_ID, None) => {
-                        graph.ids.remove(key);
-                    }
-                    (_, Some(v)) => {
-                        graph.profiles.insert(
-                            key.to_string(),
-                            serde_json::from_slice(v).map_err(decode_err)?,
-                        );
-                    }
-                    (_, None) => {
-                        graph.profiles.remove(key);
-                    }
-                }
+            for (tag, key, value) in decode_records(blob.value())? {
+                load_record(&mut graph, tag, key, value)?;
                 pending.add(tag, key.to_string(), value.map(<[u8]>::to_vec));
             }
             pending.batches += 1;
@@ -377,19 +353,26 @@ impl Store {
         let mut w = self.db.begin_write().map_err(db_err)?;
         w.set_durability(Durability::Immediate).map_err(se)?;
         {
-            let mut records: Vec<(u8, String, Option<Vec<u8>>)> =
-                Vec::with_capacity(delta.ids.len() + delta.profiles.len());
+            let mut records: Vec<(u8, String, Option<Vec<u8>>)> = Vec::with_capacity(
+                delta.ids.len() + delta.profiles.len() + delta.links.len() + delta.contrib.len(),
+            );
+            fn enc<T: serde::Serialize>(v: &Option<T>) -> Result<Option<Vec<u8>>, StoreError> {
+                v.as_ref().map(serde_json::to_vec).transpose().map_err(se)
+            }
             for (key, rec) in &delta.ids {
-                let v = rec
-                    .as_ref()
-                    .map(serde_json::to_vec)
-                    .transpose()
-                    .map_err(se)?;
-                records.push((TAG_ID, key.clone(), v));
+                records.push((TAG_ID, key.clone(), enc(rec)?));
             }
             for (key, p) in &delta.profiles {
-                let v = p.as_ref().map(serde_json::to_vec).transpose().map_err(se)?;
-                records.push((TAG_PROFILE, key.clone(), v));
+                records.push((TAG_PROFILE, key.clone(), enc(p)?));
+            }
+            for (key, l) in &delta.links {
+                records.push((TAG_LINK, format!("{key:016x}"), enc(l)?));
+            }
+            for (key, c) in &delta.contrib {
+                records.push((TAG_CONTRIB, key.clone(), enc(c)?));
+            }
+            for (key, w) in &delta.walls {
+                records.push((TAG_WALL, format!("{key:016x}"), enc(w)?));
             }
             let mut blob = Vec::new();
             for (tag, key, v) in &records {
@@ -405,24 +388,16 @@ impl Store {
             pending.batches += 1;
             if pending.batches >= COMPACT_EVERY || pending.bytes >= COMPACT_BYTES {
                 // fold the changelog into the tables, in this same transaction
-                let mut ids = w.open_table(IDS).map_err(se)?;
-                for (k, v) in &pending.ids {
-                    match v {
-                        Some(v) => ids.insert(k.as_str(), v.as_slice()).map(|_| ()),
-                        None => ids.remove(k.as_str()).map(|_| ()),
+                for (tag, t) in TABLES.iter().enumerate() {
+                    let mut table = w.open_table(*t).map_err(se)?;
+                    for (k, v) in &pending.tables[tag] {
+                        match v {
+                            Some(v) => table.insert(k.as_str(), v.as_slice()).map(|_| ()),
+                            None => table.remove(k.as_str()).map(|_| ()),
+                        }
+                        .map_err(se)?;
                     }
-                    .map_err(se)?;
                 }
-                let mut profiles = w.open_table(PROFILES).map_err(se)?;
-                for (k, v) in &pending.profiles {
-                    match v {
-                        Some(v) => profiles.insert(k.as_str(), v.as_slice()).map(|_| ()),
-                        None => profiles.remove(k.as_str()).map(|_| ()),
-                    }
-                    .map_err(se)?;
-                }
-                drop(ids);
-                drop(profiles);
                 w.delete_table(CHANGELOG).map_err(se)?;
                 w.open_table(CHANGELOG).map_err(se)?;
                 *pending = Pending::default();
@@ -459,6 +434,53 @@ impl Store {
         w.commit().map_err(se)?;
         Ok(())
     }
+}
+
+/// Applies one stored record (`None` = deleted) to the graph being loaded.
+fn load_record(g: &mut Graph, tag: u8, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
+    fn de<T: serde::de::DeserializeOwned>(key: &str, v: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(v).map_err(|source| StoreError::Decode {
+            key: key.to_string(),
+            source,
+        })
+    }
+    let hex_key = || {
+        u64::from_str_radix(key, 16)
+            .map_err(|_| StoreError::Db(format!("corrupt record key {key:?}")))
+    };
+    match (tag, value) {
+        (TAG_ID, Some(v)) => {
+            g.ids.insert(key.to_string(), de::<IdRecord>(key, v)?);
+        }
+        (TAG_ID, None) => {
+            g.ids.remove(key);
+        }
+        (TAG_PROFILE, Some(v)) => {
+            g.profiles
+                .insert(key.to_string(), de::<ProfileState>(key, v)?);
+        }
+        (TAG_PROFILE, None) => {
+            g.profiles.remove(key);
+        }
+        (TAG_LINK, Some(v)) => {
+            g.links.insert(hex_key()?, de(key, v)?);
+        }
+        (TAG_LINK, None) => {
+            g.links.remove(&hex_key()?);
+        }
+        (TAG_CONTRIB, Some(v)) => {
+            g.contrib.insert(key.to_string(), de(key, v)?);
+        }
+        (TAG_CONTRIB, None) => {
+            g.contrib.remove(key);
+        }
+        (TAG_WALL, Some(v)) => {
+            g.walls.add(de(key, v)?);
+        }
+        (TAG_WALL, None) => {}
+        (t, _) => return Err(StoreError::Db(format!("unknown record tag {t}"))),
+    }
+    Ok(())
 }
 
 fn read_intent(

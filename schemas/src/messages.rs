@@ -113,8 +113,11 @@ pub enum IdentityAction {
     Merge,
     /// An identifier was refused (`rule` says which rule).
     Reject,
-    /// An identifier was detached from its profile.
+    /// An identifier was detached from its profile (`socialcrm identity unlink`).
     Unlink,
+    /// An identifier moved to another profile (`identity split`/`unlink`, or a
+    /// conflict re-resolved); `merged_customer_id` is the profile it left.
+    Split,
     /// A person's data was erased.
     Erase,
 }
@@ -127,6 +130,7 @@ impl IdentityAction {
             IdentityAction::Merge => "merge",
             IdentityAction::Reject => "reject",
             IdentityAction::Unlink => "unlink",
+            IdentityAction::Split => "split",
             IdentityAction::Erase => "erase",
         }
     }

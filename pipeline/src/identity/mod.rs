@@ -1,0 +1,698 @@
+//! Identity resolution (DESIGN §5, docs/identity.md).
+//!
+//! The model: every identifier is born at the earliest event that carries it, and
+//! every distinct set of identifiers seen together in one event is a *link*. The
+//! profiles are what a greedy pass over those births and links in event-time order
+//! gives, under [`Rules`]: a link whose merge would break a rule drops its weakest
+//! identifier (Segment-style) until it passes, and the drop is recorded.
+//!
+//! The streaming writer reaches that same result without replaying: a link that
+//! breaks no rule and touches no profile that ever had a conflict is a plain union,
+//! and every rule is monotone (a subset of a valid profile is valid), so for such
+//! clusters the order cannot matter. Only a cluster with a conflict is re-resolved
+//! from its recorded births and links ([`Graph::recompute`]) when a new link or an
+//! earlier event reaches it; unlinks and splits are walls that the same replay
+//! honours. Profile aggregates are kept per *primary* identifier (the strongest
+//! identifier of each event), so a profile that changes shape is re-summed from its
+//! identifiers' contributions, and the events in ClickHouse follow their primary.
+//!
+//! The graph lives in memory and is persisted by [`crate::store`] after every batch;
+//! every change is tracked as dirty so the batch writes only what moved.
+
+mod recompute;
+pub mod rules;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use socialcrm_schemas::event::RejectedIdentifier;
+use socialcrm_schemas::messages::{IdentityAction, IdentityMessage};
+use socialcrm_schemas::{CanonicalEvent, Identifier, SCHEMA_VERSION};
+
+use crate::config::IdentityConfig;
+use crate::profile::ProfileState;
+pub use rules::Rules;
+
+/// Where one identifier points, and when it was born.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdRecord {
+    pub customer_id: String,
+    /// Time of the earliest event that carried the identifier.
+    pub first_seen: DateTime<Utc>,
+    /// Fingerprint of that event (breaks ties between births at the same time).
+    #[serde(default)]
+    pub first_event: u64,
+    /// The links (identifier sets) the identifier is part of.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<u64>,
+}
+
+/// One distinct set of identifiers seen together, with the earliest event that
+/// carried it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    /// Strongest first.
+    pub ids: Vec<Identifier>,
+    pub at: DateTime<Utc>,
+    pub event_fp: u64,
+    pub event_id: String,
+}
+
+/// An unlink or split: identifiers on side 0 never share a profile with those on side 1.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Wall {
+    pub id: u64,
+    pub sides: [Vec<String>; 2],
+    /// `unlink email:a@b.co` / `split c_... (3 identifiers)`, with the command id.
+    pub why: String,
+    pub at: DateTime<Utc>,
+}
+
+/// The walls, indexed by identifier.
+#[derive(Debug, Clone, Default)]
+pub struct Walls {
+    pub(crate) by_id: FxHashMap<String, Vec<(u64, u8)>>,
+    pub(crate) why: FxHashMap<u64, String>,
+    pub list: BTreeMap<u64, Wall>,
+}
+
+impl Walls {
+    pub fn add(&mut self, w: Wall) {
+        if self.list.contains_key(&w.id) {
+            return;
+        }
+        for (side, keys) in w.sides.iter().enumerate() {
+            for k in keys {
+                self.by_id
+                    .entry(k.clone())
+                    .or_default()
+                    .push((w.id, side as u8));
+            }
+        }
+        self.why.insert(w.id, w.why.clone());
+        self.list.insert(w.id, w);
+    }
+}
+
+/// What caused a change: an event, or an operator's command.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    pub event_id: String,
+    pub fp: u64,
+    pub at: DateTime<Utc>,
+}
+
+impl Cause {
+    fn of(ev: &CanonicalEvent, fp: u128) -> Cause {
+        Cause {
+            event_id: ev.event_id.clone(),
+            fp: fp as u64,
+            at: ev.received_at,
+        }
+    }
+}
+
+/// The identity graph and profiles of one workspace.
+#[derive(Debug, Default)]
+pub struct Graph {
+    // FxHash: the keys are not attacker-chosen hash-flooding material here (they
+    // are normalised identifiers behind validation), and SipHash cost ~15 % of
+    // resolution time
+    pub ids: FxHashMap<String, IdRecord>,
+    pub profiles: FxHashMap<String, ProfileState>,
+    pub seen: FxHashSet<u128>,
+    pub links: FxHashMap<u64, Link>,
+    /// Aggregates of the events whose primary identifier is the key.
+    pub contrib: FxHashMap<String, ProfileState>,
+    pub walls: Walls,
+    pub(crate) rules: Rules,
+    pub(crate) dirty_ids: BTreeSet<String>,
+    pub(crate) dirty_profiles: BTreeSet<String>,
+    pub(crate) dirty_links: BTreeSet<u64>,
+    pub(crate) dirty_contrib: BTreeSet<String>,
+    pub(crate) dirty_walls: BTreeSet<u64>,
+    pub(crate) new_seen: Vec<u128>,
+    /// (retired, survivor) pairs changed in this batch.
+    pub(crate) dirty_aliases: Vec<(String, String, DateTime<Utc>)>,
+    /// Primary identifiers whose events now belong to another customer.
+    pub(crate) moved: BTreeMap<String, String>,
+}
+
+/// What happened to one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The customer the event is attributed to.
+    pub customer_id: String,
+    /// The event's strongest identifier (`type:value`): its events follow it.
+    pub primary: String,
+    /// True when the event_id was already counted (a replay): nothing changed.
+    pub duplicate: bool,
+    pub ledger: Vec<IdentityMessage>,
+}
+
+/// Stable 128-bit fingerprint of an event id (the seen-set key).
+pub fn event_fingerprint(event_id: &str) -> u128 {
+    let d = Sha256::digest(event_id.as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    u128::from_be_bytes(b)
+}
+
+/// Stable 64-bit key of a set of identifier keys (sorted).
+pub fn link_key(keys: &[String]) -> u64 {
+    let mut sorted: Vec<&String> = keys.iter().collect();
+    sorted.sort();
+    let mut h = Sha256::new();
+    for k in sorted {
+        h.update(k.as_bytes());
+        h.update([0u8]);
+    }
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b)
+}
+
+/// `c_` + 16 hex digits derived from the identifier that created the profile.
+pub fn customer_id_for(anchor: &str, attempt: u32) -> String {
+    let input = if attempt == 0 {
+        anchor.to_string()
+    } else {
+        format!("{anchor}#{attempt}")
+    };
+    let d = Sha256::digest(input.as_bytes());
+    format!("c_{}", hex::encode(&d[..8]))
+}
+
+fn entry_id(event_id: &str, action: IdentityAction, subject: &str) -> String {
+    let d = Sha256::digest(format!("{event_id}|{}|{subject}", action.as_str()).as_bytes());
+    hex::encode(&d[..16])
+}
+
+/// Days since 1970-01-01 of `t`.
+pub fn day_of(t: DateTime<Utc>) -> u32 {
+    (t.timestamp().max(0) / 86_400) as u32
+}
+
+pub(crate) fn ledger_entry(
+    cause: &Cause,
+    action: IdentityAction,
+    customer_id: &str,
+    identifier: Option<Identifier>,
+    merged: Option<String>,
+    rule: Option<(&str, String)>,
+) -> IdentityMessage {
+    let subject = match (&identifier, &merged) {
+        (Some(i), Some(m)) => format!("{}>{m}", i.key()),
+        (Some(i), None) => i.key(),
+        (None, Some(m)) => m.clone(),
+        _ => String::new(),
+    };
+    IdentityMessage {
+        schema_version: SCHEMA_VERSION,
+        entry_id: entry_id(&cause.event_id, action, &subject),
+        action,
+        customer_id: customer_id.to_string(),
+        identifier,
+        merged_customer_id: merged,
+        rule: rule.as_ref().map(|r| r.0.to_string()),
+        reason: rule.map(|r| r.1),
+        event_id: cause.event_id.clone(),
+        at: cause.at,
+    }
+}
+
+impl Graph {
+    /// A graph under the rules of `cfg` (validated beforehand with
+    /// [`IdentityConfig::validate`]; an invalid config falls back to the defaults).
+    pub fn new(cfg: &IdentityConfig) -> Self {
+        Graph {
+            rules: Rules::new(cfg).unwrap_or_default(),
+            ..Graph::default()
+        }
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+
+    /// The current customer of an identifier (`type:value`, normalised).
+    pub fn customer_of(&self, key: &str) -> Option<&str> {
+        self.ids
+            .get(key)
+            .map(|r| r.customer_id.as_str())
+            .filter(|c| !c.is_empty())
+    }
+
+    /// Resolves the actor of a validated event, links/merges as needed, and counts
+    /// the event on the resulting profile. `rejected` are identifiers that failed
+    /// normalisation; they are recorded in the ledger.
+    ///
+    /// Fails (and changes nothing) when every identifier is blocked: such an event
+    /// cannot be attributed to anyone and belongs in the dead-letter topic.
+    pub fn process(
+        &mut self,
+        ev: &CanonicalEvent,
+        rejected: &[RejectedIdentifier],
+    ) -> Result<Outcome, String> {
+        let fp = event_fingerprint(&ev.event_id);
+        let mut rejects: Vec<(Identifier, &str, String)> = rejected
+            .iter()
+            .map(|r| (r.original.clone(), r.error.rule(), r.error.to_string()))
+            .collect();
+
+        let mut ids: Vec<Identifier> = Vec::with_capacity(ev.identifiers.len());
+        for id in &ev.identifiers {
+            // a known identifier passed the rules when it was first linked
+            if !self.ids.contains_key(&id.key()) {
+                if let Some(why) = self.rules.blocked(id) {
+                    rejects.push((id.clone(), rules::rule::BLOCKED, why));
+                    continue;
+                }
+            }
+            ids.push(id.clone());
+        }
+        if ids.is_empty() {
+            let reasons: Vec<String> = rejects.iter().map(|r| r.2.clone()).collect();
+            return Err(format!(
+                "every identifier is blocked: {}",
+                reasons.join("; ")
+            ));
+        }
+        // strongest first: the primary decides attribution; the weakest drops first
+        ids.sort_by(|a, b| self.rules.order_key(a).cmp(&self.rules.order_key(b)));
+        ids.dedup();
+        let keys: Vec<String> = ids.iter().map(Identifier::key).collect();
+        let primary = keys[0].clone();
+
+        if self.seen.contains(&fp) {
+            let customer_id = self.customer_of(&primary).unwrap_or_default().to_string();
+            return Ok(Outcome {
+                customer_id,
+                primary,
+                duplicate: true,
+                ledger: Vec::new(),
+            });
+        }
+        self.seen.insert(fp);
+        self.new_seen.push(fp);
+        let cause = Cause::of(ev, fp);
+        let mut ledger = Vec::new();
+
+        self.resolve(ev, &cause, &ids, &keys, &mut ledger);
+
+        let customer_id = self.customer_of(&primary).unwrap_or_default().to_string();
+        for (id, rule, reason) in rejects {
+            ledger.push(ledger_entry(
+                &cause,
+                IdentityAction::Reject,
+                &customer_id,
+                Some(id),
+                None,
+                Some((rule, reason)),
+            ));
+        }
+        Ok(Outcome {
+            customer_id,
+            primary,
+            duplicate: false,
+            ledger,
+        })
+    }
+
+    /// Births, the link, and the union or replay they call for; then counts the event.
+    fn resolve(
+        &mut self,
+        ev: &CanonicalEvent,
+        cause: &Cause,
+        ids: &[Identifier],
+        keys: &[String],
+        ledger: &mut Vec<IdentityMessage>,
+    ) {
+        let at = ev.occurred_at;
+        let born_key = (at, cause.fp);
+        // 1. births: new identifiers, and known ones seen earlier than before
+        let mut new_ids: Vec<usize> = Vec::new();
+        let mut moved_earlier = false;
+        for (i, k) in keys.iter().enumerate() {
+            match self.ids.get_mut(k) {
+                None => new_ids.push(i),
+                Some(r) => {
+                    if born_key < (r.first_seen, r.first_event) {
+                        r.first_seen = at;
+                        r.first_event = cause.fp;
+                        self.dirty_ids.insert(k.clone());
+                        moved_earlier = true;
+                    }
+                }
+            }
+        }
+        // 2. the link
+        let mut new_link = None;
+        if keys.len() >= 2 {
+            let lk = link_key(keys);
+            match self.links.get_mut(&lk) {
+                Some(l) => {
+                    if born_key < (l.at, l.event_fp) {
+                        l.at = at;
+                        l.event_fp = cause.fp;
+                        l.event_id = ev.event_id.clone();
+                        self.dirty_links.insert(lk);
+                        moved_earlier = true;
+                    }
+                }
+                None => {
+                    self.links.insert(
+                        lk,
+                        Link {
+                            ids: ids.to_vec(),
+                            at,
+                            event_fp: cause.fp,
+                            event_id: ev.event_id.clone(),
+                        },
+                    );
+                    self.dirty_links.insert(lk);
+                    new_link = Some(lk);
+                }
+            }
+        }
+        for &i in &new_ids {
+            self.ids.insert(
+                keys[i].clone(),
+                IdRecord {
+                    customer_id: String::new(),
+                    first_seen: at,
+                    first_event: cause.fp,
+                    links: Vec::new(),
+                },
+            );
+            self.dirty_ids.insert(keys[i].clone());
+        }
+        if let Some(lk) = new_link {
+            for k in keys {
+                if let Some(r) = self.ids.get_mut(k) {
+                    r.links.push(lk);
+                }
+            }
+        }
+
+        // 3. the event's contribution to its primary identifier
+        let contrib = self
+            .contrib
+            .entry(keys[0].clone())
+            .or_insert_with(|| ProfileState::new(keys[0].clone(), at));
+        contrib.apply_event(ev);
+        self.dirty_contrib.insert(keys[0].clone());
+
+        // 4. union, or replay of the cluster
+        let mut existing: Vec<String> = Vec::new();
+        for k in keys {
+            if let Some(c) = self.customer_of(k) {
+                if !existing.iter().any(|e| e == c) {
+                    existing.push(c.to_string());
+                }
+            }
+        }
+        let conflicted = existing
+            .iter()
+            .any(|c| self.profiles.get(c).is_some_and(|p| p.conflicted));
+        let needs_replay = conflicted
+            && (new_link.is_some() || moved_earlier || !new_ids.is_empty())
+            || (new_link.is_some() || !new_ids.is_empty())
+                && self.union_violation(&existing, ids, &new_ids, new_link.map(|_| day_of(at)));
+        if needs_replay {
+            self.recompute(keys, cause, ledger);
+            if let Some(c) = self.customer_of(&keys[0]).map(str::to_string) {
+                if let Some(p) = self.profiles.get_mut(&c) {
+                    p.last_seen = p.last_seen.max(at);
+                }
+            }
+            return;
+        }
+        if new_link.is_none() && new_ids.is_empty() {
+            // nothing new to link (a known link that was refused keeps its
+            // profiles apart): count the event on its primary's profile
+            if let Some(c) = self.customer_of(&keys[0]).map(str::to_string) {
+                if let Some(p) = self.profiles.get_mut(&c) {
+                    p.apply_event(ev);
+                    self.dirty_profiles.insert(c);
+                }
+            }
+            return;
+        }
+        let survivor = if existing.is_empty() {
+            let cid = self.create_profile(&keys[0], at);
+            ledger.push(ledger_entry(
+                cause,
+                IdentityAction::Create,
+                &cid,
+                Some(ids[0].clone()),
+                None,
+                None,
+            ));
+            cid
+        } else {
+            // oldest profile survives: earliest first_seen, then smallest id
+            existing.sort_by(|a, b| {
+                let fa = self.profiles.get(a).map(|p| p.first_seen);
+                let fb = self.profiles.get(b).map(|p| p.first_seen);
+                fa.cmp(&fb).then_with(|| a.cmp(b))
+            });
+            let survivor = existing[0].clone();
+            for loser in &existing[1..] {
+                self.merge(cause, &survivor, loser, ledger);
+            }
+            survivor
+        };
+        for &i in &new_ids {
+            if let Some(r) = self.ids.get_mut(&keys[i]) {
+                r.customer_id = survivor.clone();
+            }
+            if let Some(p) = self.profiles.get_mut(&survivor) {
+                p.identifiers.insert(ids[i].clone());
+            }
+            if i != 0 || !existing.is_empty() {
+                ledger.push(ledger_entry(
+                    cause,
+                    IdentityAction::Link,
+                    &survivor,
+                    Some(ids[i].clone()),
+                    None,
+                    None,
+                ));
+            }
+        }
+        if let Some(p) = self.profiles.get_mut(&survivor) {
+            if new_link.is_some() {
+                *p.link_days.entry(day_of(at)).or_default() += 1;
+            }
+            p.apply_event(ev);
+            self.dirty_profiles.insert(survivor);
+        }
+    }
+
+    /// Would merging the profiles `existing` with the new identifiers break a rule?
+    fn union_violation(
+        &self,
+        existing: &[String],
+        ids: &[Identifier],
+        new_ids: &[usize],
+        link_day: Option<u32>,
+    ) -> bool {
+        if existing.len() <= 1 && new_ids.is_empty() && link_day.is_none() {
+            return false;
+        }
+        let profiles: Vec<&ProfileState> = existing
+            .iter()
+            .filter_map(|c| self.profiles.get(c))
+            .collect();
+        let mut days: BTreeMap<u32, u32> = BTreeMap::new();
+        for p in &profiles {
+            for (d, n) in &p.link_days {
+                *days.entry(*d).or_default() += n;
+            }
+        }
+        if let Some(d) = link_day {
+            *days.entry(d).or_default() += 1;
+        }
+        let all = profiles
+            .iter()
+            .flat_map(|p| p.identifiers.iter())
+            .chain(new_ids.iter().map(|&i| &ids[i]));
+        self.rules.violation(all, &days, &self.walls).is_some()
+    }
+
+    fn create_profile(&mut self, anchor: &str, at: DateTime<Utc>) -> String {
+        let cid = self.free_customer_id(anchor, &BTreeSet::new());
+        self.profiles
+            .insert(cid.clone(), ProfileState::new(cid.clone(), at));
+        self.dirty_profiles.insert(cid.clone());
+        cid
+    }
+
+    /// The first `customer_id_for(anchor, n)` that no live profile uses (a retired
+    /// id may come back: a split returns a profile its old id); `taken` are ids
+    /// already handed out in the same step.
+    fn free_customer_id(&self, anchor: &str, taken: &BTreeSet<String>) -> String {
+        let mut attempt = 0;
+        loop {
+            let cid = customer_id_for(anchor, attempt);
+            let live = self.profiles.get(&cid).is_some_and(|p| p.is_active());
+            if !live && !taken.contains(&cid) {
+                return cid;
+            }
+            attempt += 1;
+        }
+    }
+
+    fn merge(
+        &mut self,
+        cause: &Cause,
+        survivor: &str,
+        loser: &str,
+        ledger: &mut Vec<IdentityMessage>,
+    ) {
+        let Some(mut lost) = self.profiles.remove(loser) else {
+            return;
+        };
+        for id in &lost.identifiers {
+            let key = id.key();
+            if let Some(r) = self.ids.get_mut(&key) {
+                r.customer_id = survivor.to_string();
+                self.dirty_ids.insert(key);
+            }
+        }
+        if let Some(s) = self.profiles.get_mut(survivor) {
+            s.absorb(&lost);
+        }
+        self.retire(&mut lost, survivor, cause.at);
+        self.profiles.insert(loser.to_string(), lost);
+        self.dirty_profiles.insert(survivor.to_string());
+        ledger.push(ledger_entry(
+            cause,
+            IdentityAction::Merge,
+            survivor,
+            None,
+            Some(loser.to_string()),
+            None,
+        ));
+    }
+
+    /// Marks `lost` as merged into `survivor`, with the aliases that make old
+    /// customer ids resolve to it.
+    fn retire(&mut self, lost: &mut ProfileState, survivor: &str, at: DateTime<Utc>) {
+        self.dirty_aliases
+            .push((lost.customer_id.clone(), survivor.to_string(), at));
+        for older in &lost.merged_from {
+            if older != survivor {
+                self.dirty_aliases
+                    .push((older.clone(), survivor.to_string(), at));
+            }
+        }
+        lost.merged_into = Some(survivor.to_string());
+        lost.identifiers.clear();
+        self.dirty_profiles.insert(lost.customer_id.clone());
+    }
+
+    /// Detaches what changed since the last call (values cloned) and clears the
+    /// dirty sets.
+    pub fn take_delta(&mut self) -> crate::store::Delta {
+        let delta = crate::store::Delta {
+            ids: self
+                .dirty_ids
+                .iter()
+                .map(|k| (k.clone(), self.ids.get(k).cloned()))
+                .collect(),
+            profiles: self
+                .dirty_profiles
+                .iter()
+                .map(|k| (k.clone(), self.profiles.get(k).cloned()))
+                .collect(),
+            links: self
+                .dirty_links
+                .iter()
+                .map(|k| (*k, self.links.get(k).cloned()))
+                .collect(),
+            contrib: self
+                .dirty_contrib
+                .iter()
+                .map(|k| (k.clone(), self.contrib.get(k).cloned()))
+                .collect(),
+            walls: self
+                .dirty_walls
+                .iter()
+                .map(|k| (*k, self.walls.list.get(k).cloned()))
+                .collect(),
+            seen: std::mem::take(&mut self.new_seen),
+            aliases: std::mem::take(&mut self.dirty_aliases),
+            moved: std::mem::take(&mut self.moved).into_iter().collect(),
+        };
+        self.clear_dirty();
+        delta
+    }
+
+    /// Forgets what the last batch changed (after it was persisted).
+    pub fn clear_dirty(&mut self) {
+        self.dirty_ids.clear();
+        self.dirty_profiles.clear();
+        self.dirty_links.clear();
+        self.dirty_contrib.clear();
+        self.dirty_walls.clear();
+        self.new_seen.clear();
+        self.dirty_aliases.clear();
+        self.moved.clear();
+    }
+
+    /// Sets the scores of `customer_id` (following merges to the live profile);
+    /// marks the profile for writing when they changed. False when unknown.
+    pub fn apply_scores(
+        &mut self,
+        customer_id: &str,
+        scores: crate::profile::ProfileScores,
+    ) -> bool {
+        let mut cid = customer_id.to_string();
+        for _ in 0..16 {
+            match self.profiles.get(&cid).and_then(|p| p.merged_into.clone()) {
+                Some(next) => cid = next,
+                None => break,
+            }
+        }
+        let Some(p) = self.profiles.get_mut(&cid) else {
+            return false;
+        };
+        if p.merged_into.is_some() {
+            return false;
+        }
+        // a profile that absorbed others keeps the scores computed for itself
+        if cid != customer_id && p.scores.as_ref().is_some_and(|s| s.run_id >= scores.run_id) {
+            return false;
+        }
+        if p.scores.as_ref() != Some(&scores) {
+            p.scores = Some(scores);
+            self.dirty_profiles.insert(cid);
+        }
+        true
+    }
+
+    /// The live profile an identifier belongs to.
+    pub fn profile_of(&self, key: &str) -> Option<&ProfileState> {
+        self.customer_of(key).and_then(|c| self.profiles.get(c))
+    }
+
+    /// Partition of identifiers into live profiles (for tests and tools).
+    pub fn partition(&self) -> Vec<BTreeSet<String>> {
+        let mut parts: Vec<BTreeSet<String>> = self
+            .profiles
+            .values()
+            .filter(|p| p.is_active() && !p.identifiers.is_empty())
+            .map(|p| p.identifiers.iter().map(Identifier::key).collect())
+            .collect();
+        parts.sort();
+        parts
+    }
+}
