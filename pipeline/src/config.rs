@@ -153,10 +153,8 @@ fn default_max_links_per_day() -> u32 {
 }
 
 /// Values matching these are never linked, unless `blocked_patterns` is set.
-pub const DEFAULT_BLOCKED_PATTERNS: &[&str] = &[
-    r"^(test|testing|example|noreply|no-reply|donotreply|do-not-reply)@",
-    r"@(example\.(com|org|net)|test\.com|localhost)$",
-];
+pub const DEFAULT_BLOCKED_PATTERNS: &[&str] =
+    &[r"^(test|testing|noreply|no-reply|donotreply|do-not-reply|mailer-daemon)@"];
 
 fn default_blocked_patterns() -> Vec<String> {
     DEFAULT_BLOCKED_PATTERNS

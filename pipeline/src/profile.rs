@@ -258,6 +258,7 @@ impl ProfileState {
             score_components: self.score_summary(),
             merged_from: self.merged_from.iter().cloned().collect(),
             updated_at: now,
+            flags: self.flags.iter().cloned().collect(),
         }
     }
 }

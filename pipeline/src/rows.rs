@@ -55,12 +55,16 @@ pub struct EventRow {
     pub kafka_offset: i64,
     pub ingested_at: u32,
     pub version: u64,
+    /// The event's strongest identifier: the event follows it across unlinks and splits.
+    pub primary_id: String,
 }
 
 impl EventRow {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ev: &CanonicalEvent,
         customer_id: &str,
+        primary_id: &str,
         partition: i32,
         offset: i64,
         version: u64,
@@ -93,6 +97,7 @@ impl EventRow {
             kafka_offset: offset,
             ingested_at: secs(now),
             version,
+            primary_id: primary_id.to_string(),
         }
     }
 }
@@ -144,10 +149,12 @@ pub struct LedgerRow {
     pub reason: String,
     pub event_id: String,
     pub version: u64,
+    /// Order within the batch (`version`): `identity rebuild` replays in (version, seq).
+    pub seq: u32,
 }
 
 impl LedgerRow {
-    pub fn new(m: &IdentityMessage, version: u64) -> Self {
+    pub fn new(m: &IdentityMessage, version: u64, seq: u32) -> Self {
         LedgerRow {
             entry_id: m.entry_id.clone(),
             at: secs(m.at),
@@ -168,6 +175,7 @@ impl LedgerRow {
             reason: m.reason.clone().unwrap_or_default(),
             event_id: m.event_id.clone(),
             version,
+            seq,
         }
     }
 }
@@ -200,6 +208,8 @@ pub struct ProfileRow {
     pub score_components: String,
     pub merged_from: Vec<String>,
     pub updated_at: u32,
+    /// Rules that flagged the profile for review (docs/identity.md).
+    pub flags: Vec<String>,
 }
 
 impl ProfileRow {
@@ -231,6 +241,7 @@ impl ProfileRow {
             score_components: String::new(),
             merged_from: Vec::new(),
             updated_at: secs(now),
+            flags: Vec::new(),
         }
     }
 
@@ -271,6 +282,7 @@ impl ProfileRow {
             score_components: json(&msg.score_components),
             merged_from: msg.merged_from.clone(),
             updated_at: secs(now),
+            flags: msg.flags.clone(),
         }
     }
 }

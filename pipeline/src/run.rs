@@ -19,7 +19,7 @@ use rdkafka::util::Timeout;
 use serde::Serialize;
 use socialcrm_schemas::clickhouse_config::ClickHouseConfig;
 use socialcrm_schemas::kafka::KafkaConfig;
-use socialcrm_schemas::messages::{DlqMessage, DlqOrigin, IdentityMessage};
+use socialcrm_schemas::messages::{DlqMessage, DlqOrigin, IdentityCommand, IdentityMessage};
 use socialcrm_schemas::retry::{retry, RetryPolicy};
 use socialcrm_schemas::{CanonicalEvent, Normalizer};
 use tokio::sync::watch;
@@ -175,7 +175,7 @@ pub async fn run(
         .set("fetch.max.bytes", "52428800")
         .set("queued.min.messages", "200000")
         .create()?;
-    consumer.subscribe(&[&s.kafka.topics.events])?;
+    consumer.subscribe(&[&s.kafka.topics.events, &s.kafka.topics.commands])?;
     let producer: FutureProducer = s
         .kafka
         .client_config()
@@ -283,6 +283,7 @@ pub async fn run(
             .ok_or_else(|| PipelineError::Config("graph lost".into()))?;
         let norm = normalizer.clone();
         let applied_now = applied.clone();
+        let commands_topic = s.kafka.topics.commands.clone();
         let (g, p, batch_stats) = tokio::task::spawn_blocking(move || {
             let mut st = RunStats::default();
             if !pending_scores.is_empty() {
@@ -299,6 +300,7 @@ pub async fn run(
             }
             let p = prepare(
                 &batch,
+                &commands_topic,
                 &mut g,
                 &applied_now,
                 &norm,
@@ -521,6 +523,7 @@ async fn write_batch(w: Arc<Writer>, p: Prepared) -> Result<Done, PipelineError>
 #[allow(clippy::too_many_arguments)]
 fn prepare(
     batch: &[OwnedMessage],
+    commands_topic: &str,
     graph: &mut Graph,
     applied: &HashMap<String, i64>,
     normalizer: &Normalizer,
@@ -549,6 +552,10 @@ fn prepare(
             continue;
         }
         let payload = m.payload().unwrap_or_default();
+        if m.topic() == commands_topic {
+            apply_command(m, payload, graph, &mut p, now);
+            continue;
+        }
         let result = CanonicalEvent::parse_and_validate(payload, normalizer, now)
             .map_err(|e| (e.code(), e.to_string()))
             .and_then(|(ev, rejected)| {
@@ -570,6 +577,7 @@ fn prepare(
                 p.events.push(EventRow::new(
                     &ev,
                     &outcome.customer_id,
+                    &outcome.primary,
                     m.partition(),
                     m.offset(),
                     version,
@@ -596,6 +604,43 @@ fn prepare(
     }
     p.delta = graph.take_delta();
     Ok(p)
+}
+
+/// An operator's unlink/split from `crm.identity.commands`; a malformed or
+/// impossible command goes to the dead-letter topic with the reason.
+fn apply_command(
+    m: &OwnedMessage,
+    payload: &[u8],
+    graph: &mut Graph,
+    p: &mut Prepared,
+    now: DateTime<Utc>,
+) {
+    let result = serde_json::from_slice::<IdentityCommand>(payload)
+        .map_err(|e| ("bad_command", format!("not an identity command: {e}")))
+        .and_then(|cmd| {
+            graph
+                .apply_command(&cmd)
+                .map(|l| (cmd, l))
+                .map_err(|e| ("bad_command", e))
+        });
+    match result {
+        Ok((cmd, ledger)) => {
+            tracing::info!(
+                command = %cmd.command_id,
+                action = ?cmd.action,
+                customer = %cmd.customer_id,
+                changes = ledger.len(),
+                "identity command applied"
+            );
+            p.ledger.extend(ledger);
+        }
+        Err((code, reason)) => {
+            tracing::warn!(%reason, "identity command refused");
+            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+            p.dlq
+                .push((key.clone(), dlq_message(m, key, code, reason, now)));
+        }
+    }
 }
 
 fn dlq_message(
@@ -645,7 +690,8 @@ fn outputs(p: &Prepared) -> Result<Outputs, PipelineError> {
     let ledger_rows = p
         .ledger
         .iter()
-        .map(|m| LedgerRow::new(m, version))
+        .enumerate()
+        .map(|(i, m)| LedgerRow::new(m, version, i as u32))
         .collect();
     let mut profiles = Vec::with_capacity(p.delta.profiles.len());
     let mut profile_msgs = Vec::with_capacity(p.delta.profiles.len());
@@ -669,6 +715,34 @@ fn outputs(p: &Prepared) -> Result<Outputs, PipelineError> {
     })
 }
 
+/// Events follow their primary identifier to its new customer (after an unlink,
+/// a split or a re-resolved conflict): one `ALTER TABLE ... UPDATE` mutation per
+/// batch. ClickHouse applies it in the background; until then queries see the
+/// old attribution.
+async fn reattribute(
+    ch: &clickhouse::Client,
+    moved: &[(String, String)],
+    policy: &RetryPolicy,
+) -> Result<(), PipelineError> {
+    for chunk in moved.chunks(1000) {
+        let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
+        let cids: Vec<&str> = chunk.iter().map(|(_, c)| c.as_str()).collect();
+        retry(policy, "clickhouse_reattribute", || async {
+            ch.query(
+                "ALTER TABLE events UPDATE customer_id = transform(primary_id, ?, ?, customer_id) WHERE primary_id IN ?",
+            )
+            .bind(&keys)
+            .bind(&cids)
+            .bind(&keys)
+            .execute()
+            .await
+        })
+        .await?;
+    }
+    tracing::info!(identifiers = moved.len(), "events re-attributed");
+    Ok(())
+}
+
 async fn write_outputs(w: &Writer, p: &Prepared, out: &Outputs) -> Result<(), PipelineError> {
     let (ch, policy) = (&w.ch, &w.policy);
     let (a, b, c, d, e) = tokio::join!(
@@ -683,6 +757,9 @@ async fn write_outputs(w: &Writer, p: &Prepared, out: &Outputs) -> Result<(), Pi
     c?;
     d?;
     e?;
+    if !p.delta.moved.is_empty() {
+        reattribute(ch, &p.delta.moved, policy).await?;
+    }
     let topics = &w.kafka.topics;
     let mut msgs: Vec<OutMsg<'_>> =
         Vec::with_capacity(p.dlq.len() + p.ledger.len() + out.profile_msgs.len());

@@ -10,10 +10,14 @@ pub const IDENTITY: &str = include_str!("../json/identity.v1.schema.json");
 /// `crm.profiles`: full current profiles (a null value is a tombstone).
 pub const PROFILE: &str = include_str!("../json/profile.v1.schema.json");
 
+/// `crm.identity.commands`: unlink and split commands to the identity writer.
+pub const IDENTITY_COMMAND: &str = include_str!("../json/identity-command.v1.schema.json");
+
 /// Every schema with the default topic it describes.
-pub const ALL: [(&str, &str); 4] = [
+pub const ALL: [(&str, &str); 5] = [
     ("crm.events", CANONICAL_EVENT),
     ("crm.dlq", DLQ),
     ("crm.identity", IDENTITY),
     ("crm.profiles", PROFILE),
+    ("crm.identity.commands", IDENTITY_COMMAND),
 ];

@@ -61,6 +61,10 @@ pub struct Topics {
     /// Full current profiles, compacted, key `customer_id`.
     #[serde(default = "default_profiles")]
     pub profiles: String,
+    /// Operator commands to the identity writer (`socialcrm identity unlink|split`),
+    /// one partition, compacted, key `command_id`: the durable log of those rules.
+    #[serde(default = "default_commands")]
+    pub commands: String,
 }
 
 fn default_brokers() -> String {
@@ -84,6 +88,9 @@ fn default_identity() -> String {
 fn default_profiles() -> String {
     "crm.profiles".into()
 }
+fn default_commands() -> String {
+    "crm.identity.commands".into()
+}
 
 impl Default for Topics {
     fn default() -> Self {
@@ -92,6 +99,7 @@ impl Default for Topics {
             dlq: default_dlq(),
             identity: default_identity(),
             profiles: default_profiles(),
+            commands: default_commands(),
         }
     }
 }
@@ -105,6 +113,7 @@ impl Topics {
             dlq: format!("{prefix}{}", d.dlq),
             identity: format!("{prefix}{}", d.identity),
             profiles: format!("{prefix}{}", d.profiles),
+            commands: format!("{prefix}{}", d.commands),
         }
     }
 }
@@ -132,8 +141,9 @@ impl KafkaConfig {
         c
     }
 
-    /// Creates the four topics if missing (events with `event_partitions`, the
-    /// others with 3; profiles compacted). Existing topics are left alone.
+    /// Creates the topics if missing (events with `event_partitions`, commands
+    /// with 1, the others with 3; profiles and commands compacted). Existing topics
+    /// are left alone.
     pub async fn ensure_topics(&self) -> Result<Vec<String>, rdkafka::error::KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
         let compact = [("cleanup.policy", "compact")];
@@ -143,6 +153,7 @@ impl KafkaConfig {
             NewTopic::new(&self.topics.dlq, 3, rf()),
             NewTopic::new(&self.topics.identity, 3, rf()),
             NewTopic::new(&self.topics.profiles, 3, rf()).set(compact[0].0, compact[0].1),
+            NewTopic::new(&self.topics.commands, 1, rf()).set(compact[0].0, compact[0].1),
         ];
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = admin.create_topics(topics.iter(), &opts).await?;

@@ -187,4 +187,40 @@ pub struct Profile {
     /// Retired customer ids merged into this profile.
     pub merged_from: Vec<String>,
     pub updated_at: DateTime<Utc>,
+    /// Rules that refused links to this profile and ask for a human look
+    /// (`profile_size_cap`, `link_rate`); absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<String>,
+}
+
+/// What an identity command asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandAction {
+    /// One identifier leaves its profile for good.
+    Unlink,
+    /// Some identifiers of a profile become a profile of their own, for good.
+    Split,
+}
+
+/// An operator's command to the identity writer, on `crm.identity.commands`
+/// (key `command_id`). It carries both sides of the separation as the operator
+/// saw them, so it still holds when the writer's state is rebuilt from scratch:
+/// no identifier of `identifiers` ever shares a profile with one of `others` again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityCommand {
+    pub schema_version: u32,
+    pub command_id: String,
+    pub action: CommandAction,
+    /// The profile the identifiers are taken from.
+    pub customer_id: String,
+    /// The side that leaves.
+    pub identifiers: Vec<Identifier>,
+    /// The side that stays.
+    pub others: Vec<Identifier>,
+    /// Free text for the ledger (a ticket number, a reason).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+    pub requested_at: DateTime<Utc>,
 }

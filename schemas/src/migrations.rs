@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "scores",
         sql: include_str!("../migrations/0006_scores.sql"),
     },
+    Migration {
+        version: 7,
+        name: "identity_rules",
+        sql: include_str!("../migrations/0007_identity_rules.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

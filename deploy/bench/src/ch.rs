@@ -114,7 +114,10 @@ pub async fn bare_insert(
                 .map_err(|e| anyhow::anyhow!("event at {partition}/{offset}: {e}"))?;
             let cid = customer_id_for(&ev.partition_key(), 0);
             let version = (rows.len() / batch.max(1)) as u64 + 1;
-            rows.push(EventRow::new(&ev, &cid, partition, offset, version, now));
+            let primary = ev.partition_key();
+            rows.push(EventRow::new(
+                &ev, &cid, &primary, partition, offset, version, now,
+            ));
             Ok(())
         })?;
         Ok(rows)

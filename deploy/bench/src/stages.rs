@@ -125,6 +125,7 @@ pub fn run(
                 rows.push(EventRow::new(
                     ev,
                     &o.customer_id,
+                    &o.primary,
                     (n % 6) as i32,
                     (n / 6) as i64,
                     version,
@@ -165,8 +166,11 @@ pub fn run(
 
         let s = Instant::now();
         let ledger: Vec<_> = outcomes.iter().flat_map(|o| o.ledger.iter()).collect();
-        let ledger_rows: Vec<LedgerRow> =
-            ledger.iter().map(|m| LedgerRow::new(m, version)).collect();
+        let ledger_rows: Vec<LedgerRow> = ledger
+            .iter()
+            .enumerate()
+            .map(|(i, m)| LedgerRow::new(m, version, i as u32))
+            .collect();
         let mut ledger_msgs = Vec::with_capacity(ledger.len());
         for m in &ledger {
             ledger_msgs.push(serde_json::to_vec(m)?);

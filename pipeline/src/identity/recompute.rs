@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use socialcrm_schemas::messages::{IdentityAction, IdentityMessage};
+use socialcrm_schemas::messages::{
+    CommandAction, IdentityAction, IdentityCommand, IdentityMessage,
+};
 use socialcrm_schemas::Identifier;
 
 use super::rules::{rule, Rules, Violation};
@@ -356,8 +358,34 @@ impl Graph {
         }
     }
 
-    /// Detaches `key` from its profile for good: a wall between it and the rest of
-    /// the profile, then a replay of the cluster.
+    /// Applies an operator's unlink or split: a wall between the two sides, then a
+    /// replay of the cluster. Holds for identifiers not seen yet, too (a writer
+    /// rebuilt from scratch meets the command before the events).
+    pub fn apply_command(&mut self, cmd: &IdentityCommand) -> Result<Vec<IdentityMessage>, String> {
+        let leave: Vec<String> = cmd.identifiers.iter().map(Identifier::key).collect();
+        let stay: Vec<String> = cmd.others.iter().map(Identifier::key).collect();
+        if leave.is_empty() || stay.is_empty() {
+            return Err("a command needs identifiers on both sides (identifiers, others)".into());
+        }
+        if let Some(k) = leave.iter().find(|k| stay.contains(k)) {
+            return Err(format!("{k} is on both sides"));
+        }
+        let what = match cmd.action {
+            CommandAction::Unlink => format!("unlink {}", leave.join(", ")),
+            CommandAction::Split => {
+                format!("split {} ({} identifiers)", cmd.customer_id, leave.len())
+            }
+        };
+        let note = if cmd.note.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", cmd.note)
+        };
+        let why = format!("{what}, command {}{note}", cmd.command_id);
+        Ok(self.wall([leave, stay], why, cmd))
+    }
+
+    /// [`Graph::apply_command`] for one identifier against the rest of its profile.
     pub fn unlink(
         &mut self,
         key: &str,
@@ -368,30 +396,29 @@ impl Graph {
             .customer_of(key)
             .ok_or_else(|| format!("{key} is not a known identifier"))?
             .to_string();
-        let rest: Vec<String> = self
-            .profiles
-            .get(&cid)
-            .map(|p| {
-                p.identifiers
-                    .iter()
-                    .map(Identifier::key)
-                    .filter(|k| k != key)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if rest.is_empty() {
-            return Err(format!(
-                "{key} is the only identifier of {cid}: nothing to unlink"
-            ));
-        }
-        let why = format!("unlink {key}, command {command_id}");
-        let ledger = self.wall([vec![key.to_string()], rest], why, command_id, at);
-        Ok(ledger)
+        self.command_for(
+            CommandAction::Unlink,
+            &cid,
+            &[key.to_string()],
+            command_id,
+            at,
+        )
     }
 
-    /// Splits `keys` off profile `customer_id` into a profile of their own.
+    /// [`Graph::apply_command`] for `keys` against the rest of profile `customer_id`.
     pub fn split(
         &mut self,
+        customer_id: &str,
+        keys: &[String],
+        command_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<IdentityMessage>, String> {
+        self.command_for(CommandAction::Split, customer_id, keys, command_id, at)
+    }
+
+    fn command_for(
+        &mut self,
+        action: CommandAction,
         customer_id: &str,
         keys: &[String],
         command_id: &str,
@@ -403,63 +430,65 @@ impl Graph {
             .filter(|p| p.is_active())
             .ok_or_else(|| format!("{customer_id} is not a live profile"))?;
         let all: BTreeSet<String> = p.identifiers.iter().map(Identifier::key).collect();
-        let side: BTreeSet<String> = keys.iter().cloned().collect();
-        if let Some(k) = side.iter().find(|k| !all.contains(*k)) {
+        if let Some(k) = keys.iter().find(|k| !all.contains(*k)) {
             return Err(format!("{k} is not an identifier of {customer_id}"));
         }
-        let rest: Vec<String> = all.difference(&side).cloned().collect();
-        if side.is_empty() || rest.is_empty() {
-            return Err(format!(
-                "a split needs identifiers on both sides; {customer_id} has {}",
-                all.len()
-            ));
-        }
-        let why = format!(
-            "split {customer_id} ({} identifiers), command {command_id}",
-            side.len()
-        );
-        Ok(self.wall([side.into_iter().collect(), rest], why, command_id, at))
+        let parse = |k: &String| Identifier::parse_key(k).map_err(|e| format!("{k}: {e}"));
+        let cmd = IdentityCommand {
+            schema_version: socialcrm_schemas::SCHEMA_VERSION,
+            command_id: command_id.to_string(),
+            action,
+            customer_id: customer_id.to_string(),
+            identifiers: keys.iter().map(parse).collect::<Result<_, _>>()?,
+            others: all
+                .iter()
+                .filter(|k| !keys.contains(k))
+                .map(parse)
+                .collect::<Result<_, _>>()?,
+            note: String::new(),
+            requested_at: at,
+        };
+        self.apply_command(&cmd)
     }
 
     fn wall(
         &mut self,
         sides: [Vec<String>; 2],
         why: String,
-        command_id: &str,
-        at: DateTime<Utc>,
+        cmd: &IdentityCommand,
     ) -> Vec<IdentityMessage> {
-        let id = super::link_key(&[format!("wall:{command_id}")]);
+        let id = super::link_key(&[format!("wall:{}", cmd.command_id)]);
         let cause = Cause {
-            event_id: format!("command:{command_id}"),
+            event_id: format!("command:{}", cmd.command_id),
             fp: id,
-            at,
+            at: cmd.requested_at,
         };
         let seeds: Vec<String> = sides[0].clone();
         self.walls.add(Wall {
             id,
             sides,
             why: why.clone(),
-            at,
+            at: cmd.requested_at,
         });
         self.dirty_walls.insert(id);
         let mut ledger = Vec::new();
         self.recompute(&seeds, &cause, &mut ledger);
-        let unlinked: Vec<IdentityMessage> = seeds
-            .iter()
-            .filter_map(|k| Identifier::parse_key(k).ok())
-            .map(|i| {
-                let cid = self.customer_of(&i.key()).unwrap_or_default().to_string();
-                ledger_entry(
+        if cmd.action == CommandAction::Unlink {
+            for k in &seeds {
+                let (Ok(i), Some(cid)) = (Identifier::parse_key(k), self.customer_of(k)) else {
+                    continue;
+                };
+                let cid = cid.to_string();
+                ledger.push(ledger_entry(
                     &cause,
                     IdentityAction::Unlink,
                     &cid,
                     Some(i),
-                    None,
+                    Some(cmd.customer_id.clone()).filter(|c| *c != cid),
                     Some((rule::UNLINKED, why.clone())),
-                )
-            })
-            .collect();
-        ledger.extend(unlinked);
+                ));
+            }
+        }
         ledger
     }
 }
