@@ -59,6 +59,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::profile::ProfileCommand,
     },
+    /// Explain, unlink, split, simulate and rebuild identity resolution (docs/identity.md).
+    Identity {
+        #[command(subcommand)]
+        command: commands::identity::IdentityCommandArgs,
+    },
     /// Compute scores (engagement, influence, RFM, lifecycle) or explain them.
     Score {
         #[command(subcommand)]
@@ -198,6 +203,7 @@ async fn run() -> Result<()> {
         Command::Profile { command } => commands::profile::run(&cfg, command).await,
         Command::Replay(args) => commands::replay::run(&cfg, args).await,
         Command::Score { command } => commands::score::run(&cfg, command).await,
+        Command::Identity { command } => commands::identity::run(&cfg, command).await,
         Command::Connector { command } => {
             commands::connector::run(&cfg, command, shutdown_signal()).await
         }

@@ -95,19 +95,6 @@ fn killed_mid_backfill_resumes_without_gap_or_extra_events() {
     assert_eq!(rejected, malformed);
 }
 
-fn post(w: &World, path: &str, body: &Value) -> http::Resp {
-    http::request(
-        "POST",
-        &w.collector_url(path),
-        &[
-            ("Authorization", basic_auth(&w.write_key)),
-            ("Content-Type", "application/json".into()),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .expect("collector reachable")
-}
-
 #[test]
 fn shared_phone_joins_a_web_visitor_on_one_customer() {
     let mut data = FakeData::empty();
@@ -141,8 +128,7 @@ fn shared_phone_joins_a_web_visitor_on_one_customer() {
     assert!(out.status.success(), "{}", w.log("connector-tg"));
 
     // the same person on the web shop, identified with her number written differently
-    let r = post(
-        &w,
+    let r = w.post(
         "/v1/identify",
         &json!({"userId": "shop-user-77", "messageId": "tg-e2e-1",
             "traits": {"phone": "+1 (415) 555-0123", "email": "olga@example.com"},

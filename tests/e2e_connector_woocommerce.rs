@@ -105,19 +105,6 @@ fn killed_mid_backfill_resumes_without_gap_or_extra_events() {
     assert_eq!(rejected, malformed);
 }
 
-fn post(w: &World, path: &str, body: &Value) -> http::Resp {
-    http::request(
-        "POST",
-        &w.collector_url(path),
-        &[
-            ("Authorization", basic_auth(&w.write_key)),
-            ("Content-Type", "application/json".into()),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .expect("collector reachable")
-}
-
 #[test]
 fn order_billing_email_joins_a_web_visitor_on_one_customer() {
     let mut data = FakeData::empty();
@@ -151,8 +138,7 @@ fn order_billing_email_joins_a_web_visitor_on_one_customer() {
     assert!(out.status.success(), "{}", w.log("connector-shop"));
 
     // the same person signs in on the website
-    let r = post(
-        &w,
+    let r = w.post(
         "/v1/identify",
         &json!({"userId": "web-maria", "messageId": "woo-e2e-1",
             "traits": {"email": " maria.silva@example.com", "name": "Maria Silva"},

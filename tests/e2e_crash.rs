@@ -119,6 +119,8 @@ fn kill_9_mid_stream_then_restart_counts_every_event_exactly_once() {
         w.query_u64("SELECT count() FROM profiles FINAL WHERE is_active = 1"),
         PEOPLE as u64
     );
+    // the ledger alone gives back exactly the mapping, crashes included
+    assert_rebuild_identical(&w);
 }
 
 #[test]
@@ -180,5 +182,17 @@ fn dying_between_the_sinks_and_the_store_commit_leaves_no_duplicate_profiles() {
              (SELECT customer_id FROM profiles FINAL WHERE is_active = 1)"
         ),
         0
+    );
+    // the ledger alone gives back exactly the mapping, crashes included
+    assert_rebuild_identical(&w);
+}
+
+fn assert_rebuild_identical(w: &World) {
+    let out = w.cli(&["identity", "rebuild"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("identical to crm.identities"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -9,19 +9,6 @@ use common::*;
 use serde_json::{json, Value};
 use socialcrm_schemas::json_schema;
 
-fn post(w: &World, path: &str, body: &Value) -> http::Resp {
-    http::request(
-        "POST",
-        &w.collector_url(path),
-        &[
-            ("Authorization", basic_auth(&w.write_key)),
-            ("Content-Type", "application/json".into()),
-        ],
-        body.to_string().as_bytes(),
-    )
-    .expect("collector reachable")
-}
-
 #[test]
 fn anonymous_visits_identify_and_second_device_merge_into_one_customer() {
     let mut w = World::new("identity");
@@ -29,24 +16,20 @@ fn anonymous_visits_identify_and_second_device_merge_into_one_customer() {
     w.start_pipeline();
 
     // device 1: anonymous browsing
-    let r = post(
-        &w,
+    let r = w.post(
         "/v1/page",
         &json!({"anonymousId": "dev1-anon", "messageId": "m1", "name": "Home",
         "properties": {"url": "https://shop.example/"}, "timestamp": "2026-11-01T10:00:00Z"}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = post(
-        &w,
+    let r = w.post(
         "/v1/track",
         &json!({"anonymousId": "dev1-anon", "messageId": "m2", "event": "Product Viewed",
         "timestamp": "2026-11-01T10:01:00Z"}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
     // device 2: anonymous too, a different person as far as anyone knows yet
-    let r = post(
-        &w,
-        "/v1/batch",
+    let r = w.post("/v1/batch",
         &json!({"batch": [
             {"type": "page", "anonymousId": "dev2-anon", "messageId": "m3", "timestamp": "2026-11-02T09:00:00Z"},
             {"type": "page", "anonymousId": "other-person", "messageId": "m4", "timestamp": "2026-11-02T09:00:00Z"}
@@ -61,8 +44,7 @@ fn anonymous_visits_identify_and_second_device_merge_into_one_customer() {
         || w.query_u64("SELECT count() FROM events FINAL") == 4,
     );
     // device 1 logs in
-    let r = post(
-        &w,
+    let r = w.post(
         "/v1/identify",
         &json!({"anonymousId": "dev1-anon", "userId": "user-42", "messageId": "m5",
         "traits": {"email": "Ann.Lee@Example.com", "name": "Ann Lee", "phone": "+1 415 555 0123"},
@@ -75,7 +57,7 @@ fn anonymous_visits_identify_and_second_device_merge_into_one_customer() {
         "properties": {"total": 30, "currency": "EUR"}, "context": {"traits": {"email": "  ann.lee@EXAMPLE.com "}},
         "timestamp": "2026-11-04T12:00:00Z"});
     for _ in 0..2 {
-        let r = post(&w, "/v1/track", &order);
+        let r = w.post("/v1/track", &order);
         assert_eq!(r.status, 200, "{}", r.body);
     }
 

@@ -729,7 +729,9 @@ async fn reattribute(
         let cids: Vec<&str> = chunk.iter().map(|(_, c)| c.as_str()).collect();
         retry(policy, "clickhouse_reattribute", || async {
             ch.query(
-                "ALTER TABLE events UPDATE customer_id = transform(primary_id, ?, ?, customer_id) WHERE primary_id IN ?",
+                // `has(array, x)`, not `x IN array`: 18.16 refuses an array literal
+                // in a mutation's IN (and then retries the failed mutation forever)
+                "ALTER TABLE events UPDATE customer_id = transform(primary_id, ?, ?, customer_id) WHERE has(?, primary_id)",
             )
             .bind(&keys)
             .bind(&cids)

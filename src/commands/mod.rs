@@ -1,6 +1,7 @@
 //! Subcommands that are not a long-running service.
 
 pub mod connector;
+pub mod identity;
 pub mod profile;
 pub mod replay;
 pub mod score;

@@ -50,6 +50,7 @@ pub struct Topics {
     pub dlq: String,
     pub identity: String,
     pub profiles: String,
+    pub commands: String,
 }
 
 impl World {
@@ -87,6 +88,7 @@ events = "{prefix}crm.events"
 dlq = "{prefix}crm.dlq"
 identity = "{prefix}crm.identity"
 profiles = "{prefix}crm.profiles"
+commands = "{prefix}crm.identity.commands"
 [clickhouse]
 url = "{ch}"
 database = "{db}"
@@ -134,6 +136,7 @@ default_phone_region = "US"
             dlq: format!("{}crm.dlq", self.prefix),
             identity: format!("{}crm.identity", self.prefix),
             profiles: format!("{}crm.profiles", self.prefix),
+            commands: format!("{}crm.identity.commands", self.prefix),
         }
     }
 
@@ -211,6 +214,20 @@ default_phone_region = "US"
 
     pub fn collector_url(&self, path: &str) -> String {
         format!("http://{}{}", self.collector_addr, path)
+    }
+
+    /// POSTs a JSON body to the collector with the world's write key.
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> http::Resp {
+        http::request(
+            "POST",
+            &self.collector_url(path),
+            &[
+                ("Authorization", basic_auth(&self.write_key)),
+                ("Content-Type", "application/json".into()),
+            ],
+            body.to_string().as_bytes(),
+        )
+        .expect("collector reachable")
     }
 }
 

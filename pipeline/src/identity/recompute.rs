@@ -59,7 +59,10 @@ pub fn replay(
     type Sorted = ((DateTime<Utc>, u64, u8), Item, String);
     let mut items: Vec<Sorted> = Vec::new();
     for (i, (at, fp, id)) in births.iter().enumerate() {
-        items.push(((*at, *fp, 0), Item::Birth(i), id.key()));
+        // births of one event: strongest first, so the oldest part of a new
+        // profile is its strongest identifier (its customer id derives from it)
+        let tie = format!("{:04}{}", rules.rank(&id.id_type).min(9999), id.key());
+        items.push(((*at, *fp, 0), Item::Birth(i), tie));
     }
     for (i, (k, l)) in links.iter().enumerate() {
         items.push(((l.at, l.event_fp, 1), Item::Link(i), format!("{k:016x}")));
@@ -253,7 +256,8 @@ impl Graph {
                     r.customer_id = cid.clone();
                     self.dirty_ids.insert(key.clone());
                 }
-                if self.contrib.contains_key(&key) {
+                // events already stored under another customer follow their primary
+                if !old.is_empty() && self.contrib.contains_key(&key) {
                     self.moved.insert(key.clone(), cid.clone());
                 }
                 let entry = if old.is_empty() {
