@@ -132,6 +132,11 @@ pub struct IdentityConfig {
     /// or store). Types not named keep their default (docs/identity.md).
     #[serde(default)]
     pub limits: BTreeMap<String, usize>,
+    /// Optional windows (days) for the limits: e.g. `{ email = 365 }` lets a
+    /// profile gain at most `limits.email` addresses within any 365 days, by the
+    /// addresses' first events, instead of over its whole life.
+    #[serde(default)]
+    pub limit_window_days: BTreeMap<String, u32>,
     /// Identifier types, strongest first. Types not named keep their default order
     /// after the named ones. The strongest identifier of an event decides which
     /// profile the event belongs to, and the weakest is dropped first from a link
@@ -172,6 +177,7 @@ impl Default for IdentityConfig {
             max_identifiers_per_profile: default_max_ids(),
             max_links_per_day: default_max_links_per_day(),
             limits: BTreeMap::new(),
+            limit_window_days: BTreeMap::new(),
             priority: Vec::new(),
             trusted_claims: Vec::new(),
         }

@@ -280,6 +280,7 @@ mod tests {
 
     fn ev(t: &str, at: &str, traits: Value, revenue: Option<f64>) -> CanonicalEvent {
         CanonicalEvent {
+            claimed: Vec::new(),
             schema_version: 1,
             event_id: format!("e-{t}-{at}"),
             source: "web".into(),

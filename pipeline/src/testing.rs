@@ -5,6 +5,7 @@ use socialcrm_schemas::{CanonicalEvent, Channel, IdType, Identifier};
 /// A valid web `page` event of the given identifiers at `at` (RFC 3339).
 pub(crate) fn event(id: &str, at: &str, ids: &[(IdType, &str)]) -> CanonicalEvent {
     CanonicalEvent {
+        claimed: Vec::new(),
         schema_version: 1,
         event_id: id.into(),
         source: "web".into(),

@@ -143,6 +143,11 @@ pub struct CanonicalEvent {
     /// For interactions: who was mentioned, replied to, reshared, followed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target: Vec<Identifier>,
+    /// Identifiers the actor *claims* but no source vouches for (an address in a
+    /// social bio, a handle typed in a form). They link only where
+    /// `identity.trusted_claims` says so; otherwise they are recorded as candidates.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claimed: Vec<Identifier>,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub traits: Map<String, Value>,
     #[serde(default, skip_serializing_if = "JsonObject::is_empty")]
@@ -286,6 +291,10 @@ impl CanonicalEvent {
         let mut rejected = Vec::new();
         self.identifiers = normalize_list(&self.identifiers, normalizer, &mut rejected);
         self.target = normalize_list(&self.target, normalizer, &mut rejected);
+        if self.claimed.len() > 64 {
+            return Err(field("claimed", "more than 64 entries"));
+        }
+        self.claimed = normalize_list(&self.claimed, normalizer, &mut rejected);
         if self.identifiers.is_empty() {
             let reasons: Vec<String> = rejected.iter().map(|r| r.error.to_string()).collect();
             return Err(EventError::NoIdentifier(reasons.join("; ")));

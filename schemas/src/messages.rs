@@ -113,6 +113,8 @@ pub enum IdentityAction {
     Merge,
     /// An identifier was refused (`rule` says which rule).
     Reject,
+    /// A claimed identifier (a bio, a form) that no rule trusts: recorded, not linked.
+    Candidate,
     /// An identifier was detached from its profile (`socialcrm identity unlink`).
     Unlink,
     /// An identifier moved to another profile (`identity split`/`unlink`, or a
@@ -129,6 +131,7 @@ impl IdentityAction {
             IdentityAction::Link => "link",
             IdentityAction::Merge => "merge",
             IdentityAction::Reject => "reject",
+            IdentityAction::Candidate => "candidate",
             IdentityAction::Unlink => "unlink",
             IdentityAction::Split => "split",
             IdentityAction::Erase => "erase",

@@ -296,6 +296,7 @@ fn print_entry(e: &LedgerEntry) {
         "link" => format!("{id} linked to {}", e.customer_id),
         "merge" => format!("{} merged into {}", e.merged_customer_id, e.customer_id),
         "reject" => format!("{id} refused ({}: {})", e.rule, e.reason),
+        "candidate" => format!("{id} claimed, not linked ({})", e.reason),
         "unlink" => format!("{id} unlinked ({})", e.reason),
         "split" => format!(
             "{id} moved from {} to {}",
@@ -332,6 +333,7 @@ async fn explain(cfg: &Config, identifier: &str, as_json: bool) -> Result<()> {
             || e.id_type.is_empty()
             || keys.contains(&format!("{}:{}", e.id_type, e.id_value))
             || e.action == "reject"
+            || e.action == "candidate"
     })
     .collect();
     if as_json {
@@ -391,6 +393,7 @@ fn resolve_all(cfg: &IdentityConfig, links: &[RecordedLink]) -> Graph {
     let mut g = Graph::new(cfg);
     for l in links {
         let ev = CanonicalEvent {
+            claimed: Vec::new(),
             schema_version: SCHEMA_VERSION,
             event_id: l.event_id.clone(),
             source: "simulate".into(),

@@ -232,7 +232,15 @@ pub fn map_notification(n: &Value, ctx: &Context<'_>) -> Result<Mapped, Rejected
         status_properties(s, &mentions, ctx, &mut properties);
     }
 
+    let field_values: Vec<&str> = match account.get("fields") {
+        Some(Value::Array(fs)) => fs
+            .iter()
+            .filter_map(|f| f.get("value").and_then(Value::as_str))
+            .collect(),
+        _ => Vec::new(),
+    };
     let ev = CanonicalEvent {
+        claimed: claimed_emails(field_values.into_iter()),
         schema_version: SCHEMA_VERSION,
         event_id: event_id(ctx.domain, &nid),
         source: ctx.source.to_string(),
@@ -411,6 +419,45 @@ fn account_traits(a: &Map<String, Value>, handle: &str) -> Map<String, Value> {
         );
     }
     t
+}
+
+/// Email addresses written in the account's profile fields (`Email | ann@shop.io`,
+/// or a `mailto:` link): the person claims them, Mastodon does not verify them,
+/// so they travel as `claimed` identifiers (docs/identity.md, trust levels).
+pub(super) fn claimed_emails<'a>(values: impl Iterator<Item = &'a str>) -> Vec<Identifier> {
+    let mut out: Vec<Identifier> = Vec::new();
+    for v in values {
+        let (text, _) = html_to_text(v, 2048);
+        // `mailto:` hrefs (html_links keeps web links only)
+        let hrefs = v.split("mailto:").skip(1).filter_map(|rest| {
+            rest.split(|c: char| {
+                c == '"' || c == '\'' || c == '<' || c == '>' || c == '?' || c.is_whitespace()
+            })
+            .next()
+            .map(str::to_string)
+        });
+        let tokens = text
+            .split(|c: char| c.is_whitespace() || "<>\"'(),;".contains(c))
+            .map(str::to_string)
+            .chain(hrefs);
+        for t in tokens {
+            let t = t.strip_prefix("mailto:").unwrap_or(&t);
+            let t = t.trim_end_matches(['.', ':']);
+            let Some((local, domain)) = t.split_once('@') else {
+                continue;
+            };
+            // `@user@instance` is a handle, not an address
+            if local.is_empty() || !domain.contains('.') || domain.contains('@') || t.contains('/')
+            {
+                continue;
+            }
+            let id = Identifier::new(IdType::Email, t);
+            if !out.contains(&id) && out.len() < 4 {
+                out.push(id);
+            }
+        }
+    }
+    out
 }
 
 /// Links of a profile field: its `<a href>`s, or the value itself when it is a
@@ -889,7 +936,15 @@ fn map_typed(n: &TNotification, ctx: &Context<'_>, brand: &Identifier) -> Option
         typed_status_properties(s, mentions, ctx, &mut properties);
     }
     let traits = typed_account_traits(account, &actor);
+    let claimed = claimed_emails(
+        account
+            .fields
+            .iter()
+            .flatten()
+            .filter_map(|f| f.value.as_deref()),
+    );
     Some(Mapped::Event(Box::new(CanonicalEvent {
+        claimed,
         schema_version: SCHEMA_VERSION,
         event_id: event_id(ctx.domain, &nid),
         source: ctx.source.to_string(),

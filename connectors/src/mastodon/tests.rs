@@ -1086,3 +1086,18 @@ fn typed_mapping_matches_value_mapping() {
         .collect();
     assert_eq!(ids, want_ids);
 }
+
+#[test]
+fn addresses_in_profile_fields_travel_as_claims() {
+    let fields = [
+        "ann@shop.io",
+        r#"<a href="mailto:Ann.Lee@Mail.example" rel="me">write me</a>"#,
+        "@ann@social.example",
+        "https://ann.example/contact@me",
+        "see ann@shop.io.",
+    ];
+    let got = mapping::claimed_emails(fields.into_iter());
+    let values: Vec<&str> = got.iter().map(|i| i.value.as_str()).collect();
+    assert_eq!(values, ["ann@shop.io", "Ann.Lee@Mail.example"]);
+    assert!(got.iter().all(|i| i.id_type == "email"));
+}

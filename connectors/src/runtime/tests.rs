@@ -54,6 +54,7 @@ fn event(id: u32) -> CanonicalEvent {
         .single()
         .expect("time");
     CanonicalEvent {
+        claimed: Vec::new(),
         schema_version: SCHEMA_VERSION,
         event_id: format!("script:{id}"),
         source: "script:test".into(),

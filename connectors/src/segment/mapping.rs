@@ -274,6 +274,7 @@ pub fn map_message(
     }
 
     Ok(CanonicalEvent {
+        claimed: Vec::new(),
         schema_version: SCHEMA_VERSION,
         event_id: format!("{}:{}", env.source, message_id),
         source: env.source.to_string(),

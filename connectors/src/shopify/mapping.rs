@@ -214,6 +214,7 @@ fn base_event(
     identifiers: Vec<Identifier>,
 ) -> CanonicalEvent {
     CanonicalEvent {
+        claimed: Vec::new(),
         schema_version: SCHEMA_VERSION,
         event_id,
         source: ctx.source.to_string(),

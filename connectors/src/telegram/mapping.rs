@@ -354,6 +354,7 @@ fn map_message(
         ),
     };
     Ok(Mapped::Event(Box::new(CanonicalEvent {
+        claimed: Vec::new(),
         schema_version: SCHEMA_VERSION,
         event_id,
         source: format!("telegram:{bot}"),

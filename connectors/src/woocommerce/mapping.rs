@@ -414,6 +414,7 @@ pub fn map_customer(c: &Value, ctx: &Ctx<'_>) -> Result<CanonicalEvent, Rejected
         props.insert("date_created".into(), Value::String(t.to_rfc3339()));
     }
     Ok(CanonicalEvent {
+        claimed: Vec::new(),
         schema_version: SCHEMA_VERSION,
         event_id: format!(
             "woocommerce:{}:customer:{id}:{}",
@@ -651,6 +652,7 @@ fn order_events(o: &Value, ctx: &Ctx<'_>) -> Result<Option<Vec<CanonicalEvent>>,
     }
 
     let mut events = vec![CanonicalEvent {
+        claimed: Vec::new(),
         schema_version: SCHEMA_VERSION,
         event_id: format!("woocommerce:{site}:order:{id}"),
         source: format!("woocommerce:{site}"),
@@ -690,6 +692,7 @@ fn order_events(o: &Value, ctx: &Ctx<'_>) -> Result<Option<Vec<CanonicalEvent>>,
             rp.insert("reason".into(), Value::String(bounded(reason)));
         }
         events.push(CanonicalEvent {
+            claimed: Vec::new(),
             schema_version: SCHEMA_VERSION,
             event_id: format!("woocommerce:{site}:refund:{rid}"),
             source: format!("woocommerce:{site}"),

@@ -534,6 +534,7 @@ pub fn map_tweet(
     }
 
     Ok(Some(CanonicalEvent {
+        claimed: Vec::new(),
         schema_version: SCHEMA_VERSION,
         event_id: format!("x:{}:tweet:{}", ctx.brand_id, t.id),
         source: ctx.source.to_string(),

@@ -650,6 +650,7 @@ impl Dataset {
         // received a moment later
         let received_at = ms_to_dt(s.ts_ms + 150 + (n as i64 * 7919) % 2500);
         CanonicalEvent {
+            claimed: Vec::new(),
             schema_version: SCHEMA_VERSION,
             event_id: format!("bench:{n}"),
             source: "web".into(),

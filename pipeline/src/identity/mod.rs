@@ -287,8 +287,32 @@ impl Graph {
         // strongest first: the primary decides attribution; the weakest drops first
         ids.sort_by(|a, b| self.rules.order_key(a).cmp(&self.rules.order_key(b)));
         ids.dedup();
+        let primary = ids[0].key();
+        // claims: linked where a rule trusts them, otherwise only recorded
+        let mut candidates: Vec<Identifier> = Vec::new();
+        let mut trusted = false;
+        for c in &ev.claimed {
+            if ids.contains(c) || candidates.contains(c) {
+                continue;
+            }
+            if !self.ids.contains_key(&c.key()) {
+                if let Some(why) = self.rules.blocked(c) {
+                    rejects.push((c.clone(), rules::rule::BLOCKED, why));
+                    continue;
+                }
+            }
+            if self.rules.claim_trusted(&ids[0].id_type, &c.id_type) {
+                ids.push(c.clone());
+                trusted = true;
+            } else {
+                candidates.push(c.clone());
+            }
+        }
+        if trusted {
+            ids.sort_by(|a, b| self.rules.order_key(a).cmp(&self.rules.order_key(b)));
+            ids.dedup();
+        }
         let keys: Vec<String> = ids.iter().map(Identifier::key).collect();
-        let primary = keys[0].clone();
 
         if self.seen.contains(&fp) {
             let customer_id = self.customer_of(&primary).unwrap_or_default().to_string();
@@ -304,9 +328,23 @@ impl Graph {
         let cause = Cause::of(ev, fp);
         let mut ledger = Vec::new();
 
-        self.resolve(ev, &cause, &ids, &keys, &mut ledger);
+        self.resolve(ev, &cause, &ids, &keys, &primary, &mut ledger);
 
         let customer_id = self.customer_of(&primary).unwrap_or_default().to_string();
+        for c in candidates {
+            let why = format!(
+                "claimed by {primary}, not linked: identity.trusted_claims has no \"{}>{}\"",
+                ids[0].id_type, c.id_type
+            );
+            ledger.push(ledger_entry(
+                &cause,
+                IdentityAction::Candidate,
+                &customer_id,
+                Some(c),
+                None,
+                Some((rules::rule::CANDIDATE, why)),
+            ));
+        }
         for (id, rule, reason) in rejects {
             ledger.push(ledger_entry(
                 &cause,
@@ -332,6 +370,7 @@ impl Graph {
         cause: &Cause,
         ids: &[Identifier],
         keys: &[String],
+        primary: &str,
         ledger: &mut Vec<IdentityMessage>,
     ) {
         let at = ev.occurred_at;
@@ -404,10 +443,10 @@ impl Graph {
         // 3. the event's contribution to its primary identifier
         let contrib = self
             .contrib
-            .entry(keys[0].clone())
-            .or_insert_with(|| ProfileState::new(keys[0].clone(), at));
+            .entry(primary.to_string())
+            .or_insert_with(|| ProfileState::new(primary.to_string(), at));
         contrib.apply_event(ev);
-        self.dirty_contrib.insert(keys[0].clone());
+        self.dirty_contrib.insert(primary.to_string());
 
         // 4. union, or replay of the cluster
         let mut existing: Vec<String> = Vec::new();
@@ -427,7 +466,7 @@ impl Graph {
                 && self.union_violation(&existing, ids, &new_ids, new_link.map(|_| day_of(at)));
         if needs_replay {
             self.recompute(keys, cause, ledger);
-            if let Some(c) = self.customer_of(&keys[0]).map(str::to_string) {
+            if let Some(c) = self.customer_of(primary).map(str::to_string) {
                 if let Some(p) = self.profiles.get_mut(&c) {
                     p.last_seen = p.last_seen.max(at);
                 }
@@ -437,7 +476,7 @@ impl Graph {
         if new_link.is_none() && new_ids.is_empty() {
             // nothing new to link (a known link that was refused keeps its
             // profiles apart): count the event on its primary's profile
-            if let Some(c) = self.customer_of(&keys[0]).map(str::to_string) {
+            if let Some(c) = self.customer_of(primary).map(str::to_string) {
                 if let Some(p) = self.profiles.get_mut(&c) {
                     p.apply_event(ev);
                     self.dirty_profiles.insert(c);
@@ -494,6 +533,7 @@ impl Graph {
             p.apply_event(ev);
             self.dirty_profiles.insert(survivor);
         }
+        debug_assert_eq!(self.customer_of(primary), self.customer_of(&keys[0]));
     }
 
     /// Would merging the profiles `existing` with the new identifiers break a rule?
@@ -524,7 +564,20 @@ impl Graph {
             .iter()
             .flat_map(|p| p.identifiers.iter())
             .chain(new_ids.iter().map(|&i| &ids[i]));
-        self.rules.violation(all, &days, &self.walls).is_some()
+        if self
+            .rules
+            .violation(all.clone(), &days, &self.walls)
+            .is_some()
+        {
+            return true;
+        }
+        self.rules.has_windows()
+            && self
+                .rules
+                .window_violation(
+                    all.filter_map(|i| self.ids.get(&i.key()).map(|r| (i, r.first_seen))),
+                )
+                .is_some()
     }
 
     fn create_profile(&mut self, anchor: &str, at: DateTime<Utc>) -> String {

@@ -69,6 +69,8 @@ pub fn replay(
     }
     items.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.2.cmp(&b.2)));
 
+    let born: HashMap<String, DateTime<Utc>> =
+        births.iter().map(|(t, _, id)| (id.key(), *t)).collect();
     let mut out = Replay::default();
     let mut part_of: HashMap<String, usize> = HashMap::new();
     for (_, item, _) in items {
@@ -100,11 +102,15 @@ pub fn replay(
                         }
                     }
                     *days.entry(day).or_default() += 1;
-                    let v = rules.violation(
-                        ps.iter().flat_map(|p| out.parts[*p].ids.iter()),
-                        &days,
-                        walls,
-                    );
+                    let members = || ps.iter().flat_map(|p| out.parts[*p].ids.iter());
+                    let v = rules.violation(members(), &days, walls).or_else(|| {
+                        if !rules.has_windows() {
+                            return None;
+                        }
+                        rules.window_violation(
+                            members().filter_map(|i| born.get(&i.key()).map(|t| (i, *t))),
+                        )
+                    });
                     match v {
                         None => {
                             let into = ps[0];

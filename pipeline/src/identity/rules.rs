@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
 use regex::RegexSet;
 use socialcrm_schemas::identifier::is_junk;
 use socialcrm_schemas::{IdType, Identifier};
@@ -47,6 +48,9 @@ pub struct Rules {
     patterns: RegexSet,
     /// Indexed by [`IdType::priority`] (the built-in order).
     limits: [usize; IdType::ALL.len()],
+    /// Days: the limit of the type holds within any window of this length (by
+    /// the identifiers' first events) instead of over the profile's whole life.
+    windows: [Option<u32>; IdType::ALL.len()],
     rank: [usize; IdType::ALL.len()],
     pub max_identifiers: usize,
     pub max_links_per_day: u32,
@@ -60,6 +64,7 @@ impl Default for Rules {
             blocked: HashSet::new(),
             patterns: RegexSet::empty(),
             limits: IdType::ALL.map(default_limit),
+            windows: [None; IdType::ALL.len()],
             rank: std::array::from_fn(|i| i),
             max_identifiers: 1000,
             max_links_per_day: 100,
@@ -97,6 +102,14 @@ impl Rules {
             }
             limits[t.priority()] = *n;
         }
+        let mut windows = [None; IdType::ALL.len()];
+        for (t, d) in &cfg.limit_window_days {
+            let t = id_type("identity.limit_window_days", t)?;
+            if *d == 0 {
+                return Err(format!("identity.limit_window_days.{t} must be > 0"));
+            }
+            windows[t.priority()] = Some(*d);
+        }
         let mut order: Vec<IdType> = Vec::new();
         for t in &cfg.priority {
             let t = id_type("identity.priority", t)?;
@@ -132,6 +145,7 @@ impl Rules {
                 .collect(),
             patterns,
             limits,
+            windows,
             rank,
             max_identifiers: cfg.max_identifiers_per_profile,
             max_links_per_day: cfg.max_links_per_day,
@@ -213,7 +227,7 @@ impl Rules {
             let c = counts.entry((t.as_str(), scope)).or_default();
             *c += 1;
             let limit = self.limits[t.priority()];
-            if *c > limit {
+            if *c > limit && self.windows[t.priority()].is_none() {
                 let per = if scope.is_empty() {
                     String::new()
                 } else {
@@ -256,6 +270,59 @@ impl Rules {
                     self.max_links_per_day
                 ),
             ));
+        }
+        None
+    }
+}
+
+impl Rules {
+    pub fn has_windows(&self) -> bool {
+        self.windows.iter().any(Option::is_some)
+    }
+
+    /// The windowed limits: at most `limit` identifiers of a type (per store) born
+    /// within any `window` days. Monotone like every other rule.
+    pub fn window_violation<'a>(
+        &self,
+        ids: impl Iterator<Item = (&'a Identifier, DateTime<Utc>)>,
+    ) -> Option<Violation> {
+        let mut births: HashMap<(IdType, &str), Vec<i64>> = HashMap::new();
+        for (id, born) in ids {
+            let Ok(t) = id.id_type.parse::<IdType>() else {
+                continue;
+            };
+            if self.windows[t.priority()].is_none() {
+                continue;
+            }
+            let scope = match t {
+                IdType::Shopify | IdType::Woocommerce => {
+                    id.value.split_once('/').map_or("", |(store, _)| store)
+                }
+                _ => "",
+            };
+            births.entry((t, scope)).or_default().push(born.timestamp());
+        }
+        for ((t, _), mut times) in births {
+            let (Some(days), limit) = (self.windows[t.priority()], self.limits[t.priority()])
+            else {
+                continue;
+            };
+            times.sort_unstable();
+            let span = i64::from(days) * 86_400;
+            let mut i = 0;
+            for j in 0..times.len() {
+                while times[j] - times[i] >= span {
+                    i += 1;
+                }
+                if j - i + 1 > limit {
+                    return Some((
+                        rule::LIMIT,
+                        format!(
+                            "a profile gains at most {limit} {t} identifier(s) within {days} days"
+                        ),
+                    ));
+                }
+            }
         }
         None
     }
@@ -308,12 +375,7 @@ mod tests {
                 "{v}"
             );
         }
-        for v in [
-            "test@test.com",
-            "test@shop.io",
-            "noreply@shop.io",
-            "a@example.com",
-        ] {
+        for v in ["test@test.com", "test@shop.io", "noreply@shop.io"] {
             assert!(
                 r.blocked(&Identifier::new(IdType::Email, v)).is_some(),
                 "{v}"

@@ -731,3 +731,96 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn claims_link_only_where_a_rule_trusts_them() {
+    let claim = |g: &mut Graph, id: &str| {
+        let mut e = ev(
+            id,
+            "2026-01-02T00:00:00Z",
+            &[(IdType::Mastodon, "@ann@social.example")],
+        );
+        e.claimed = vec![Identifier::new(IdType::Email, "ann@shop.io")];
+        g.process(&e, &[]).expect("ok")
+    };
+    let shop = ev(
+        "o",
+        "2026-01-01T00:00:00Z",
+        &[(IdType::Email, "ann@shop.io")],
+    );
+    // default: a bio address is a candidate only
+    let mut g = Graph::new(&IdentityConfig::default());
+    g.process(&shop, &[]).expect("ok");
+    let out = claim(&mut g, "m1");
+    let cand = out
+        .ledger
+        .iter()
+        .find(|l| l.action == IdentityAction::Candidate)
+        .expect("candidate recorded");
+    assert_eq!(cand.rule.as_deref(), Some(rules::rule::CANDIDATE));
+    assert!(cand
+        .reason
+        .as_deref()
+        .unwrap_or("")
+        .contains("mastodon>email"));
+    assert_ne!(
+        g.customer_of(&key(IdType::Email, "ann@shop.io")),
+        g.customer_of(&key(IdType::Mastodon, "@ann@social.example"))
+    );
+    // trusted: the claim links, and the event stays the Mastodon account's
+    let cfg = IdentityConfig {
+        trusted_claims: vec!["mastodon>email".into()],
+        ..IdentityConfig::default()
+    };
+    let mut g = Graph::new(&cfg);
+    g.process(&shop, &[]).expect("ok");
+    let out = claim(&mut g, "m1");
+    assert_eq!(out.primary, key(IdType::Mastodon, "@ann@social.example"));
+    assert_eq!(
+        g.customer_of(&key(IdType::Email, "ann@shop.io")),
+        g.customer_of(&key(IdType::Mastodon, "@ann@social.example"))
+    );
+    assert_eq!(g.contrib[&out.primary].event_count, 1);
+}
+
+#[test]
+fn a_limit_can_hold_within_a_time_window() {
+    let cfg = IdentityConfig {
+        limits: BTreeMap::from([("email".to_string(), 1)]),
+        limit_window_days: BTreeMap::from([("email".to_string(), 30)]),
+        ..IdentityConfig::default()
+    };
+    let mut g = Graph::new(&cfg);
+    for (i, (at, email)) in [
+        ("2026-01-01T00:00:00Z", "a@shop.io"),
+        ("2026-01-10T00:00:00Z", "b@shop.io"),
+        ("2026-03-01T00:00:00Z", "c@shop.io"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        g.process(
+            &ev(
+                &format!("e{i}"),
+                at,
+                &[(IdType::UserId, "u"), (IdType::Email, email)],
+            ),
+            &[],
+        )
+        .expect("ok");
+    }
+    let p = g.profile_of(&key(IdType::UserId, "u")).expect("u");
+    let emails: Vec<&str> = p
+        .identifiers
+        .iter()
+        .filter(|i| i.id_type == "email")
+        .map(|i| i.value.as_str())
+        .collect();
+    // b came 9 days after a; c two months later
+    assert_eq!(emails, ["a@shop.io", "c@shop.io"]);
+    assert!(Rules::new(&IdentityConfig {
+        limit_window_days: BTreeMap::from([("email".to_string(), 0)]),
+        ..IdentityConfig::default()
+    })
+    .is_err());
+}
