@@ -9,6 +9,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod ch;
 mod connectors;
 mod gen;
+mod identity;
 mod kafka;
 mod proc;
 mod redb_probe;
@@ -126,6 +127,16 @@ enum Cmd {
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
+    },
+    /// The identity writer alone, one thread: link-creating events, events of
+    /// known identifiers, resident memory per identifier (docs/benchmarks.md).
+    Identity {
+        /// People (4 identifiers and 2 linking events each).
+        #[arg(long, default_value_t = 250_000)]
+        people: usize,
+        /// Events of known identifiers after the graph is built.
+        #[arg(long, default_value_t = 2_000_000)]
+        known: usize,
     },
     /// Print N generated canonical events as JSON lines (to inspect the data).
     Sample {
@@ -247,6 +258,11 @@ async fn main() -> Result<()> {
             })
             .await??;
             redb_probe::print(&r);
+            Ok(())
+        }
+        Cmd::Identity { people, known } => {
+            let r = tokio::task::spawn_blocking(move || identity::run(people, known)).await??;
+            println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
         Cmd::Sample {

@@ -131,11 +131,13 @@ pub struct Graph {
     pub contrib: FxHashMap<String, ProfileState>,
     pub walls: Walls,
     pub(crate) rules: Rules,
-    pub(crate) dirty_ids: BTreeSet<String>,
-    pub(crate) dirty_profiles: BTreeSet<String>,
-    pub(crate) dirty_links: BTreeSet<u64>,
-    pub(crate) dirty_contrib: BTreeSet<String>,
-    pub(crate) dirty_walls: BTreeSet<u64>,
+    // hash sets: a batch marks hundreds of thousands of keys, and B-tree inserts
+    // of strings cost more than the resolution itself
+    pub(crate) dirty_ids: FxHashSet<String>,
+    pub(crate) dirty_profiles: FxHashSet<String>,
+    pub(crate) dirty_links: FxHashSet<u64>,
+    pub(crate) dirty_contrib: FxHashSet<String>,
+    pub(crate) dirty_walls: FxHashSet<u64>,
     pub(crate) new_seen: Vec<u128>,
     /// (retired, survivor) pairs changed in this batch.
     pub(crate) dirty_aliases: Vec<(String, String, DateTime<Utc>)>,
@@ -285,8 +287,16 @@ impl Graph {
             ));
         }
         // strongest first: the primary decides attribution; the weakest drops first
-        ids.sort_by(|a, b| self.rules.order_key(a).cmp(&self.rules.order_key(b)));
-        ids.dedup();
+        if ids.len() > 1 {
+            ids.sort_by_cached_key(|i| {
+                (
+                    self.rules.rank(&i.id_type),
+                    i.id_type.clone(),
+                    i.value.clone(),
+                )
+            });
+            ids.dedup();
+        }
         let primary = ids[0].key();
         // claims: linked where a rule trusts them, otherwise only recorded
         let mut candidates: Vec<Identifier> = Vec::new();
@@ -309,7 +319,13 @@ impl Graph {
             }
         }
         if trusted {
-            ids.sort_by(|a, b| self.rules.order_key(a).cmp(&self.rules.order_key(b)));
+            ids.sort_by_cached_key(|i| {
+                (
+                    self.rules.rank(&i.id_type),
+                    i.id_type.clone(),
+                    i.value.clone(),
+                )
+            });
             ids.dedup();
         }
         let keys: Vec<String> = ids.iter().map(Identifier::key).collect();
@@ -441,12 +457,17 @@ impl Graph {
         }
 
         // 3. the event's contribution to its primary identifier
-        let contrib = self
-            .contrib
-            .entry(primary.to_string())
-            .or_insert_with(|| ProfileState::new(primary.to_string(), at));
-        contrib.apply_event(ev);
-        self.dirty_contrib.insert(primary.to_string());
+        match self.contrib.get_mut(primary) {
+            Some(c) => c.apply_event(ev),
+            None => {
+                let mut c = ProfileState::new(primary.to_string(), at);
+                c.apply_event(ev);
+                self.contrib.insert(primary.to_string(), c);
+            }
+        }
+        if !self.dirty_contrib.contains(primary) {
+            self.dirty_contrib.insert(primary.to_string());
+        }
 
         // 4. union, or replay of the cluster
         let mut existing: Vec<String> = Vec::new();
@@ -476,10 +497,12 @@ impl Graph {
         if new_link.is_none() && new_ids.is_empty() {
             // nothing new to link (a known link that was refused keeps its
             // profiles apart): count the event on its primary's profile
-            if let Some(c) = self.customer_of(primary).map(str::to_string) {
-                if let Some(p) = self.profiles.get_mut(&c) {
+            if let Some(c) = self.ids.get(primary).map(|r| &r.customer_id) {
+                if let Some(p) = self.profiles.get_mut(c) {
                     p.apply_event(ev);
-                    self.dirty_profiles.insert(c);
+                    if !self.dirty_profiles.contains(c) {
+                        self.dirty_profiles.insert(c.clone());
+                    }
                 }
             }
             return;
