@@ -174,9 +174,9 @@ fn decode_records(mut b: &[u8]) -> Result<Vec<Record<'_>>, StoreError> {
 #[derive(Debug, Default, Clone)]
 pub struct Delta {
     pub ids: Vec<(String, Option<IdRecord>)>,
-    pub profiles: Vec<(String, Option<ProfileState>)>,
+    pub profiles: Vec<(String, Option<std::sync::Arc<ProfileState>>)>,
     pub links: Vec<(u64, Option<crate::identity::Link>)>,
-    pub contrib: Vec<(String, Option<ProfileState>)>,
+    pub contrib: Vec<(String, Option<std::sync::Arc<ProfileState>>)>,
     pub walls: Vec<(u64, Option<crate::identity::Wall>)>,
     pub seen: Vec<u128>,
     /// (retired, survivor, when) pairs of merges.
@@ -363,13 +363,13 @@ impl Store {
                 records.push((TAG_ID, key.clone(), enc(rec)?));
             }
             for (key, p) in &delta.profiles {
-                records.push((TAG_PROFILE, key.clone(), enc(p)?));
+                records.push((TAG_PROFILE, key.clone(), enc(&p.as_deref())?));
             }
             for (key, l) in &delta.links {
                 records.push((TAG_LINK, format!("{key:016x}"), enc(l)?));
             }
             for (key, c) in &delta.contrib {
-                records.push((TAG_CONTRIB, key.clone(), enc(c)?));
+                records.push((TAG_CONTRIB, key.clone(), enc(&c.as_deref())?));
             }
             for (key, w) in &delta.walls {
                 records.push((TAG_WALL, format!("{key:016x}"), enc(w)?));
@@ -456,8 +456,10 @@ fn load_record(g: &mut Graph, tag: u8, key: &str, value: Option<&[u8]>) -> Resul
             g.ids.remove(key);
         }
         (TAG_PROFILE, Some(v)) => {
-            g.profiles
-                .insert(key.to_string(), de::<ProfileState>(key, v)?);
+            g.profiles.insert(
+                key.to_string(),
+                std::sync::Arc::new(de::<ProfileState>(key, v)?),
+            );
         }
         (TAG_PROFILE, None) => {
             g.profiles.remove(key);
@@ -469,7 +471,10 @@ fn load_record(g: &mut Graph, tag: u8, key: &str, value: Option<&[u8]>) -> Resul
             g.links.remove(&hex_key()?);
         }
         (TAG_CONTRIB, Some(v)) => {
-            g.contrib.insert(key.to_string(), de(key, v)?);
+            g.contrib.insert(
+                key.to_string(),
+                std::sync::Arc::new(de::<ProfileState>(key, v)?),
+            );
         }
         (TAG_CONTRIB, None) => {
             g.contrib.remove(key);

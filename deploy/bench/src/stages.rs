@@ -222,7 +222,7 @@ pub fn run(
     let profile_bytes: usize = graph
         .profiles
         .values()
-        .map(|p| serde_json::to_vec(p).map_or(0, |v| v.len()))
+        .map(|p| serde_json::to_vec(&**p).map_or(0, |v| v.len()))
         .sum();
     Ok(StagesReport {
         events,

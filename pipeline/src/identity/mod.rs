@@ -25,6 +25,7 @@ pub mod rules;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -124,11 +125,13 @@ pub struct Graph {
     // are normalised identifiers behind validation), and SipHash cost ~15 % of
     // resolution time
     pub ids: FxHashMap<String, IdRecord>,
-    pub profiles: FxHashMap<String, ProfileState>,
+    /// Shared with the batch being written (copy on write): detaching a batch's
+    /// changes costs a reference count, not a deep copy of every profile.
+    pub profiles: FxHashMap<String, Arc<ProfileState>>,
     pub seen: FxHashSet<u128>,
     pub links: FxHashMap<u64, Link>,
     /// Aggregates of the events whose primary identifier is the key.
-    pub contrib: FxHashMap<String, ProfileState>,
+    pub contrib: FxHashMap<String, Arc<ProfileState>>,
     pub walls: Walls,
     pub(crate) rules: Rules,
     // hash sets: a batch marks hundreds of thousands of keys, and B-tree inserts
@@ -458,11 +461,11 @@ impl Graph {
 
         // 3. the event's contribution to its primary identifier
         match self.contrib.get_mut(primary) {
-            Some(c) => c.apply_event(ev),
+            Some(c) => Arc::make_mut(c).apply_event(ev),
             None => {
                 let mut c = ProfileState::new(primary.to_string(), at);
                 c.apply_event(ev);
-                self.contrib.insert(primary.to_string(), c);
+                self.contrib.insert(primary.to_string(), Arc::new(c));
             }
         }
         if !self.dirty_contrib.contains(primary) {
@@ -488,7 +491,7 @@ impl Graph {
         if needs_replay {
             self.recompute(keys, cause, ledger);
             if let Some(c) = self.customer_of(primary).map(str::to_string) {
-                if let Some(p) = self.profiles.get_mut(&c) {
+                if let Some(p) = self.profiles.get_mut(&c).map(Arc::make_mut) {
                     p.last_seen = p.last_seen.max(at);
                 }
             }
@@ -498,7 +501,7 @@ impl Graph {
             // nothing new to link (a known link that was refused keeps its
             // profiles apart): count the event on its primary's profile
             if let Some(c) = self.ids.get(primary).map(|r| &r.customer_id) {
-                if let Some(p) = self.profiles.get_mut(c) {
+                if let Some(p) = self.profiles.get_mut(c).map(Arc::make_mut) {
                     p.apply_event(ev);
                     if !self.dirty_profiles.contains(c) {
                         self.dirty_profiles.insert(c.clone());
@@ -535,7 +538,7 @@ impl Graph {
             if let Some(r) = self.ids.get_mut(&keys[i]) {
                 r.customer_id = survivor.clone();
             }
-            if let Some(p) = self.profiles.get_mut(&survivor) {
+            if let Some(p) = self.profiles.get_mut(&survivor).map(Arc::make_mut) {
                 p.identifiers.insert(ids[i].clone());
             }
             if i != 0 || !existing.is_empty() {
@@ -549,7 +552,7 @@ impl Graph {
                 ));
             }
         }
-        if let Some(p) = self.profiles.get_mut(&survivor) {
+        if let Some(p) = self.profiles.get_mut(&survivor).map(Arc::make_mut) {
             if new_link.is_some() {
                 *p.link_days.entry(day_of(at)).or_default() += 1;
             }
@@ -572,7 +575,7 @@ impl Graph {
         }
         let profiles: Vec<&ProfileState> = existing
             .iter()
-            .filter_map(|c| self.profiles.get(c))
+            .filter_map(|c| self.profiles.get(c).map(|p| &**p))
             .collect();
         let mut days: BTreeMap<u32, u32> = BTreeMap::new();
         for p in &profiles {
@@ -606,7 +609,7 @@ impl Graph {
     fn create_profile(&mut self, anchor: &str, at: DateTime<Utc>) -> String {
         let cid = self.free_customer_id(anchor, &BTreeSet::new());
         self.profiles
-            .insert(cid.clone(), ProfileState::new(cid.clone(), at));
+            .insert(cid.clone(), Arc::new(ProfileState::new(cid.clone(), at)));
         self.dirty_profiles.insert(cid.clone());
         cid
     }
@@ -633,7 +636,7 @@ impl Graph {
         loser: &str,
         ledger: &mut Vec<IdentityMessage>,
     ) {
-        let Some(mut lost) = self.profiles.remove(loser) else {
+        let Some(mut lost) = self.profiles.remove(loser).map(Arc::unwrap_or_clone) else {
             return;
         };
         for id in &lost.identifiers {
@@ -643,11 +646,11 @@ impl Graph {
                 self.dirty_ids.insert(key);
             }
         }
-        if let Some(s) = self.profiles.get_mut(survivor) {
+        if let Some(s) = self.profiles.get_mut(survivor).map(Arc::make_mut) {
             s.absorb(&lost);
         }
         self.retire(&mut lost, survivor, cause.at);
-        self.profiles.insert(loser.to_string(), lost);
+        self.profiles.insert(loser.to_string(), Arc::new(lost));
         self.dirty_profiles.insert(survivor.to_string());
         ledger.push(ledger_entry(
             cause,
@@ -738,7 +741,7 @@ impl Graph {
                 None => break,
             }
         }
-        let Some(p) = self.profiles.get_mut(&cid) else {
+        let Some(p) = self.profiles.get_mut(&cid).map(Arc::make_mut) else {
             return false;
         };
         if p.merged_into.is_some() {
@@ -757,7 +760,9 @@ impl Graph {
 
     /// The live profile an identifier belongs to.
     pub fn profile_of(&self, key: &str) -> Option<&ProfileState> {
-        self.customer_of(key).and_then(|c| self.profiles.get(c))
+        self.customer_of(key)
+            .and_then(|c| self.profiles.get(c))
+            .map(|p| &**p)
     }
 
     /// Partition of identifiers into live profiles (for tests and tools).

@@ -3,6 +3,7 @@
 //! and split commands that add walls before re-resolving.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use socialcrm_schemas::messages::{
@@ -295,6 +296,7 @@ impl Graph {
             let mut p = self
                 .profiles
                 .remove(cid)
+                .map(Arc::unwrap_or_clone)
                 .unwrap_or_else(|| ProfileState::new(cid.clone(), first_seen));
             if p.merged_into.take().is_some() {
                 // a retired id comes back: old events under it resolve to it again
@@ -311,7 +313,7 @@ impl Graph {
                     p.add_aggregates(c);
                 }
             }
-            self.profiles.insert(cid.clone(), p);
+            self.profiles.insert(cid.clone(), Arc::new(p));
             self.dirty_profiles.insert(cid.clone());
         }
         for old in old_cids.difference(&taken) {
@@ -334,14 +336,14 @@ impl Graph {
             else {
                 continue;
             };
-            if let Some(mut lost) = self.profiles.remove(old) {
-                if let Some(s) = self.profiles.get_mut(&survivor) {
+            if let Some(mut lost) = self.profiles.remove(old).map(Arc::unwrap_or_clone) {
+                if let Some(s) = self.profiles.get_mut(&survivor).map(Arc::make_mut) {
                     s.merged_from.insert(old.clone());
                     s.merged_from.extend(lost.merged_from.iter().cloned());
                     s.merged_from.remove(&survivor);
                 }
                 self.retire(&mut lost, &survivor, cause.at);
-                self.profiles.insert(old.clone(), lost);
+                self.profiles.insert(old.clone(), Arc::new(lost));
             }
             ledger.push(ledger_entry(
                 cause,
