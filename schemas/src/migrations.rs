@@ -110,6 +110,18 @@ pub fn split_statements(sql: &str) -> Vec<String> {
     out
 }
 
+/// `(table, column)` of an `ALTER TABLE <db>.<table> ADD COLUMN <column> ...` statement.
+pub fn added_column(stmt: &str) -> Option<(&str, &str)> {
+    let mut w = stmt.split_whitespace();
+    let (Some("ALTER"), Some("TABLE"), Some(target), Some("ADD"), Some("COLUMN"), Some(col)) =
+        (w.next(), w.next(), w.next(), w.next(), w.next(), w.next())
+    else {
+        return None;
+    };
+    let table = target.split_once('.').map_or(target, |(_, t)| t);
+    Some((table, col))
+}
+
 /// Result of a `migrate` run.
 #[derive(Debug, Default)]
 pub struct MigrateReport {
@@ -158,6 +170,20 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<MigrateReport, MigrationE
             continue;
         }
         for stmt in m.statements(db) {
+            // 18.16 has no `ADD COLUMN IF NOT EXISTS`: skip a column a migration
+            // interrupted half-way already added, so it can be re-run
+            if let Some((table, column)) = added_column(&stmt) {
+                let n: u64 = client
+                    .query("SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?")
+                    .bind(db)
+                    .bind(table)
+                    .bind(column)
+                    .fetch_one()
+                    .await?;
+                if n > 0 {
+                    continue;
+                }
+            }
             client
                 .query_raw(&stmt)
                 .execute()
@@ -190,6 +216,18 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<MigrateReport, MigrationE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn added_columns_are_recognised() {
+        assert_eq!(
+            added_column("ALTER TABLE crm.events ADD COLUMN primary_id String DEFAULT ''"),
+            Some(("events", "primary_id"))
+        );
+        assert_eq!(
+            added_column("CREATE TABLE IF NOT EXISTS crm.x (a String)"),
+            None
+        );
+    }
 
     #[test]
     fn migrations_are_ordered_and_split() {

@@ -10,6 +10,7 @@ Run with tests/chdb/run.sh (creates a venv under .cache/chdb-venv).
 import glob
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -57,8 +58,20 @@ def migration_statements(db):
     return out
 
 
+ADD_COLUMN = re.compile(r"^ALTER\s+TABLE\s+(\S+)\s+ADD\s+COLUMN\s+(\S+)")
+
+
 def apply_migrations(sess, db):
     for name, stmt in migration_statements(db):
+        # like schemas/src/migrations.rs: 18.16 has no ADD COLUMN IF NOT EXISTS, so a
+        # column that exists already is skipped
+        m = ADD_COLUMN.match(stmt)
+        if m:
+            table = m.group(1).split(".")[-1]
+            have = rows(sess, "SELECT count() FROM system.columns WHERE database = '%s' "
+                              "AND table = '%s' AND name = '%s'" % (db, table, m.group(2)))
+            if int(have[0][0]) > 0:
+                continue
         try:
             sess.query(stmt)
         except Exception as e:  # report the failing file and statement verbatim
@@ -333,3 +346,22 @@ def test_scores_migration_and_scoring_queries(sess):
               "('r1', now(), now()), ('r2', now(), now())" % DB)
     got = rows(sess, "SELECT customer_id, run_id, engagement_score FROM %s.v_scores" % DB)
     assert [[r[0], r[1], float(r[2])] for r in got] == [["c_carl", "r2", 20.0]]
+
+
+def test_identity_rules_columns_and_reattribution(sess):
+    """Migration 0007's columns, and the pipeline's re-attribution mutation
+    (pipeline/src/run.rs `reattribute`) on a current engine."""
+    cols = {r[0] for r in rows(sess, "SELECT name FROM system.columns WHERE database = '%s' "
+                                     "AND table = 'events'" % DB)}
+    assert "primary_id" in cols
+    run(sess, "INSERT INTO %s.events (event_id, customer_id, primary_id, version) VALUES "
+              "('e1', 'c_a', 'email:x@shop.io', 1), ('e2', 'c_a', 'user_id:u1', 1)" % DB)
+    run(sess, "ALTER TABLE %s.events UPDATE customer_id = transform(primary_id, "
+              "['email:x@shop.io'], ['c_b'], customer_id) WHERE has(['email:x@shop.io'], primary_id) "
+              "SETTINGS mutations_sync = 1" % DB)
+    got = rows(sess, "SELECT event_id, customer_id FROM %s.events FINAL ORDER BY event_id" % DB)
+    assert got == [["e1", "c_b"], ["e2", "c_a"]]
+    got = rows(sess, "SELECT id_type, customer_id, seq FROM %s.identity_ledger WHERE 0" % DB)
+    assert got == []
+    got = rows(sess, "SELECT flags FROM %s.profiles WHERE 0" % DB)
+    assert got == []
