@@ -64,6 +64,11 @@ pub struct ProfileState {
     /// Some link in this profile's cluster was refused: new links re-resolve the cluster.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub conflicted: bool,
+    /// The one primary identifier all of this profile's events have, if there is
+    /// only one: its contribution equals the profile's aggregates, so the store
+    /// does not write it separately (it is rebuilt from the profile at load).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sole_primary: Option<String>,
 }
 
 impl ProfileState {
@@ -86,7 +91,24 @@ impl ProfileState {
             link_days: BTreeMap::new(),
             flags: BTreeSet::new(),
             conflicted: false,
+            sole_primary: None,
         }
+    }
+
+    /// Counts an event whose primary identifier is `primary`, keeping
+    /// `sole_primary`; returns the primary that was sole until now and no longer
+    /// is (its contribution must now be stored on its own).
+    pub fn apply_event_of(&mut self, ev: &CanonicalEvent, primary: &str) -> Option<String> {
+        let demoted = if self.event_count == 0 {
+            self.sole_primary = Some(primary.to_string());
+            None
+        } else if self.sole_primary.as_deref() == Some(primary) {
+            None
+        } else {
+            self.sole_primary.take()
+        };
+        self.apply_event(ev);
+        demoted
     }
 
     /// Clears the event aggregates (before re-summing contributions).
@@ -158,6 +180,12 @@ impl ProfileState {
 
     /// Absorbs `other` (a merge): the union of identifiers and aggregates.
     pub fn absorb(&mut self, other: &ProfileState) {
+        self.sole_primary = match (self.event_count, other.event_count) {
+            (0, _) => other.sole_primary.clone(),
+            (_, 0) => self.sole_primary.take(),
+            _ if self.sole_primary == other.sole_primary => self.sole_primary.take(),
+            _ => None,
+        };
         self.identifiers.extend(other.identifiers.iter().cloned());
         self.add_aggregates(other);
         for (d, n) in &other.link_days {

@@ -267,6 +267,7 @@ impl Store {
             }
             pending.batches += 1;
         }
+        graph.restore_sole_contributions();
         for item in r.open_table(SEEN).map_err(se)?.iter().map_err(se)? {
             let (_, v) = item.map_err(se)?;
             for chunk in v.value().chunks_exact(16) {
@@ -511,6 +512,7 @@ fn db_err(e: redb::TransactionError) -> StoreError {
 mod tests {
     use super::*;
     use socialcrm_schemas::{CanonicalEvent, IdType};
+    use std::collections::BTreeMap;
 
     fn ev(id: &str, ids: &[(IdType, &str)]) -> CanonicalEvent {
         crate::testing::event(id, "2026-01-01T00:00:00Z", ids)
@@ -616,20 +618,45 @@ mod tests {
             applied.insert(offset_key("t", 0), b as i64);
             store.commit(g, b + 1, &applied).expect("commit");
         }
+        // a lone visitor (a sole primary, left implicit in the store), and an unlink
+        // that re-sums profiles from the contributions
+        let g = &mut loaded.graph;
+        g.process(&ev("lone", &[(IdType::AnonymousId, "lone")]), &[])
+            .expect("ok");
+        g.unlink("anonymous_id:anon3", "cmd-1", chrono::Utc::now())
+            .expect("unlink");
+        let n = COMPACT_EVERY as u64 + 6;
+        store.commit(g, n, &applied).expect("commit");
         let expected = loaded.graph.partition();
         let profiles: usize = loaded.graph.profiles.len();
+        let contrib: Vec<(String, u64, BTreeMap<String, u64>)> = sorted_contrib(&loaded.graph);
         drop(store);
         let (_s, again) = Store::open(dir.path(), &cfg).expect("reopen");
         assert_eq!(again.graph.partition(), expected);
+        assert_eq!(sorted_contrib(&again.graph), contrib);
+        assert!(again
+            .graph
+            .profile_of("anonymous_id:lone")
+            .is_some_and(|p| p.sole_primary.as_deref() == Some("anonymous_id:lone")));
         assert_eq!(again.graph.profiles.len(), profiles);
         assert_eq!(
             again
                 .graph
                 .profile_of("email:same@x.io")
                 .map(|p| p.event_count),
-            Some(2 * (COMPACT_EVERY as u64 + 5))
+            Some(2 * (COMPACT_EVERY as u64 + 5) - 1)
         );
-        assert_eq!(again.graph.seen.len(), 2 * (COMPACT_EVERY + 5));
+        assert_eq!(again.graph.seen.len(), 2 * (COMPACT_EVERY + 5) + 1);
+    }
+
+    fn sorted_contrib(g: &Graph) -> Vec<(String, u64, BTreeMap<String, u64>)> {
+        let mut v: Vec<_> = g
+            .contrib
+            .iter()
+            .map(|(k, c)| (k.clone(), c.event_count, c.event_counts.clone()))
+            .collect();
+        v.sort();
+        v
     }
 
     #[test]

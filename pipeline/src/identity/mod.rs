@@ -502,7 +502,9 @@ impl Graph {
             // profiles apart): count the event on its primary's profile
             if let Some(c) = self.ids.get(primary).map(|r| &r.customer_id) {
                 if let Some(p) = self.profiles.get_mut(c).map(Arc::make_mut) {
-                    p.apply_event(ev);
+                    if let Some(d) = p.apply_event_of(ev, primary) {
+                        self.dirty_contrib.insert(d);
+                    }
                     if !self.dirty_profiles.contains(c) {
                         self.dirty_profiles.insert(c.clone());
                     }
@@ -556,7 +558,9 @@ impl Graph {
             if new_link.is_some() {
                 *p.link_days.entry(day_of(at)).or_default() += 1;
             }
-            p.apply_event(ev);
+            if let Some(d) = p.apply_event_of(ev, primary) {
+                self.dirty_contrib.insert(d);
+            }
             self.dirty_profiles.insert(survivor);
         }
         debug_assert_eq!(self.customer_of(primary), self.customer_of(&keys[0]));
@@ -647,7 +651,14 @@ impl Graph {
             }
         }
         if let Some(s) = self.profiles.get_mut(survivor).map(Arc::make_mut) {
+            let before = s.sole_primary.clone();
             s.absorb(&lost);
+            // a primary that stops being sole is stored on its own from now on
+            for p in [before, lost.sole_primary.clone()].into_iter().flatten() {
+                if s.sole_primary.as_ref() != Some(&p) {
+                    self.dirty_contrib.insert(p);
+                }
+            }
         }
         self.retire(&mut lost, survivor, cause.at);
         self.profiles.insert(loser.to_string(), Arc::new(lost));
@@ -697,10 +708,23 @@ impl Graph {
                 .iter()
                 .map(|k| (*k, self.links.get(k).cloned()))
                 .collect(),
+            // a sole primary's contribution is the profile's aggregates: not stored
             contrib: self
                 .dirty_contrib
                 .iter()
-                .map(|k| (k.clone(), self.contrib.get(k).cloned()))
+                .map(|k| {
+                    let sole = self
+                        .profile_of(k)
+                        .is_some_and(|p| p.sole_primary.as_deref() == Some(k.as_str()));
+                    (
+                        k.clone(),
+                        if sole {
+                            None
+                        } else {
+                            self.contrib.get(k).cloned()
+                        },
+                    )
+                })
                 .collect(),
             walls: self
                 .dirty_walls
@@ -713,6 +737,20 @@ impl Graph {
         };
         self.clear_dirty();
         delta
+    }
+
+    /// After loading: the contributions the store left implicit (a profile's
+    /// sole primary) are rebuilt from their profiles.
+    pub fn restore_sole_contributions(&mut self) {
+        for p in self.profiles.values().filter(|p| p.is_active()) {
+            let Some(k) = &p.sole_primary else { continue };
+            if !self.contrib.contains_key(k) {
+                let mut c = ProfileState::new(k.clone(), p.first_seen);
+                c.reset_aggregates(p.first_seen);
+                c.add_aggregates(p);
+                self.contrib.insert(k.clone(), Arc::new(c));
+            }
+        }
     }
 
     /// Forgets what the last batch changed (after it was persisted).

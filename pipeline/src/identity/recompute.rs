@@ -308,11 +308,19 @@ impl Graph {
             p.flags = part.flags.clone();
             p.conflicted = conflicted;
             p.reset_aggregates(first_seen);
+            let mut primaries: Vec<String> = Vec::new();
             for id in &part.ids {
-                if let Some(c) = self.contrib.get(&id.key()) {
+                let key = id.key();
+                if let Some(c) = self.contrib.get(&key) {
                     p.add_aggregates(c);
+                    if c.event_count > 0 {
+                        primaries.push(key);
+                    }
                 }
             }
+            p.sole_primary = (primaries.len() == 1).then(|| primaries[0].clone());
+            // stored on their own, or dropped from the store when sole
+            self.dirty_contrib.extend(primaries);
             self.profiles.insert(cid.clone(), Arc::new(p));
             self.dirty_profiles.insert(cid.clone());
         }
