@@ -65,8 +65,8 @@ pub struct ProfileState {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub conflicted: bool,
     /// The one primary identifier all of this profile's events have, if there is
-    /// only one: its contribution equals the profile's aggregates, so the store
-    /// does not write it separately (it is rebuilt from the profile at load).
+    /// only one: its contribution is the profile's aggregates and is not kept
+    /// separately (docs/identity.md §1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sole_primary: Option<String>,
 }
@@ -96,19 +96,14 @@ impl ProfileState {
     }
 
     /// Counts an event whose primary identifier is `primary`, keeping
-    /// `sole_primary`; returns the primary that was sole until now and no longer
-    /// is (its contribution must now be stored on its own).
-    pub fn apply_event_of(&mut self, ev: &CanonicalEvent, primary: &str) -> Option<String> {
-        let demoted = if self.event_count == 0 {
+    /// `sole_primary`.
+    pub fn apply_event_of(&mut self, ev: &CanonicalEvent, primary: &str) {
+        if self.event_count == 0 {
             self.sole_primary = Some(primary.to_string());
-            None
-        } else if self.sole_primary.as_deref() == Some(primary) {
-            None
-        } else {
-            self.sole_primary.take()
-        };
+        } else if self.sole_primary.as_deref() != Some(primary) {
+            self.sole_primary = None;
+        }
         self.apply_event(ev);
-        demoted
     }
 
     /// Clears the event aggregates (before re-summing contributions).

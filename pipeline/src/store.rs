@@ -267,7 +267,6 @@ impl Store {
             }
             pending.batches += 1;
         }
-        graph.restore_sole_contributions();
         for item in r.open_table(SEEN).map_err(se)?.iter().map_err(se)? {
             let (_, v) = item.map_err(se)?;
             for chunk in v.value().chunks_exact(16) {

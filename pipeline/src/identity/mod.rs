@@ -459,20 +459,7 @@ impl Graph {
             }
         }
 
-        // 3. the event's contribution to its primary identifier
-        match self.contrib.get_mut(primary) {
-            Some(c) => Arc::make_mut(c).apply_event(ev),
-            None => {
-                let mut c = ProfileState::new(primary.to_string(), at);
-                c.apply_event(ev);
-                self.contrib.insert(primary.to_string(), Arc::new(c));
-            }
-        }
-        if !self.dirty_contrib.contains(primary) {
-            self.dirty_contrib.insert(primary.to_string());
-        }
-
-        // 4. union, or replay of the cluster
+        // 3. union, or replay of the cluster
         let mut existing: Vec<String> = Vec::new();
         for k in keys {
             if let Some(c) = self.customer_of(k) {
@@ -489,7 +476,7 @@ impl Graph {
             || (new_link.is_some() || !new_ids.is_empty())
                 && self.union_violation(&existing, ids, &new_ids, new_link.map(|_| day_of(at)));
         if needs_replay {
-            self.recompute(keys, cause, ledger);
+            self.recompute(keys, cause, Some((ev, primary)), ledger);
             if let Some(c) = self.customer_of(primary).map(str::to_string) {
                 if let Some(p) = self.profiles.get_mut(&c).map(Arc::make_mut) {
                     p.last_seen = p.last_seen.max(at);
@@ -500,15 +487,8 @@ impl Graph {
         if new_link.is_none() && new_ids.is_empty() {
             // nothing new to link (a known link that was refused keeps its
             // profiles apart): count the event on its primary's profile
-            if let Some(c) = self.ids.get(primary).map(|r| &r.customer_id) {
-                if let Some(p) = self.profiles.get_mut(c).map(Arc::make_mut) {
-                    if let Some(d) = p.apply_event_of(ev, primary) {
-                        self.dirty_contrib.insert(d);
-                    }
-                    if !self.dirty_profiles.contains(c) {
-                        self.dirty_profiles.insert(c.clone());
-                    }
-                }
+            if let Some(c) = self.customer_of(primary).map(str::to_string) {
+                self.count_event(&c, ev, primary);
             }
             return;
         }
@@ -554,15 +534,12 @@ impl Graph {
                 ));
             }
         }
-        if let Some(p) = self.profiles.get_mut(&survivor).map(Arc::make_mut) {
-            if new_link.is_some() {
+        if new_link.is_some() {
+            if let Some(p) = self.profiles.get_mut(&survivor).map(Arc::make_mut) {
                 *p.link_days.entry(day_of(at)).or_default() += 1;
             }
-            if let Some(d) = p.apply_event_of(ev, primary) {
-                self.dirty_contrib.insert(d);
-            }
-            self.dirty_profiles.insert(survivor);
         }
+        self.count_event(&survivor, ev, primary);
         debug_assert_eq!(self.customer_of(primary), self.customer_of(&keys[0]));
     }
 
@@ -650,15 +627,15 @@ impl Graph {
                 self.dirty_ids.insert(key);
             }
         }
-        if let Some(s) = self.profiles.get_mut(survivor).map(Arc::make_mut) {
-            let before = s.sole_primary.clone();
-            s.absorb(&lost);
-            // a primary that stops being sole is stored on its own from now on
-            for p in [before, lost.sole_primary.clone()].into_iter().flatten() {
-                if s.sole_primary.as_ref() != Some(&p) {
-                    self.dirty_contrib.insert(p);
-                }
+        // primaries that stop being sole get their own contribution from now on
+        if let Some(s) = self.profiles.get(survivor).cloned() {
+            if lost.event_count > 0 && s.event_count > 0 && s.sole_primary != lost.sole_primary {
+                self.materialize(&lost);
+                self.materialize(&s);
             }
+        }
+        if let Some(s) = self.profiles.get_mut(survivor).map(Arc::make_mut) {
+            s.absorb(&lost);
         }
         self.retire(&mut lost, survivor, cause.at);
         self.profiles.insert(loser.to_string(), Arc::new(lost));
@@ -708,23 +685,10 @@ impl Graph {
                 .iter()
                 .map(|k| (*k, self.links.get(k).cloned()))
                 .collect(),
-            // a sole primary's contribution is the profile's aggregates: not stored
             contrib: self
                 .dirty_contrib
                 .iter()
-                .map(|k| {
-                    let sole = self
-                        .profile_of(k)
-                        .is_some_and(|p| p.sole_primary.as_deref() == Some(k.as_str()));
-                    (
-                        k.clone(),
-                        if sole {
-                            None
-                        } else {
-                            self.contrib.get(k).cloned()
-                        },
-                    )
-                })
+                .map(|k| (k.clone(), self.contrib.get(k).cloned()))
                 .collect(),
             walls: self
                 .dirty_walls
@@ -739,18 +703,51 @@ impl Graph {
         delta
     }
 
-    /// After loading: the contributions the store left implicit (a profile's
-    /// sole primary) are rebuilt from their profiles.
-    pub fn restore_sole_contributions(&mut self) {
-        for p in self.profiles.values().filter(|p| p.is_active()) {
-            let Some(k) = &p.sole_primary else { continue };
-            if !self.contrib.contains_key(k) {
-                let mut c = ProfileState::new(k.clone(), p.first_seen);
-                c.reset_aggregates(p.first_seen);
-                c.add_aggregates(p);
-                self.contrib.insert(k.clone(), Arc::new(c));
+    /// Counts an event on profile `cid`. While every event of a profile has the
+    /// same primary identifier, the profile's aggregates are that primary's
+    /// contribution and nothing else is kept; from the second primary on, each
+    /// primary has its own contribution (so the profile can be re-summed).
+    fn count_event(&mut self, cid: &str, ev: &CanonicalEvent, primary: &str) {
+        let Some(p) = self.profiles.get(cid) else {
+            return;
+        };
+        let sole = p.event_count == 0 || p.sole_primary.as_deref() == Some(primary);
+        if !sole {
+            let p = p.clone();
+            self.materialize(&p);
+            match self.contrib.get_mut(primary) {
+                Some(c) => Arc::make_mut(c).apply_event(ev),
+                None => {
+                    let mut c = ProfileState::new(primary.to_string(), ev.occurred_at);
+                    c.apply_event(ev);
+                    self.contrib.insert(primary.to_string(), Arc::new(c));
+                }
+            }
+            if !self.dirty_contrib.contains(primary) {
+                self.dirty_contrib.insert(primary.to_string());
             }
         }
+        if let Some(p) = self.profiles.get_mut(cid).map(Arc::make_mut) {
+            p.apply_event_of(ev, primary);
+        }
+        if !self.dirty_profiles.contains(cid) {
+            self.dirty_profiles.insert(cid.to_string());
+        }
+    }
+
+    /// Gives a profile's sole primary identifier its own contribution (a copy of
+    /// the profile's aggregates), before the profile gains a second primary, is
+    /// merged with another primary's profile, or is re-resolved.
+    pub(crate) fn materialize(&mut self, p: &ProfileState) {
+        let Some(k) = &p.sole_primary else { return };
+        if p.event_count == 0 || self.contrib.contains_key(k) {
+            return;
+        }
+        let mut c = ProfileState::new(k.clone(), p.first_seen);
+        c.reset_aggregates(p.first_seen);
+        c.add_aggregates(p);
+        self.contrib.insert(k.clone(), Arc::new(c));
+        self.dirty_contrib.insert(k.clone());
     }
 
     /// Forgets what the last batch changed (after it was persisted).

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use socialcrm_schemas::messages::{
     CommandAction, IdentityAction, IdentityCommand, IdentityMessage,
 };
-use socialcrm_schemas::Identifier;
+use socialcrm_schemas::{CanonicalEvent, Identifier};
 
 use super::rules::{rule, Rules, Violation};
 use super::{day_of, ledger_entry, Cause, Graph, Link, Wall, Walls};
@@ -183,9 +183,31 @@ impl Graph {
         &mut self,
         seeds: &[String],
         cause: &Cause,
+        event: Option<(&CanonicalEvent, &str)>,
         ledger: &mut Vec<IdentityMessage>,
     ) {
         let (cluster_ids, cluster_links) = self.cluster(seeds);
+        // every primary of the cluster needs its own contribution to be re-summed
+        let cids: BTreeSet<String> = cluster_ids
+            .iter()
+            .filter_map(|k| self.customer_of(k).map(str::to_string))
+            .collect();
+        for c in &cids {
+            if let Some(p) = self.profiles.get(c).cloned() {
+                self.materialize(&p);
+            }
+        }
+        if let Some((ev, primary)) = event {
+            match self.contrib.get_mut(primary) {
+                Some(c) => Arc::make_mut(c).apply_event(ev),
+                None => {
+                    let mut c = ProfileState::new(primary.to_string(), ev.occurred_at);
+                    c.apply_event(ev);
+                    self.contrib.insert(primary.to_string(), Arc::new(c));
+                }
+            }
+            self.dirty_contrib.insert(primary.to_string());
+        }
         let mut births = Vec::with_capacity(cluster_ids.len());
         for k in &cluster_ids {
             let (Some(r), Ok(id)) = (self.ids.get(k), Identifier::parse_key(k)) else {
@@ -319,7 +341,10 @@ impl Graph {
                 }
             }
             p.sole_primary = (primaries.len() == 1).then(|| primaries[0].clone());
-            // stored on their own, or dropped from the store when sole
+            if let Some(k) = &p.sole_primary {
+                // a sole primary's contribution is the profile's aggregates again
+                self.contrib.remove(k);
+            }
             self.dirty_contrib.extend(primaries);
             self.profiles.insert(cid.clone(), Arc::new(p));
             self.dirty_profiles.insert(cid.clone());
@@ -492,7 +517,7 @@ impl Graph {
         });
         self.dirty_walls.insert(id);
         let mut ledger = Vec::new();
-        self.recompute(&seeds, &cause, &mut ledger);
+        self.recompute(&seeds, &cause, None, &mut ledger);
         if cmd.action == CommandAction::Unlink {
             for k in &seeds {
                 let (Ok(i), Some(cid)) = (Identifier::parse_key(k), self.customer_of(k)) else {
