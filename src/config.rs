@@ -188,6 +188,15 @@ mod tests {
         let e = Config::parse("[pipeline]\nbatch_max_events = \"many\"\n", |_| None)
             .expect_err("bad type");
         assert!(format!("{e:#}").contains("batch_max_events"), "{e:#}");
+        let e = Config::parse("[identity]\nlimits = { emial = 2 }\n", |_| None)
+            .expect_err("unknown identifier type");
+        assert!(format!("{e:#}").contains("identity.limits"), "{e:#}");
+        let e = Config::parse("[identity]\nblocked_patterns = [\"(\"]\n", |_| None)
+            .expect_err("bad regex");
+        assert!(
+            format!("{e:#}").contains("identity.blocked_patterns"),
+            "{e:#}"
+        );
     }
 
     #[test]

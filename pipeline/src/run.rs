@@ -124,6 +124,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunStats, PipelineError> {
     s.pipeline.validate().map_err(PipelineError::Config)?;
+    s.identity.validate().map_err(PipelineError::Config)?;
     let normalizer = Normalizer::new(Some(&s.identity.default_phone_region))
         .map_err(|e| PipelineError::Config(format!("identity.default_phone_region: {e}")))?;
     let (store, loaded) = Store::open(Path::new(&s.pipeline.state_dir), &s.identity)?;
