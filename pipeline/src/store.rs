@@ -267,6 +267,7 @@ impl Store {
             }
             pending.batches += 1;
         }
+        graph.index_links();
         for item in r.open_table(SEEN).map_err(se)?.iter().map_err(se)? {
             let (_, v) = item.map_err(se)?;
             for chunk in v.value().chunks_exact(16) {
@@ -629,10 +630,17 @@ mod tests {
         let expected = loaded.graph.partition();
         let profiles: usize = loaded.graph.profiles.len();
         let contrib: Vec<(String, u64, BTreeMap<String, u64>)> = sorted_contrib(&loaded.graph);
+        let cluster = loaded.graph.cluster(&["email:same@x.io".to_string()]);
+        assert!(cluster.1.len() > COMPACT_EVERY);
         drop(store);
         let (_s, again) = Store::open(dir.path(), &cfg).expect("reopen");
         assert_eq!(again.graph.partition(), expected);
         assert_eq!(sorted_contrib(&again.graph), contrib);
+        // the link index is rebuilt: the same cluster is reachable after a restart
+        assert_eq!(
+            again.graph.cluster(&["email:same@x.io".to_string()]),
+            cluster
+        );
         assert!(again
             .graph
             .profile_of("anonymous_id:lone")

@@ -48,8 +48,9 @@ pub struct IdRecord {
     /// Fingerprint of that event (breaks ties between births at the same time).
     #[serde(default)]
     pub first_event: u64,
-    /// The links (identifier sets) the identifier is part of.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The links (identifier sets) the identifier is part of: an index over
+    /// [`Graph::links`], not stored (rebuilt at load by [`Graph::index_links`]).
+    #[serde(skip)]
     pub links: Vec<u64>,
 }
 
@@ -701,6 +702,21 @@ impl Graph {
         };
         self.clear_dirty();
         delta
+    }
+
+    /// Rebuilds every identifier's list of links from the links themselves
+    /// (after loading the store).
+    pub fn index_links(&mut self) {
+        for r in self.ids.values_mut() {
+            r.links.clear();
+        }
+        for (lk, l) in &self.links {
+            for id in &l.ids {
+                if let Some(r) = self.ids.get_mut(&id.key()) {
+                    r.links.push(*lk);
+                }
+            }
+        }
     }
 
     /// Counts an event on profile `cid`. While every event of a profile has the
