@@ -170,12 +170,7 @@ fn actors_become_profiles_and_interactions_keep_their_target() {
         String::from_utf8_lossy(&out.stderr)
     );
     let p: Value = serde_json::from_slice(&out.stdout).expect("profile json");
-    let ids: Vec<&str> = p["identifiers"]
-        .as_array()
-        .expect("identifiers")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let ids = profile_identifiers(&p);
     assert_eq!(ids, vec![format!("mastodon:{handle}").as_str()]);
     assert_eq!(p["event_count"], events.len() as u64);
     assert_eq!(p["channels"], serde_json::json!(["social"]));

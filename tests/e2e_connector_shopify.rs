@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 use socialcrm_connectors::shopify::fake::{self, FakeData};
 use socialcrm_connectors::testkit::BlockingFakeServer;
 
@@ -141,12 +141,7 @@ fn a_shopify_customer_and_a_web_visitor_with_the_same_email_are_one_customer() {
     w.wait_caught_up();
     let p = w.profile_json("email:ann.lee@example.com");
     assert_eq!(p["customer_id"], cid.as_str());
-    let ids: BTreeSet<&str> = p["identifiers"]
-        .as_array()
-        .expect("ids")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let ids: BTreeSet<&str> = profile_identifiers(&p).into_iter().collect();
     for want in [
         "anonymous_id:web-anon-1",
         "email:ann.lee@example.com",

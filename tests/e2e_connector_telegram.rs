@@ -160,12 +160,7 @@ fn shared_phone_joins_a_web_visitor_on_one_customer() {
     w.wait_caught_up();
     let p = w.profile_json("telegram:424242");
     assert_eq!(p["customer_id"], cid.as_str());
-    let ids: Vec<&str> = p["identifiers"]
-        .as_array()
-        .expect("ids")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let ids = profile_identifiers(&p);
     for want in [
         "telegram:424242",
         "phone:+14155550123",

@@ -99,12 +99,7 @@ fn anonymous_visits_identify_and_second_device_merge_into_one_customer() {
     // the CLI
     let p = w.profile_json("email: ANN.LEE@example.com");
     assert_eq!(p["customer_id"], cid.as_str());
-    let ids: Vec<&str> = p["identifiers"]
-        .as_array()
-        .expect("ids")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let ids = profile_identifiers(&p);
     for want in [
         "anonymous_id:dev1-anon",
         "anonymous_id:dev2-anon",

@@ -125,12 +125,7 @@ fn shared_computer_unlink_replay_explain_rebuild_and_simulate() {
     w.wait_caught_up();
     let b = w.profile_json("user_id:bob");
     assert_eq!(b["customer_id"], bob.as_str());
-    let ids: Vec<&str> = b["identifiers"]
-        .as_array()
-        .expect("ids")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let ids = profile_identifiers(&b);
     assert!(!ids.contains(&"email:bob@shop.io"), "{ids:?}");
     let e = w.profile_json("email:bob@shop.io");
     assert_eq!(e["order_count"], 1);

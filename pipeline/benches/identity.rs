@@ -7,7 +7,7 @@ use chrono::{DateTime, Duration, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use socialcrm_pipeline::config::IdentityConfig;
 use socialcrm_pipeline::identity::Graph;
-use socialcrm_schemas::{CanonicalEvent, Channel, IdType, Identifier};
+use socialcrm_schemas::{CanonicalEvent, IdType, Identifier};
 
 // the allocator of the socialcrm binary
 #[global_allocator]
@@ -16,23 +16,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const PEOPLE: usize = 50_000;
 
 fn event(n: usize, at: DateTime<Utc>, ids: Vec<Identifier>) -> CanonicalEvent {
-    CanonicalEvent {
-        schema_version: 1,
-        event_id: format!("bench:{n}"),
-        source: "web".into(),
-        channel: Channel::Web,
-        event_type: "page".into(),
-        name: None,
-        occurred_at: at,
-        received_at: at,
-        identifiers: ids,
-        target: Vec::new(),
-        claimed: Vec::new(),
-        traits: Default::default(),
-        properties: Default::default(),
-        revenue: None,
-        context: Default::default(),
-    }
+    CanonicalEvent::bare(format!("bench:{n}"), "web", "page", at, ids)
 }
 
 fn person(p: usize) -> Vec<Identifier> {

@@ -136,7 +136,8 @@ pub struct AliasRow {
     pub version: u64,
 }
 
-#[derive(Debug, clickhouse::Row, Serialize)]
+/// One `identity_ledger` row; written by the pipeline, read back by the CLI.
+#[derive(Debug, Clone, clickhouse::Row, Serialize, serde::Deserialize)]
 pub struct LedgerRow {
     pub entry_id: String,
     pub at: u32,

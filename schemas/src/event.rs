@@ -217,6 +217,34 @@ fn check_token(name: &'static str, v: &str, max: usize) -> Result<(), EventError
 }
 
 impl CanonicalEvent {
+    /// A web event that carries nothing but its identifiers, received when it
+    /// occurred: for tools (identity simulation), benchmarks and tests.
+    pub fn bare(
+        event_id: impl Into<String>,
+        source: &str,
+        event_type: &str,
+        at: DateTime<Utc>,
+        identifiers: Vec<Identifier>,
+    ) -> CanonicalEvent {
+        CanonicalEvent {
+            schema_version: crate::SCHEMA_VERSION,
+            event_id: event_id.into(),
+            source: source.to_string(),
+            channel: Channel::Web,
+            event_type: event_type.to_string(),
+            name: None,
+            occurred_at: at,
+            received_at: at,
+            identifiers,
+            target: Vec::new(),
+            claimed: Vec::new(),
+            traits: Map::new(),
+            properties: JsonObject::default(),
+            revenue: None,
+            context: JsonObject::default(),
+        }
+    }
+
     /// Parses raw bytes from Kafka, checks every field, and normalises identifiers.
     /// Returns the event with normalised `identifiers`/`target` plus the identifiers
     /// that had to be dropped.

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use socialcrm_pipeline::config::IdentityConfig;
 use socialcrm_pipeline::identity::{Graph, IdRecord};
-use socialcrm_pipeline::rows::IdentityRow;
+use socialcrm_pipeline::rows::{IdentityRow, LedgerRow};
 use socialcrm_schemas::messages::{CommandAction, IdentityCommand};
-use socialcrm_schemas::{CanonicalEvent, Channel, Identifier, Normalizer, SCHEMA_VERSION};
+use socialcrm_schemas::{CanonicalEvent, Identifier, Normalizer, SCHEMA_VERSION};
 
 use crate::commands::profile::get_profile;
 use crate::config::Config;
@@ -73,23 +73,6 @@ pub enum IdentityCommandArgs {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// One `identity_ledger` row as read back.
-#[derive(Debug, Clone, clickhouse::Row, Serialize, Deserialize)]
-pub struct LedgerEntry {
-    pub entry_id: String,
-    pub at: u32,
-    pub action: String,
-    pub customer_id: String,
-    pub id_type: String,
-    pub id_value: String,
-    pub merged_customer_id: String,
-    pub rule: String,
-    pub reason: String,
-    pub event_id: String,
-    pub version: u64,
-    pub seq: u32,
 }
 
 fn time(secs: u32) -> String {
@@ -182,9 +165,14 @@ pub async fn run(cfg: &Config, cmd: IdentityCommandArgs) -> Result<()> {
 }
 
 fn profile_ids(p: &socialcrm_pipeline::rows::ProfileRow) -> Vec<Identifier> {
-    p.identifier_types
+    identifiers(&p.identifier_types, &p.identifier_values)
+}
+
+/// Identifiers from ClickHouse's parallel type/value arrays.
+fn identifiers(types: &[String], values: &[String]) -> Vec<Identifier> {
+    types
         .iter()
-        .zip(&p.identifier_values)
+        .zip(values)
         .map(|(t, v)| Identifier {
             id_type: t.clone(),
             value: v.clone(),
@@ -223,7 +211,7 @@ fn command(
     }
 }
 
-async fn ledger_where(cfg: &Config, cond: &str, bind: &[&str]) -> Result<Vec<LedgerEntry>> {
+async fn ledger_where(cfg: &Config, cond: &str, bind: &[&str]) -> Result<Vec<LedgerRow>> {
     let mut q = cfg.clickhouse.client().query(&format!(
         "SELECT ?fields FROM identity_ledger FINAL WHERE {cond} ORDER BY version, seq, entry_id"
     ));
@@ -285,7 +273,7 @@ async fn send_and_wait(cfg: &Config, cmd: &IdentityCommand, wait_secs: u64) -> R
     }
 }
 
-fn print_entry(e: &LedgerEntry) {
+fn print_entry(e: &LedgerRow) {
     let id = if e.id_type.is_empty() {
         String::new()
     } else {
@@ -321,7 +309,7 @@ async fn explain(cfg: &Config, identifier: &str, as_json: bool) -> Result<()> {
     let ids = profile_ids(&p);
     let keys: BTreeSet<String> = ids.iter().map(Identifier::key).collect();
     // entries about this profile, the profiles it absorbed, or its identifiers
-    let entries: Vec<LedgerEntry> = ledger_where(
+    let entries: Vec<LedgerRow> = ledger_where(
         cfg,
         &format!("customer_id IN ({cids_list}) OR merged_customer_id IN ({cids_list})"),
         &[],
@@ -392,31 +380,13 @@ struct Simulation {
 fn resolve_all(cfg: &IdentityConfig, links: &[RecordedLink]) -> Graph {
     let mut g = Graph::new(cfg);
     for l in links {
-        let ev = CanonicalEvent {
-            claimed: Vec::new(),
-            schema_version: SCHEMA_VERSION,
-            event_id: l.event_id.clone(),
-            source: "simulate".into(),
-            channel: Channel::Web,
-            event_type: "link".into(),
-            name: None,
-            occurred_at: DateTime::from_timestamp(i64::from(l.at), 0).unwrap_or_default(),
-            received_at: DateTime::from_timestamp(i64::from(l.at), 0).unwrap_or_default(),
-            identifiers: l
-                .identifier_types
-                .iter()
-                .zip(&l.identifier_values)
-                .map(|(t, v)| Identifier {
-                    id_type: t.clone(),
-                    value: v.clone(),
-                })
-                .collect(),
-            target: vec![],
-            traits: Default::default(),
-            properties: Default::default(),
-            revenue: None,
-            context: Default::default(),
-        };
+        let ev = CanonicalEvent::bare(
+            l.event_id.clone(),
+            "simulate",
+            "link",
+            DateTime::from_timestamp(i64::from(l.at), 0).unwrap_or_default(),
+            identifiers(&l.identifier_types, &l.identifier_values),
+        );
         // an event whose identifiers are all blocked links nothing
         let _ = g.process(&ev, &[]);
     }
@@ -557,7 +527,7 @@ fn index(parts: &[BTreeSet<String>]) -> HashMap<String, usize> {
 }
 
 /// Folds the ledger in (version, seq) order into identifier → customer.
-pub fn fold_ledger(entries: &[LedgerEntry]) -> BTreeMap<String, String> {
+pub fn fold_ledger(entries: &[LedgerRow]) -> BTreeMap<String, String> {
     let mut map: BTreeMap<String, String> = BTreeMap::new();
     let mut members: HashMap<String, BTreeSet<String>> = HashMap::new();
     for e in entries {
@@ -668,7 +638,7 @@ async fn rebuild(cfg: &Config, write: bool, as_json: bool) -> Result<()> {
 /// an identifier the ledger does not know is marked inactive).
 async fn write_mapping(
     cfg: &Config,
-    entries: &[LedgerEntry],
+    entries: &[LedgerRow],
     differ: &[(String, Option<String>, Option<String>)],
 ) -> Result<()> {
     let client = cfg.clickhouse.client();

@@ -346,6 +346,16 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// The `identifiers` (`type:value` strings) of a `profile get --json` answer.
+pub fn profile_identifiers(p: &serde_json::Value) -> Vec<&str> {
+    p["identifiers"]
+        .as_array()
+        .expect("identifiers")
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect()
+}
+
 pub fn basic_auth(key: &str) -> String {
     use base64::Engine;
     format!(

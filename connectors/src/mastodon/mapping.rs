@@ -232,15 +232,8 @@ pub fn map_notification(n: &Value, ctx: &Context<'_>) -> Result<Mapped, Rejected
         status_properties(s, &mentions, ctx, &mut properties);
     }
 
-    let field_values: Vec<&str> = match account.get("fields") {
-        Some(Value::Array(fs)) => fs
-            .iter()
-            .filter_map(|f| f.get("value").and_then(Value::as_str))
-            .collect(),
-        _ => Vec::new(),
-    };
     let ev = CanonicalEvent {
-        claimed: claimed_emails(field_values.into_iter()),
+        claimed: claimed_emails(&fields_of(account)),
         schema_version: SCHEMA_VERSION,
         event_id: event_id(ctx.domain, &nid),
         source: ctx.source.to_string(),
@@ -381,21 +374,45 @@ fn account_traits(a: &Map<String, Value>, handle: &str) -> Map<String, Value> {
     if !bio.is_empty() {
         t.insert("bio".into(), Value::String(bio));
     }
+    insert_links(&mut t, &fields_of(a), note);
+    t
+}
+
+/// A profile field's value and whether the server verified its link.
+pub(super) type Field<'a> = (&'a str, bool);
+
+fn fields_of(a: &Map<String, Value>) -> Vec<Field<'_>> {
+    match a.get("fields") {
+        Some(Value::Array(fs)) => fs
+            .iter()
+            .filter_map(|f| {
+                let value = f.get("value").and_then(Value::as_str)?;
+                Some((value, f.get("verified_at").is_some_and(|v| v.is_string())))
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn typed_fields(a: &TAccount) -> Vec<Field<'_>> {
+    a.fields
+        .iter()
+        .flatten()
+        .filter_map(|f| Some((f.value.as_deref()?, f.verified_at.is_some())))
+        .collect()
+}
+
+/// `links` (the fields' and the bio's links) and `verified_links` traits.
+fn insert_links(t: &mut Map<String, Value>, fields: &[Field<'_>], note: &str) {
     let mut links: Vec<String> = Vec::new();
     let mut verified: Vec<String> = Vec::new();
-    if let Some(Value::Array(fields)) = a.get("fields") {
-        for f in fields {
-            let Some(value) = f.get("value").and_then(Value::as_str) else {
-                continue;
-            };
-            let is_verified = f.get("verified_at").is_some_and(|v| v.is_string());
-            for l in field_links(value) {
-                if is_verified && !verified.contains(&l) {
-                    verified.push(l.clone());
-                }
-                if !links.contains(&l) {
-                    links.push(l);
-                }
+    for (value, is_verified) in fields {
+        for l in field_links(value) {
+            if *is_verified && !verified.contains(&l) {
+                verified.push(l.clone());
+            }
+            if !links.contains(&l) {
+                links.push(l);
             }
         }
     }
@@ -418,15 +435,14 @@ fn account_traits(a: &Map<String, Value>, handle: &str) -> Map<String, Value> {
             Value::Array(verified.into_iter().map(Value::String).collect()),
         );
     }
-    t
 }
 
 /// Email addresses written in the account's profile fields (`Email | ann@shop.io`,
 /// or a `mailto:` link): the person claims them, Mastodon does not verify them,
 /// so they travel as `claimed` identifiers (docs/identity.md, trust levels).
-pub(super) fn claimed_emails<'a>(values: impl Iterator<Item = &'a str>) -> Vec<Identifier> {
+pub(super) fn claimed_emails(fields: &[Field<'_>]) -> Vec<Identifier> {
     let mut out: Vec<Identifier> = Vec::new();
-    for v in values {
+    for (v, _) in fields {
         let (text, _) = html_to_text(v, 2048);
         // `mailto:` hrefs (html_links keeps web links only)
         let hrefs = v.split("mailto:").skip(1).filter_map(|rest| {
@@ -936,15 +952,8 @@ fn map_typed(n: &TNotification, ctx: &Context<'_>, brand: &Identifier) -> Option
         typed_status_properties(s, mentions, ctx, &mut properties);
     }
     let traits = typed_account_traits(account, &actor);
-    let claimed = claimed_emails(
-        account
-            .fields
-            .iter()
-            .flatten()
-            .filter_map(|f| f.value.as_deref()),
-    );
     Some(Mapped::Event(Box::new(CanonicalEvent {
-        claimed,
+        claimed: claimed_emails(&typed_fields(account)),
         schema_version: SCHEMA_VERSION,
         event_id: event_id(ctx.domain, &nid),
         source: ctx.source.to_string(),
@@ -1093,40 +1102,6 @@ fn typed_account_traits(a: &TAccount, handle: &str) -> Map<String, Value> {
     if !bio.is_empty() {
         t.insert("bio".into(), Value::String(bio));
     }
-    let mut links: Vec<String> = Vec::new();
-    let mut verified: Vec<String> = Vec::new();
-    for f in a.fields.iter().flatten() {
-        let Some(value) = f.value.as_deref() else {
-            continue;
-        };
-        let is_verified = f.verified_at.is_some();
-        for l in field_links(value) {
-            if is_verified && !verified.contains(&l) {
-                verified.push(l.clone());
-            }
-            if !links.contains(&l) {
-                links.push(l);
-            }
-        }
-    }
-    for l in html_links(note) {
-        if !links.contains(&l) {
-            links.push(l);
-        }
-    }
-    links.truncate(MAX_LINKS);
-    verified.truncate(MAX_LINKS);
-    if !links.is_empty() {
-        t.insert(
-            "links".into(),
-            Value::Array(links.into_iter().map(Value::String).collect()),
-        );
-    }
-    if !verified.is_empty() {
-        t.insert(
-            "verified_links".into(),
-            Value::Array(verified.into_iter().map(Value::String).collect()),
-        );
-    }
+    insert_links(&mut t, &typed_fields(a), note);
     t
 }

@@ -1096,7 +1096,8 @@ fn addresses_in_profile_fields_travel_as_claims() {
         "https://ann.example/contact@me",
         "see ann@shop.io.",
     ];
-    let got = mapping::claimed_emails(fields.into_iter());
+    let fields: Vec<mapping::Field<'_>> = fields.iter().map(|f| (*f, false)).collect();
+    let got = mapping::claimed_emails(&fields);
     let values: Vec<&str> = got.iter().map(|i| i.value.as_str()).collect();
     assert_eq!(values, ["ann@shop.io", "Ann.Lee@Mail.example"]);
     assert!(got.iter().all(|i| i.id_type == "email"));

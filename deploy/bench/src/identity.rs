@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 use socialcrm_pipeline::config::IdentityConfig;
 use socialcrm_pipeline::identity::Graph;
-use socialcrm_schemas::{CanonicalEvent, Channel, IdType, Identifier, SCHEMA_VERSION};
+use socialcrm_schemas::{CanonicalEvent, IdType, Identifier};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -39,23 +39,7 @@ fn rss_bytes() -> u64 {
 }
 
 fn event(n: u64, at: DateTime<Utc>, ids: Vec<Identifier>) -> CanonicalEvent {
-    CanonicalEvent {
-        schema_version: SCHEMA_VERSION,
-        event_id: format!("bench:{n}"),
-        source: "web".into(),
-        channel: Channel::Web,
-        event_type: "page".into(),
-        name: None,
-        occurred_at: at,
-        received_at: at,
-        identifiers: ids,
-        target: Vec::new(),
-        claimed: Vec::new(),
-        traits: Default::default(),
-        properties: Default::default(),
-        revenue: None,
-        context: Default::default(),
-    }
+    CanonicalEvent::bare(format!("bench:{n}"), "web", "page", at, ids)
 }
 
 /// Times `process` over events made by `make`, in chunks (generation not timed).

@@ -79,7 +79,6 @@ pub struct Wall {
 #[derive(Debug, Clone, Default)]
 pub struct Walls {
     pub(crate) by_id: FxHashMap<String, Vec<(u64, u8)>>,
-    pub(crate) why: FxHashMap<u64, String>,
     pub list: BTreeMap<u64, Wall>,
 }
 
@@ -96,7 +95,6 @@ impl Walls {
                     .push((w.id, side as u8));
             }
         }
-        self.why.insert(w.id, w.why.clone());
         self.list.insert(w.id, w);
     }
 }
@@ -241,10 +239,6 @@ impl Graph {
             rules: Rules::new(cfg).unwrap_or_default(),
             ..Graph::default()
         }
-    }
-
-    pub fn rules(&self) -> &Rules {
-        &self.rules
     }
 
     /// The current customer of an identifier (`type:value`, normalised).
@@ -731,23 +725,28 @@ impl Graph {
         if !sole {
             let p = p.clone();
             self.materialize(&p);
-            match self.contrib.get_mut(primary) {
-                Some(c) => Arc::make_mut(c).apply_event(ev),
-                None => {
-                    let mut c = ProfileState::new(primary.to_string(), ev.occurred_at);
-                    c.apply_event(ev);
-                    self.contrib.insert(primary.to_string(), Arc::new(c));
-                }
-            }
-            if !self.dirty_contrib.contains(primary) {
-                self.dirty_contrib.insert(primary.to_string());
-            }
+            self.contribute(ev, primary);
         }
         if let Some(p) = self.profiles.get_mut(cid).map(Arc::make_mut) {
             p.apply_event_of(ev, primary);
         }
         if !self.dirty_profiles.contains(cid) {
             self.dirty_profiles.insert(cid.to_string());
+        }
+    }
+
+    /// Counts an event on its primary identifier's own contribution.
+    pub(crate) fn contribute(&mut self, ev: &CanonicalEvent, primary: &str) {
+        match self.contrib.get_mut(primary) {
+            Some(c) => Arc::make_mut(c).apply_event(ev),
+            None => {
+                let mut c = ProfileState::new(primary.to_string(), ev.occurred_at);
+                c.apply_event(ev);
+                self.contrib.insert(primary.to_string(), Arc::new(c));
+            }
+        }
+        if !self.dirty_contrib.contains(primary) {
+            self.dirty_contrib.insert(primary.to_string());
         }
     }
 

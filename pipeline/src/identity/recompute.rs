@@ -198,15 +198,7 @@ impl Graph {
             }
         }
         if let Some((ev, primary)) = event {
-            match self.contrib.get_mut(primary) {
-                Some(c) => Arc::make_mut(c).apply_event(ev),
-                None => {
-                    let mut c = ProfileState::new(primary.to_string(), ev.occurred_at);
-                    c.apply_event(ev);
-                    self.contrib.insert(primary.to_string(), Arc::new(c));
-                }
-            }
-            self.dirty_contrib.insert(primary.to_string());
+            self.contribute(ev, primary);
         }
         let mut births = Vec::with_capacity(cluster_ids.len());
         for k in &cluster_ids {

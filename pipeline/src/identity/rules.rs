@@ -175,15 +175,6 @@ impl Rules {
             .unwrap_or(usize::MAX)
     }
 
-    /// Sort key of an identifier: strongest first, then by value.
-    pub fn order_key<'a>(&self, id: &'a Identifier) -> (usize, &'a str, &'a str) {
-        (
-            self.rank(&id.id_type),
-            id.id_type.as_str(),
-            id.value.as_str(),
-        )
-    }
-
     pub fn claim_trusted(&self, actor: &str, claimed: &str) -> bool {
         match (actor.parse::<IdType>(), claimed.parse::<IdType>()) {
             (Ok(a), Ok(b)) => self.trusted_claims.contains(&(a, b)),
@@ -243,7 +234,7 @@ impl Rules {
                     for (w, side) in ws {
                         match sides.get(w) {
                             Some((s, other)) if *s != *side => {
-                                let why = walls.why.get(w).map(String::as_str).unwrap_or("");
+                                let why = walls.list.get(w).map_or("", |w| w.why.as_str());
                                 return Some((
                                     rule::UNLINKED,
                                     format!(

@@ -13,23 +13,28 @@ fn ev(id: &str, at: &str, ids: &[(IdType, &str)]) -> CanonicalEvent {
     crate::testing::event(id, at, ids)
 }
 
+/// Processes a web event of `ids` at `at`, which must be attributable.
+fn feed(g: &mut Graph, id: &str, at: &str, ids: &[(IdType, &str)]) -> Outcome {
+    g.process(&ev(id, at, ids), &[]).expect("attributable")
+}
+
 #[test]
 fn scores_follow_merges_and_only_changes_are_written() {
     let mut g = Graph::new(&IdentityConfig::default());
-    let old = g
-        .process(
-            &ev("1", "2026-01-01T00:00:00Z", &[(IdType::AnonymousId, "a1")]),
-            &[],
-        )
-        .expect("a1")
-        .customer_id;
-    let young = g
-        .process(
-            &ev("2", "2026-01-05T00:00:00Z", &[(IdType::Email, "x@y.co")]),
-            &[],
-        )
-        .expect("x")
-        .customer_id;
+    let old = feed(
+        &mut g,
+        "1",
+        "2026-01-01T00:00:00Z",
+        &[(IdType::AnonymousId, "a1")],
+    )
+    .customer_id;
+    let young = feed(
+        &mut g,
+        "2",
+        "2026-01-05T00:00:00Z",
+        &[(IdType::Email, "x@y.co")],
+    )
+    .customer_id;
     g.take_delta();
     let s = |run: &str, e: f64| crate::profile::ProfileScores {
         run_id: run.into(),
@@ -48,15 +53,12 @@ fn scores_follow_merges_and_only_changes_are_written() {
     assert!(g.take_delta().profiles.is_empty());
     assert!(!g.apply_scores("c_unknown", s("r1", 1.0)));
     // merge young into old (oldest survives); scores of the retired id reach the survivor
-    g.process(
-        &ev(
-            "3",
-            "2026-01-06T00:00:00Z",
-            &[(IdType::AnonymousId, "a1"), (IdType::Email, "x@y.co")],
-        ),
-        &[],
-    )
-    .expect("merge");
+    feed(
+        &mut g,
+        "3",
+        "2026-01-06T00:00:00Z",
+        &[(IdType::AnonymousId, "a1"), (IdType::Email, "x@y.co")],
+    );
     g.take_delta();
     assert!(g.apply_scores(&young, s("r2", 70.0)));
     assert_eq!(
@@ -81,52 +83,36 @@ fn scores_follow_merges_and_only_changes_are_written() {
 #[test]
 fn anonymous_then_identify_then_other_device_is_one_customer() {
     let mut g = Graph::new(&IdentityConfig::default());
-    let a = g
-        .process(
-            &ev(
-                "1",
-                "2026-01-01T00:00:00Z",
-                &[(IdType::AnonymousId, "anon-1")],
-            ),
-            &[],
-        )
-        .expect("attributable");
-    let b = g
-        .process(
-            &ev(
-                "2",
-                "2026-01-02T00:00:00Z",
-                &[(IdType::AnonymousId, "anon-2")],
-            ),
-            &[],
-        )
-        .expect("attributable");
+    let a = feed(
+        &mut g,
+        "1",
+        "2026-01-01T00:00:00Z",
+        &[(IdType::AnonymousId, "anon-1")],
+    );
+    let b = feed(
+        &mut g,
+        "2",
+        "2026-01-02T00:00:00Z",
+        &[(IdType::AnonymousId, "anon-2")],
+    );
     assert_ne!(a.customer_id, b.customer_id);
-    let c = g
-        .process(
-            &ev(
-                "3",
-                "2026-01-03T00:00:00Z",
-                &[
-                    (IdType::AnonymousId, "anon-1"),
-                    (IdType::UserId, "u1"),
-                    (IdType::Email, "a@b.co"),
-                ],
-            ),
-            &[],
-        )
-        .expect("attributable");
+    let c = feed(
+        &mut g,
+        "3",
+        "2026-01-03T00:00:00Z",
+        &[
+            (IdType::AnonymousId, "anon-1"),
+            (IdType::UserId, "u1"),
+            (IdType::Email, "a@b.co"),
+        ],
+    );
     assert_eq!(c.customer_id, a.customer_id);
-    let d = g
-        .process(
-            &ev(
-                "4",
-                "2026-01-04T00:00:00Z",
-                &[(IdType::AnonymousId, "anon-2"), (IdType::Email, "a@b.co")],
-            ),
-            &[],
-        )
-        .expect("attributable");
+    let d = feed(
+        &mut g,
+        "4",
+        "2026-01-04T00:00:00Z",
+        &[(IdType::AnonymousId, "anon-2"), (IdType::Email, "a@b.co")],
+    );
     // anon-2's profile is younger: it merges into anon-1's
     assert_eq!(d.customer_id, a.customer_id);
     assert!(d.ledger.iter().any(|l| l.action == IdentityAction::Merge
@@ -140,12 +126,12 @@ fn anonymous_then_identify_then_other_device_is_one_customer() {
         Some(a.customer_id.as_str())
     );
     // replay of an event changes nothing
-    let again = g
-        .process(
-            &ev("4", "2026-01-04T00:00:00Z", &[(IdType::Email, "a@b.co")]),
-            &[],
-        )
-        .expect("attributable");
+    let again = feed(
+        &mut g,
+        "4",
+        "2026-01-04T00:00:00Z",
+        &[(IdType::Email, "a@b.co")],
+    );
     assert!(again.duplicate);
     assert_eq!(g.profile_of("email:a@b.co").map(|p| p.event_count), Some(4));
 }
@@ -174,26 +160,18 @@ fn blocked_values_never_link() {
         ..IdentityConfig::default()
     };
     let mut g = Graph::new(&cfg);
-    let a = g
-        .process(
-            &ev(
-                "1",
-                "2026-01-01T00:00:00Z",
-                &[(IdType::Email, "info@shop.com"), (IdType::UserId, "a")],
-            ),
-            &[],
-        )
-        .expect("attributable");
-    let b = g
-        .process(
-            &ev(
-                "2",
-                "2026-01-01T00:00:00Z",
-                &[(IdType::Email, "info@shop.com"), (IdType::UserId, "b")],
-            ),
-            &[],
-        )
-        .expect("attributable");
+    let a = feed(
+        &mut g,
+        "1",
+        "2026-01-01T00:00:00Z",
+        &[(IdType::Email, "info@shop.com"), (IdType::UserId, "a")],
+    );
+    let b = feed(
+        &mut g,
+        "2",
+        "2026-01-01T00:00:00Z",
+        &[(IdType::Email, "info@shop.com"), (IdType::UserId, "b")],
+    );
     assert_ne!(a.customer_id, b.customer_id);
     assert!(a
         .ledger
@@ -208,20 +186,16 @@ fn size_cap_rejects_links() {
         ..IdentityConfig::default()
     };
     let mut g = Graph::new(&cfg);
-    let o = g
-        .process(
-            &ev(
-                "1",
-                "2026-01-01T00:00:00Z",
-                &[
-                    (IdType::AnonymousId, "x"),
-                    (IdType::AnonymousId, "y"),
-                    (IdType::AnonymousId, "z"),
-                ],
-            ),
-            &[],
-        )
-        .expect("attributable");
+    let o = feed(
+        &mut g,
+        "1",
+        "2026-01-01T00:00:00Z",
+        &[
+            (IdType::AnonymousId, "x"),
+            (IdType::AnonymousId, "y"),
+            (IdType::AnonymousId, "z"),
+        ],
+    );
     assert_eq!(g.profiles[&o.customer_id].identifiers.len(), 2);
     assert!(o
         .ledger
@@ -237,26 +211,18 @@ fn key(t: IdType, v: &str) -> String {
 fn a_shared_anonymous_id_does_not_merge_two_users() {
     // a family computer: two people log in on the same browser
     let mut g = Graph::new(&IdentityConfig::default());
-    let a = g
-        .process(
-            &ev(
-                "1",
-                "2026-01-01T00:00:00Z",
-                &[(IdType::AnonymousId, "family-pc"), (IdType::UserId, "ann")],
-            ),
-            &[],
-        )
-        .expect("ok");
-    let b = g
-        .process(
-            &ev(
-                "2",
-                "2026-01-02T00:00:00Z",
-                &[(IdType::AnonymousId, "family-pc"), (IdType::UserId, "bob")],
-            ),
-            &[],
-        )
-        .expect("ok");
+    let a = feed(
+        &mut g,
+        "1",
+        "2026-01-01T00:00:00Z",
+        &[(IdType::AnonymousId, "family-pc"), (IdType::UserId, "ann")],
+    );
+    let b = feed(
+        &mut g,
+        "2",
+        "2026-01-02T00:00:00Z",
+        &[(IdType::AnonymousId, "family-pc"), (IdType::UserId, "bob")],
+    );
     assert_ne!(a.customer_id, b.customer_id);
     assert_eq!(
         b.customer_id,
@@ -317,36 +283,30 @@ fn an_earlier_event_arriving_late_gives_the_same_profiles() {
 fn a_junk_email_shared_by_thousands_builds_no_giant_profile() {
     let mut g = Graph::new(&IdentityConfig::default());
     for i in 0..2000 {
-        g.process(
-            &ev(
-                &format!("e{i}"),
-                "2026-01-01T00:00:00Z",
-                &[
-                    (IdType::UserId, &format!("u{i}")),
-                    (IdType::Email, "test@test.com"),
-                ],
-            ),
-            &[],
-        )
-        .expect("ok");
+        feed(
+            &mut g,
+            &format!("e{i}"),
+            "2026-01-01T00:00:00Z",
+            &[
+                (IdType::UserId, &format!("u{i}")),
+                (IdType::Email, "test@test.com"),
+            ],
+        );
     }
     assert_eq!(g.partition().len(), 2000);
     assert!(!g.ids.contains_key(&key(IdType::Email, "test@test.com")));
     // a shared address that is not on any list: the user_id limit keeps people apart
     let mut g = Graph::new(&IdentityConfig::default());
     for i in 0..500 {
-        g.process(
-            &ev(
-                &format!("e{i}"),
-                "2026-01-01T00:00:00Z",
-                &[
-                    (IdType::UserId, &format!("u{i}")),
-                    (IdType::Email, "orders@shop.io"),
-                ],
-            ),
-            &[],
-        )
-        .expect("ok");
+        feed(
+            &mut g,
+            &format!("e{i}"),
+            "2026-01-01T00:00:00Z",
+            &[
+                (IdType::UserId, &format!("u{i}")),
+                (IdType::Email, "orders@shop.io"),
+            ],
+        );
     }
     let biggest = g.partition().iter().map(BTreeSet::len).max().unwrap_or(0);
     assert_eq!(biggest, 2);
@@ -356,16 +316,12 @@ fn a_junk_email_shared_by_thousands_builds_no_giant_profile() {
 fn identify_null_merges_nobody() {
     let mut g = Graph::new(&IdentityConfig::default());
     for (i, who) in ["a1", "a2", "a3"].iter().enumerate() {
-        let out = g
-            .process(
-                &ev(
-                    &format!("e{i}"),
-                    "2026-01-01T00:00:00Z",
-                    &[(IdType::AnonymousId, who), (IdType::UserId, "null")],
-                ),
-                &[],
-            )
-            .expect("ok");
+        let out = feed(
+            &mut g,
+            &format!("e{i}"),
+            "2026-01-01T00:00:00Z",
+            &[(IdType::AnonymousId, who), (IdType::UserId, "null")],
+        );
         assert!(out
             .ledger
             .iter()
@@ -382,32 +338,26 @@ fn size_cap_and_link_rate_flag_the_profile() {
     };
     let mut g = Graph::new(&cfg);
     for i in 0..4 {
-        g.process(
-            &ev(
-                &format!("e{i}"),
-                "2026-01-01T00:00:00Z",
-                &[
-                    (IdType::UserId, "u"),
-                    (IdType::AnonymousId, &format!("a{i}")),
-                ],
-            ),
-            &[],
-        )
-        .expect("ok");
+        feed(
+            &mut g,
+            &format!("e{i}"),
+            "2026-01-01T00:00:00Z",
+            &[
+                (IdType::UserId, "u"),
+                (IdType::AnonymousId, &format!("a{i}")),
+            ],
+        );
     }
     let p = g.profile_of(&key(IdType::UserId, "u")).expect("u");
     assert_eq!(p.identifiers.len(), 3);
     assert!(p.flags.contains(rules::rule::LINK_RATE), "{:?}", p.flags);
     // the next day is a new day
-    g.process(
-        &ev(
-            "e9",
-            "2026-01-02T00:00:00Z",
-            &[(IdType::UserId, "u"), (IdType::AnonymousId, "a9")],
-        ),
-        &[],
-    )
-    .expect("ok");
+    feed(
+        &mut g,
+        "e9",
+        "2026-01-02T00:00:00Z",
+        &[(IdType::UserId, "u"), (IdType::AnonymousId, "a9")],
+    );
     assert_eq!(
         g.profile_of(&key(IdType::UserId, "u"))
             .map(|p| p.identifiers.len()),
@@ -418,30 +368,24 @@ fn size_cap_and_link_rate_flag_the_profile() {
 #[test]
 fn unlink_detaches_for_good_and_moves_the_events() {
     let mut g = Graph::new(&IdentityConfig::default());
-    let first = g
-        .process(
-            &ev("1", "2026-01-01T00:00:00Z", &[(IdType::AnonymousId, "pc")]),
-            &[],
-        )
-        .expect("ok");
-    g.process(
-        &ev(
-            "2",
-            "2026-01-02T00:00:00Z",
-            &[(IdType::AnonymousId, "pc"), (IdType::Email, "ann@shop.io")],
-        ),
-        &[],
-    )
-    .expect("ok");
-    g.process(
-        &ev(
-            "3",
-            "2026-01-03T00:00:00Z",
-            &[(IdType::Email, "ann@shop.io")],
-        ),
-        &[],
-    )
-    .expect("ok");
+    let first = feed(
+        &mut g,
+        "1",
+        "2026-01-01T00:00:00Z",
+        &[(IdType::AnonymousId, "pc")],
+    );
+    feed(
+        &mut g,
+        "2",
+        "2026-01-02T00:00:00Z",
+        &[(IdType::AnonymousId, "pc"), (IdType::Email, "ann@shop.io")],
+    );
+    feed(
+        &mut g,
+        "3",
+        "2026-01-03T00:00:00Z",
+        &[(IdType::Email, "ann@shop.io")],
+    );
     let cid = first.customer_id.clone();
     assert_eq!(g.profiles[&cid].event_count, 3);
     g.take_delta();
@@ -477,15 +421,12 @@ fn unlink_detaches_for_good_and_moves_the_events() {
     assert_eq!(delta.walls.len(), 1);
 
     // a replay of the linking event, or a new one, does not glue them back
-    g.process(
-        &ev(
-            "4",
-            "2026-02-02T00:00:00Z",
-            &[(IdType::AnonymousId, "pc"), (IdType::Email, "ann@shop.io")],
-        ),
-        &[],
-    )
-    .expect("ok");
+    feed(
+        &mut g,
+        "4",
+        "2026-02-02T00:00:00Z",
+        &[(IdType::AnonymousId, "pc"), (IdType::Email, "ann@shop.io")],
+    );
     assert_ne!(
         g.customer_of(&key(IdType::Email, "ann@shop.io")),
         g.customer_of(&key(IdType::AnonymousId, "pc"))
@@ -499,29 +440,28 @@ fn unlink_detaches_for_good_and_moves_the_events() {
 fn split_gives_back_deterministic_ids() {
     let build = || {
         let mut g = Graph::new(&IdentityConfig::default());
-        g.process(
-            &ev("1", "2026-01-01T00:00:00Z", &[(IdType::AnonymousId, "x")]),
-            &[],
-        )
-        .expect("ok");
-        g.process(
-            &ev("2", "2026-01-02T00:00:00Z", &[(IdType::AnonymousId, "y")]),
-            &[],
-        )
-        .expect("ok");
-        g.process(
-            &ev(
-                "3",
-                "2026-01-03T00:00:00Z",
-                &[
-                    (IdType::AnonymousId, "x"),
-                    (IdType::AnonymousId, "y"),
-                    (IdType::Email, "z@shop.io"),
-                ],
-            ),
-            &[],
-        )
-        .expect("ok");
+        feed(
+            &mut g,
+            "1",
+            "2026-01-01T00:00:00Z",
+            &[(IdType::AnonymousId, "x")],
+        );
+        feed(
+            &mut g,
+            "2",
+            "2026-01-02T00:00:00Z",
+            &[(IdType::AnonymousId, "y")],
+        );
+        feed(
+            &mut g,
+            "3",
+            "2026-01-03T00:00:00Z",
+            &[
+                (IdType::AnonymousId, "x"),
+                (IdType::AnonymousId, "y"),
+                (IdType::Email, "z@shop.io"),
+            ],
+        );
         g
     };
     let mut a = build();
@@ -799,15 +739,12 @@ fn a_limit_can_hold_within_a_time_window() {
     .iter()
     .enumerate()
     {
-        g.process(
-            &ev(
-                &format!("e{i}"),
-                at,
-                &[(IdType::UserId, "u"), (IdType::Email, email)],
-            ),
-            &[],
-        )
-        .expect("ok");
+        feed(
+            &mut g,
+            &format!("e{i}"),
+            at,
+            &[(IdType::UserId, "u"), (IdType::Email, email)],
+        );
     }
     let p = g.profile_of(&key(IdType::UserId, "u")).expect("u");
     let emails: Vec<&str> = p
