@@ -211,4 +211,43 @@ fn shared_computer_unlink_replay_explain_rebuild_and_simulate() {
     let out = w.cli(&["identity", "split", "c_doesnotexist", "email:x@shop.io"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a live profile"));
+
+    // a malformed or impossible command on the topic goes to the DLQ with the
+    // reason, and the pipeline keeps applying events
+    let t = w.topics();
+    let impossible = json!({"schema_version": 1, "command_id": "cmd-bad", "action": "unlink",
+        "customer_id": bob, "identifiers": [{"type": "user_id", "value": "bob"}], "others": [],
+        "requested_at": "2026-10-06T00:00:00Z"});
+    produce_raw(
+        &t.commands,
+        &[
+            ("cmd-junk".into(), b"not a command".to_vec()),
+            ("cmd-bad".into(), impossible.to_string().into_bytes()),
+        ],
+    );
+    let dlq: Vec<Vec<u8>> = consume_all(&t.dlq, 2, Duration::from_secs(30))
+        .into_iter()
+        .filter_map(|(_, p)| p)
+        .collect();
+    let dlq = assert_all_valid(json_schema::DLQ, &dlq, "crm.dlq");
+    assert_eq!(
+        dlq.iter()
+            .filter(|m| m["error_code"] == "bad_command")
+            .count(),
+        2,
+        "{dlq:?}"
+    );
+    assert!(dlq.iter().any(|m| m["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("both sides"))));
+    let r = w.post(
+        "/v1/page",
+        &json!({"userId": "bob", "messageId": "p9", "timestamp": "2026-10-07T08:00:00Z"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_until(
+        Duration::from_secs(60),
+        "an event after the bad commands",
+        || w.query_u64("SELECT count() FROM events FINAL WHERE event_id = 'web:p9'") == 1,
+    );
 }
