@@ -33,6 +33,9 @@ pub struct Config {
     /// Scoring weights, half-lives and segment rules (docs/scoring.md).
     #[serde(default)]
     pub scoring: socialcrm_pipeline::scoring::ScoringConfig,
+    /// HTTP API and web page (`socialcrm serve`, docs/api.md).
+    #[serde(default)]
+    pub api: crate::api::ApiConfig,
     /// Pull connector instances: `[connectors.<name>]` (docs/connectors/).
     #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
     pub connectors: toml::Table,
@@ -66,6 +69,7 @@ impl Config {
         cfg.pipeline.validate().map_err(anyhow::Error::msg)?;
         cfg.scoring.validate().map_err(anyhow::Error::msg)?;
         cfg.identity.validate().map_err(anyhow::Error::msg)?;
+        cfg.api.validate().map_err(anyhow::Error::msg)?;
         socialcrm_connectors::registry::parse_instances(&cfg.connectors)
             .map_err(anyhow::Error::msg)?;
         Ok(cfg)

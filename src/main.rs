@@ -1,6 +1,7 @@
 //! `socialcrm`: the one binary. Subcommands run each part (collector, pipeline),
 //! set up storage (migrate) and answer marketers' questions (profile).
 
+mod api;
 mod commands;
 mod config;
 mod telemetry;
@@ -73,6 +74,23 @@ enum Command {
     Connector {
         #[command(subcommand)]
         command: commands::connector::ConnectorCommand,
+    },
+    /// Run the marketers' HTTP API and web page (docs/api.md).
+    Serve,
+    /// Segments (list generator): count, preview or export as CSV (docs/marketers.md).
+    Segment {
+        #[command(subcommand)]
+        command: commands::marketing::SegmentCommand,
+    },
+    /// Leaderboards: top influencers and top advocates.
+    Top {
+        #[command(subcommand)]
+        command: commands::marketing::TopCommand,
+    },
+    /// Reports: campaigns (UTM attribution, ROI), products, distributions.
+    Report {
+        #[command(subcommand)]
+        command: commands::marketing::ReportCommand,
     },
     /// Send a JSONL file of Segment messages to a collector over HTTP, in batches.
     Replay(commands::replay::ReplayArgs),
@@ -201,6 +219,17 @@ async fn run() -> Result<()> {
         }
         Command::Lag { wait, timeout_secs } => commands::lag(&cfg, wait, timeout_secs).await,
         Command::Profile { command } => commands::profile::run(&cfg, command).await,
+        Command::Serve => {
+            api::serve(
+                &cfg,
+                telemetry::metrics_router(telemetry::install()),
+                shutdown_signal(),
+            )
+            .await
+        }
+        Command::Segment { command } => commands::marketing::segment(&cfg, command).await,
+        Command::Top { command } => commands::marketing::top(&cfg, command).await,
+        Command::Report { command } => commands::marketing::report(&cfg, command).await,
         Command::Replay(args) => commands::replay::run(&cfg, args).await,
         Command::Score { command } => commands::score::run(&cfg, command).await,
         Command::Identity { command } => commands::identity::run(&cfg, command).await,

@@ -211,6 +211,12 @@ pub struct ProfileRow {
     pub updated_at: u32,
     /// Rules that flagged the profile for review (docs/identity.md).
     pub flags: Vec<String>,
+    /// Name to show and search (traits `name`, first + last name, or a handle).
+    pub display_name: String,
+    /// From the newest applied scoring run (empty before one): what segments filter on.
+    pub rfm_segment: String,
+    pub top_categories: Vec<String>,
+    pub top_channels: Vec<String>,
 }
 
 impl ProfileRow {
@@ -243,6 +249,10 @@ impl ProfileRow {
             merged_from: Vec::new(),
             updated_at: secs(now),
             flags: Vec::new(),
+            display_name: String::new(),
+            rfm_segment: String::new(),
+            top_categories: Vec::new(),
+            top_channels: Vec::new(),
         }
     }
 
@@ -284,6 +294,49 @@ impl ProfileRow {
             merged_from: msg.merged_from.clone(),
             updated_at: secs(now),
             flags: msg.flags.clone(),
+            display_name: display_name(&msg.traits),
+            rfm_segment: p
+                .scores
+                .as_ref()
+                .map(|s| s.rfm_segment.clone())
+                .unwrap_or_default(),
+            top_categories: p
+                .scores
+                .as_ref()
+                .map(|s| s.top_categories.clone())
+                .unwrap_or_default(),
+            top_channels: p
+                .scores
+                .as_ref()
+                .map(|s| s.top_channels.clone())
+                .unwrap_or_default(),
         }
     }
+}
+
+/// The name marketers see and search: trait `name`, else `first_name` + `last_name`,
+/// else `display_name`, `username` or `handle`.
+pub fn display_name(traits: &serde_json::Map<String, serde_json::Value>) -> String {
+    let get = |k: &str| {
+        traits
+            .get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+    };
+    if let Some(n) = get("name") {
+        return n.to_string();
+    }
+    let full: Vec<&str> = [get("first_name"), get("last_name")]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !full.is_empty() {
+        return full.join(" ");
+    }
+    ["display_name", "username", "handle"]
+        .into_iter()
+        .find_map(get)
+        .unwrap_or_default()
+        .to_string()
 }

@@ -51,6 +51,16 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "identity_rules",
         sql: include_str!("../migrations/0007_identity_rules.sql"),
     },
+    Migration {
+        version: 8,
+        name: "surfaces",
+        sql: include_str!("../migrations/0008_surfaces.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "marketer_views",
+        sql: include_str!("../migrations/0009_marketer_views.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

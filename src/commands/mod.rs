@@ -2,6 +2,7 @@
 
 pub mod connector;
 pub mod identity;
+pub mod marketing;
 pub mod profile;
 pub mod replay;
 pub mod score;

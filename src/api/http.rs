@@ -1,0 +1,527 @@
+//! Routes, authentication and error mapping of `socialcrm serve` (docs/api.md).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::filter::{order_by, SegmentFilter};
+use super::queries::{Queries, QueryError, CSV_HEADER};
+use super::{ApiConfig, Scope};
+
+const OPENAPI: &str = include_str!("openapi.json");
+const UI_HTML: &str = include_str!("ui/index.html");
+const UI_JS: &str = include_str!("ui/app.js");
+const UI_CSS: &str = include_str!("ui/app.css");
+
+/// Rows per CSV chunk sent to the client.
+const CSV_CHUNK_ROWS: usize = 2000;
+
+struct AppState {
+    q: Queries,
+    /// SHA-256 of each key (compared in constant time, whatever the lengths).
+    keys: Vec<([u8; 32], String, Vec<Scope>)>,
+    max_page_rows: u64,
+    max_export_rows: u64,
+}
+
+type St = State<Arc<AppState>>;
+
+/// An error answer: `{"error": {"code", "message"}}`.
+pub struct ApiError(StatusCode, &'static str, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.0,
+            Json(json!({"error": {"code": self.1, "message": self.2}})),
+        )
+            .into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::BadRequest(m) => ApiError(StatusCode::BAD_REQUEST, "bad_request", m),
+            QueryError::Storage(m) => {
+                tracing::warn!(error = %m, "query failed");
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "ClickHouse did not answer; retry later".into(),
+                )
+            }
+        }
+    }
+}
+
+fn bad(m: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, "bad_request", m.into())
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The whole app: public `/health`, `/openapi.json` and web page; `/v1/*` behind keys.
+pub fn router(q: Queries, cfg: &ApiConfig) -> Router {
+    let state = Arc::new(AppState {
+        q,
+        keys: cfg
+            .keys
+            .iter()
+            .map(|k| {
+                (
+                    Sha256::digest(k.key.as_bytes()).into(),
+                    k.name.clone(),
+                    k.scopes.clone(),
+                )
+            })
+            .collect(),
+        max_page_rows: cfg.max_page_rows,
+        max_export_rows: cfg.max_export_rows,
+    });
+    let read = Router::new()
+        .route("/v1/profiles", get(search))
+        .route("/v1/profiles/lookup", get(lookup))
+        .route("/v1/profiles/{customer_id}", get(by_customer))
+        .route("/v1/profiles/{customer_id}/ledger", get(ledger))
+        .route("/v1/segments/count", get(segment_count))
+        .route("/v1/segments/preview", get(segment_preview))
+        .route("/v1/top/influencers", get(top_influencers))
+        .route("/v1/top/advocates", get(top_advocates))
+        .route("/v1/reports/campaigns", get(report_campaigns))
+        .route("/v1/reports/products", get(report_products))
+        .route("/v1/reports/distributions", get(report_distributions))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_read));
+    let export = Router::new()
+        .route("/v1/segments/export.csv", get(segment_export))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_export,
+        ));
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/openapi.json", get(openapi))
+        .route(
+            "/",
+            get(|| async { static_file("text/html; charset=utf-8", UI_HTML) }),
+        )
+        .route(
+            "/ui/app.js",
+            get(|| async { static_file("text/javascript; charset=utf-8", UI_JS) }),
+        )
+        .route(
+            "/ui/app.css",
+            get(|| async { static_file("text/css; charset=utf-8", UI_CSS) }),
+        )
+        .merge(read)
+        .merge(export)
+        .fallback(|| async {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint; see /openapi.json".into(),
+            )
+        })
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+            // the page runs only its own script and talks only to this server
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Request metrics (`socialcrm_api_requests_total`, `socialcrm_api_request_seconds`)
+/// by route and status.
+async fn observe(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("socialcrm_api_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("socialcrm_api_request_seconds", "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// The key of a request: `Authorization: Bearer <key>` or `X-Api-Key: <key>`.
+fn presented_key(h: &HeaderMap) -> Option<&str> {
+    if let Some(k) = h.get("x-api-key").and_then(|v| v.to_str().ok()) {
+        return Some(k.trim());
+    }
+    let auth = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = auth.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+fn authorize(state: &AppState, h: &HeaderMap, need: Scope) -> Result<(), ApiError> {
+    let Some(key) = presented_key(h) else {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "an API key is required (Authorization: Bearer <key>)".into(),
+        ));
+    };
+    let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    // every key is compared, so timing says nothing about which one matched
+    let mut found: Option<&(_, String, Vec<Scope>)> = None;
+    for k in &state.keys {
+        if bool::from(k.0.ct_eq(&digest)) {
+            found = Some(k);
+        }
+    }
+    match found {
+        None => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "invalid API key".into(),
+        )),
+        Some((_, name, scopes)) if !scopes.contains(&need) => {
+            tracing::info!(key = %name, ?need, "request refused: key lacks the scope");
+            Err(ApiError(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this key lacks the `{}` scope", scope_name(need)),
+            ))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+fn scope_name(s: Scope) -> &'static str {
+    match s {
+        Scope::Read => "read",
+        Scope::Export => "export",
+        Scope::Admin => "admin",
+    }
+}
+
+async fn require_read(State(s): St, req: Request, next: Next) -> Response {
+    match authorize(&s, req.headers(), Scope::Read) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn require_export(State(s): St, req: Request, next: Next) -> Response {
+    match authorize(&s, req.headers(), Scope::Export) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Decoded query pairs.
+fn pairs(raw: Option<String>) -> Vec<(String, String)> {
+    raw.map(|r| form_urlencoded::parse(r.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// Takes the named parameters out of `pairs`; anything else is an error.
+fn only<'a>(pairs: &'a [(String, String)], allowed: &[&str]) -> ApiResult<Vec<(&'a str, &'a str)>> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            if allowed.contains(&k.as_str()) {
+                Ok((k.as_str(), v.as_str()))
+            } else {
+                Err(bad(format!(
+                    "unknown parameter `{k}`; this endpoint takes {}",
+                    if allowed.is_empty() {
+                        "none".to_string()
+                    } else {
+                        allowed.join(", ")
+                    }
+                )))
+            }
+        })
+        .collect()
+}
+
+fn param<'a>(p: &[(&'a str, &'a str)], key: &str) -> Option<&'a str> {
+    p.iter().rev().find(|(k, _)| *k == key).map(|(_, v)| *v)
+}
+
+/// `limit` (default `default`, at most `max`) and `offset`.
+fn page(p: &[(&str, &str)], default: u64, max: u64) -> ApiResult<(u64, u64)> {
+    let num = |key: &str, d: u64| -> ApiResult<u64> {
+        match param(p, key) {
+            None => Ok(d),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("`{key}` must be a whole number, got `{v}`"))),
+        }
+    };
+    let limit = num("limit", default)?;
+    if limit == 0 || limit > max {
+        return Err(bad(format!("`limit` must be from 1 to {max}, got {limit}")));
+    }
+    Ok((limit, num("offset", 0)?))
+}
+
+async fn lookup(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+    let all = pairs(raw);
+    let p = only(&all, &["id"])?;
+    let id = param(&p, "id")
+        .ok_or_else(|| bad("`id` is required: type:value, e.g. email:ann@example.com"))?;
+    let prof = s.q.lookup(id).await?.ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no profile has the identifier {id}"),
+        )
+    })?;
+    Ok(Json(s.q.profile_detail(&prof).await?))
+}
+
+async fn by_customer(State(s): St, Path(cid): Path<String>) -> ApiResult<Json<Value>> {
+    let prof = s.q.by_customer(&cid).await?.ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no customer {cid}"),
+        )
+    })?;
+    Ok(Json(s.q.profile_detail(&prof).await?))
+}
+
+async fn ledger(State(s): St, Path(cid): Path<String>) -> ApiResult<Json<Value>> {
+    let prof = s.q.by_customer(&cid).await?.ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no customer {cid}"),
+        )
+    })?;
+    let entries = s.q.ledger(&prof).await?;
+    Ok(Json(json!({
+        "customer_id": prof.customer_id,
+        "merged_from": prof.merged_from,
+        "flags": prof.flags,
+        "entries": entries,
+    })))
+}
+
+async fn search(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+    let all = pairs(raw);
+    let p = only(&all, &["q", "limit", "offset"])?;
+    let q = param(&p, "q")
+        .ok_or_else(|| bad("`q` is required: part of a name, an email prefix or a handle"))?;
+    let (limit, offset) = page(&p, 20, s.max_page_rows)?;
+    let (rows, more) = s.q.search(q, limit, offset).await?;
+    Ok(Json(json!({
+        "items": rows.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+        "limit": limit, "offset": offset, "has_more": more,
+    })))
+}
+
+fn segment_params(raw: Option<String>) -> ApiResult<(SegmentFilter, Vec<(String, String)>)> {
+    let all = pairs(raw);
+    SegmentFilter::from_pairs(all.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(bad)
+}
+
+async fn segment_count(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+    let (f, rest) = segment_params(raw)?;
+    if let Some((k, _)) = rest.first() {
+        return Err(bad(format!("`{k}` does not apply to a count")));
+    }
+    let n = s.q.segment_count(&f).await?;
+    Ok(Json(json!({"count": n, "filters": f})))
+}
+
+async fn segment_preview(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+    let (f, rest) = segment_params(raw)?;
+    let p: Vec<(&str, &str)> = rest.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (limit, offset) = page(&p, 50, s.max_page_rows)?;
+    let order = order_by(param(&p, "sort")).map_err(bad)?;
+    let (count, rows) = tokio::join!(
+        s.q.segment_count(&f),
+        s.q.segment_rows(&f, order, limit, offset)
+    );
+    Ok(Json(json!({
+        "count": count?,
+        "items": rows?.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+        "limit": limit, "offset": offset, "filters": f,
+    })))
+}
+
+/// Streams the segment as CSV in chunks; a ClickHouse failure before the first row
+/// is a 503, one after it cuts the transfer (the client sees an incomplete body).
+async fn segment_export(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Response> {
+    let (f, rest) = segment_params(raw)?;
+    let p: Vec<(&str, &str)> = rest.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    if param(&p, "offset").is_some() {
+        return Err(bad("exports take `limit` and `sort`, not `offset`"));
+    }
+    let (limit, _) = page(&p, s.max_export_rows, s.max_export_rows)?;
+    let order = order_by(param(&p, "sort")).map_err(bad)?;
+    let mut cursor = s.q.segment_cursor(&f, order, limit)?;
+    let first = cursor.next().await.map_err(QueryError::from)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let writer = || csv::WriterBuilder::new().from_writer(Vec::with_capacity(256 * 1024));
+        let mut w = writer();
+        let _ = w.write_record(CSV_HEADER);
+        let (mut n, mut rows) = (0usize, 0u64);
+        let mut next = first;
+        while let Some(r) = next {
+            if w.write_record(r.csv_record()).is_err() {
+                return;
+            }
+            n += 1;
+            rows += 1;
+            if n >= CSV_CHUNK_ROWS {
+                let chunk = std::mem::replace(&mut w, writer())
+                    .into_inner()
+                    .unwrap_or_default();
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return; // the client went away
+                }
+                n = 0;
+            }
+            next = match cursor.next().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, rows, "segment export cut: ClickHouse failed");
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+        }
+        let _ = tx.send(Ok(w.into_inner().unwrap_or_default())).await;
+        tracing::info!(rows, "segment export done");
+    });
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"segment.csv\"",
+            ),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+async fn leaderboard(s: &AppState, raw: Option<String>) -> ApiResult<(Option<String>, u64)> {
+    let all = pairs(raw);
+    let p = only(&all, &["network", "limit"])?;
+    let (limit, _) = page(&p, 100, s.max_page_rows)?;
+    Ok((param(&p, "network").map(str::to_string), limit))
+}
+
+async fn top_influencers(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+    let (network, limit) = leaderboard(&s, raw).await?;
+    Ok(Json(s.q.top_influencers(network.as_deref(), limit).await?))
+}
+
+async fn top_advocates(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+    let (network, limit) = leaderboard(&s, raw).await?;
+    Ok(Json(s.q.top_advocates(network.as_deref(), limit).await?))
+}
+
+async fn report_campaigns(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+    only(&pairs(raw), &[])?;
+    Ok(Json(s.q.campaign_report().await?))
+}
+
+async fn report_products(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+    let all = pairs(raw);
+    let p = only(&all, &["limit"])?;
+    let (limit, _) = page(&p, 20, s.max_page_rows)?;
+    Ok(Json(s.q.report_products(limit).await?))
+}
+
+async fn report_distributions(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+    only(&pairs(raw), &[])?;
+    Ok(Json(s.q.report_distributions().await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_from_bearer_or_header_only() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_key(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer  k-123 "),
+        );
+        assert_eq!(presented_key(&h), Some("k-123"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(presented_key(&h), None);
+        h.insert("x-api-key", HeaderValue::from_static("k-9"));
+        assert_eq!(presented_key(&h), Some("k-9"));
+    }
+
+    #[test]
+    fn openapi_document_is_json_with_every_route() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert_eq!(doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+        let paths: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let src = include_str!("http.rs");
+        // every `.route("/v1/...` of this file is documented, and nothing else is
+        let routed: Vec<&str> = src
+            .split(".route(\"")
+            .skip(1)
+            .map(|s| s.split('"').next().unwrap())
+            .filter(|p| p.starts_with("/v1/"))
+            .collect();
+        let mut a = routed.clone();
+        a.sort();
+        let mut b: Vec<&str> = paths
+            .iter()
+            .copied()
+            .filter(|p| p.starts_with("/v1/"))
+            .collect();
+        b.sort();
+        assert_eq!(a, b, "routes vs /openapi.json paths");
+        assert_eq!(routed.len(), 12);
+    }
+}
