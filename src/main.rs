@@ -80,7 +80,7 @@ enum Command {
     /// Segments (list generator): count, preview or export as CSV (docs/marketers.md).
     Segment {
         #[command(subcommand)]
-        command: commands::marketing::SegmentCommand,
+        command: Box<commands::marketing::SegmentCommand>,
     },
     /// Leaderboards: top influencers and top advocates.
     Top {
@@ -227,7 +227,7 @@ async fn run() -> Result<()> {
             )
             .await
         }
-        Command::Segment { command } => commands::marketing::segment(&cfg, command).await,
+        Command::Segment { command } => commands::marketing::segment(&cfg, *command).await,
         Command::Top { command } => commands::marketing::top(&cfg, command).await,
         Command::Report { command } => commands::marketing::report(&cfg, command).await,
         Command::Replay(args) => commands::replay::run(&cfg, args).await,

@@ -1,6 +1,15 @@
 -- Views for marketers' SQL and BI tools (docs/marketers.md). The HTTP API, the web
 -- page and the CLI read these same views, so their answers match a SQL query.
 
+-- v_profiles again: 18.16 expands `SELECT *` when a view is created, so the view of
+-- 0005 lacks the columns added since (flags, display_name, rfm_segment, ...).
+-- A migration that adds profile columns must recreate it the same way.
+DROP TABLE IF EXISTS {db}.v_profiles;
+CREATE VIEW IF NOT EXISTS {db}.v_profiles AS
+SELECT *
+FROM {db}.profiles FINAL
+WHERE is_active = 1;
+
 -- Every event that carries a UTM campaign (`context.campaign.name`), with its
 -- current customer.
 CREATE VIEW IF NOT EXISTS {db}.v_campaign_touches AS
@@ -27,7 +36,8 @@ SELECT
     ordered_at,
     revenue_amount,
     revenue_currency,
-    arrayFilter(x -> tupleElement(x, 1) <= ordered_at, touches) AS before,
+    -- (ordered_at passed as an array: 18.16 drops columns only a lambda uses)
+    arrayFilter((x, at) -> tupleElement(x, 1) <= at, touches, replicate(ordered_at, touches)) AS before,
     if(length(before) > 0, tupleElement(before[1], 3), '') AS first_touch,
     if(length(before) > 0, tupleElement(before[-1], 3), '') AS last_touch
 FROM

@@ -262,6 +262,7 @@ pub fn order_by(sort: Option<&str>) -> Result<&'static str, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

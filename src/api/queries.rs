@@ -593,8 +593,9 @@ impl Queries {
                     "name": n.map(|n| n.display_name.as_str()).unwrap_or(""),
                     "handles": n.map(|n| handles(&n.identifier_types, &n.identifier_values)).unwrap_or_default(),
                     "influence_score": r.influence_score,
-                    "reach": r.reach,
-                    "amplification": r.amplification,
+                    // + 0.0: no "-0" in answers
+                    "reach": r.reach + 0.0,
+                    "amplification": r.amplification + 0.0,
                     "pagerank": r.pagerank,
                     "networks": per_network,
                 })
@@ -832,6 +833,7 @@ pub fn score_json(s: &ScoreRow) -> Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -299,31 +299,11 @@ async fn explain(cfg: &Config, identifier: &str, as_json: bool) -> Result<()> {
     let Some(p) = get_profile(cfg, identifier).await? else {
         bail!("no profile has the identifier {identifier}");
     };
-    let mut cids: Vec<String> = vec![p.customer_id.clone()];
-    cids.extend(p.merged_from.iter().cloned());
-    let cids_list = cids
-        .iter()
-        .map(|c| format!("'{}'", c.replace('\'', "")))
-        .collect::<Vec<_>>()
-        .join(",");
     let ids = profile_ids(&p);
-    let keys: BTreeSet<String> = ids.iter().map(Identifier::key).collect();
-    // entries about this profile, the profiles it absorbed, or its identifiers
-    let entries: Vec<LedgerRow> = ledger_where(
-        cfg,
-        &format!("customer_id IN ({cids_list}) OR merged_customer_id IN ({cids_list})"),
-        &[],
-    )
-    .await?
-    .into_iter()
-    .filter(|e| {
-        e.action == "merge"
-            || e.id_type.is_empty()
-            || keys.contains(&format!("{}:{}", e.id_type, e.id_value))
-            || e.action == "reject"
-            || e.action == "candidate"
-    })
-    .collect();
+    let entries = crate::api::queries(cfg)?
+        .ledger(&p)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     if as_json {
         let out = json!({
             "customer_id": p.customer_id,

@@ -193,8 +193,8 @@ pub async fn segment(cfg: &Config, cmd: SegmentCommand) -> Result<()> {
             }
             println!("{count} profiles match; the first {}:", rows.len());
             println!(
-                "{:<26} {:<24} {:<28} {:>6} {:>6}  {:<13} {}",
-                "customer_id", "name", "email", "engag", "infl", "lifecycle", "rfm"
+                "{:<26} {:<24} {:<28} {:>6} {:>6}  {:<13} rfm",
+                "customer_id", "name", "email", "engag", "infl", "lifecycle"
             );
             for r in &rows {
                 println!(
@@ -237,7 +237,7 @@ pub async fn segment(cfg: &Config, cmd: SegmentCommand) -> Result<()> {
             {
                 w.write_record(r.csv_record())?;
                 n += 1;
-                if n % 100_000 == 0 {
+                if n.is_multiple_of(100_000) {
                     eprintln!("{n} rows exported ({:.1} s)", start.elapsed().as_secs_f64());
                 }
             }
