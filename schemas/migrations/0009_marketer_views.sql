@@ -45,13 +45,13 @@ FROM
     SELECT event_id AS order_id, customer_id, occurred_at AS ordered_at, revenue_amount, revenue_currency
     FROM {db}.v_events
     WHERE type = 'order'
-)
+) AS o
 ANY LEFT JOIN
 (
     SELECT customer_id, arraySort(groupArray((occurred_at, event_id, campaign))) AS touches
     FROM {db}.v_campaign_touches
     GROUP BY customer_id
-) USING (customer_id);
+) AS t USING (customer_id);
 
 -- One row per line item of every order (Shopify `line_items`, WooCommerce
 -- `line_items`, Segment ecommerce `products`): product, category, units, amount.
@@ -119,4 +119,4 @@ ANY LEFT JOIN
     SELECT customer_id, display_name, identifier_types, identifier_values
     FROM {db}.profiles FINAL
     WHERE is_active = 1
-) USING (customer_id)
+) AS p USING (customer_id)

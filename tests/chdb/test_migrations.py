@@ -365,3 +365,88 @@ def test_identity_rules_columns_and_reattribution(sess):
     assert got == []
     got = rows(sess, "SELECT flags FROM %s.profiles WHERE 0" % DB)
     assert got == []
+
+
+# ------------------------------------------------------------------ marketer views
+
+MARKETER_EVENTS = [
+    # (event_id, customer_id, type, day, context, properties, revenue, currency)
+    ("e1", "c1", "page", 1, '{"campaign":{"name":"spring","source":"nl"}}', "{}", 0, ""),
+    ("e2", "c1", "order", 2, "{}",
+     '{"line_items":[{"product_id":"p1","title":"Shoe","category":"Shoes","quantity":2,"unit_price":10.5},'
+     '{"product_id":7,"name":"Hat","total":5}]}', 26, "EUR"),
+    ("e3", "c1", "page", 3, '{"campaign":{"name":"summer"}}', "{}", 0, ""),
+    ("e4", "c1", "order", 4, "{}", '{"products":[{"sku":"S1","name":"Sock","price":3,"quantity":3}]}', 9, "EUR"),
+    ("e5", "c2", "order", 4, "{}", "{}", 7, "USD"),
+]
+
+# The marketers' queries of docs/marketers.md (the API runs the same ones).
+MARKETER_QUERIES = [
+    ("campaign_report",
+     "SELECT campaign, revenue_currency AS currency, countIf(kind = 'first') AS first_orders, "
+     "sumIf(revenue_amount, kind = 'first') AS first_revenue, countIf(kind = 'last') AS last_orders, "
+     "sumIf(revenue_amount, kind = 'last') AS last_revenue "
+     "FROM {db}.v_campaign_attribution "
+     "ARRAY JOIN [first_touch, last_touch] AS campaign, ['first', 'last'] AS kind "
+     "GROUP BY campaign, currency ORDER BY campaign, currency"),
+    ("best_sellers",
+     "SELECT product_id, any(product_name) AS name, currency, uniqExact(order_id) AS orders, "
+     "sum(quantity) AS units, sum(amount) AS revenue FROM {db}.v_order_lines "
+     "GROUP BY product_id, currency ORDER BY revenue DESC, product_id"),
+    ("customers_by_channel",
+     "SELECT channel, count() AS customers FROM {db}.v_profiles ARRAY JOIN channels AS channel "
+     "GROUP BY channel ORDER BY customers DESC, channel"),
+    ("segment_count",
+     "SELECT count() FROM {db}.v_segment_profiles "
+     "WHERE engagement_score >= 30 AND hasAll(channels, ['web']) AND has(['loyal', 'repeat'], lifecycle_stage)"),
+    ("top_influencers",
+     "SELECT customer_id, display_name, influence_score FROM {db}.v_influencers "
+     "ORDER BY influence_score DESC LIMIT 100"),
+    ("search",
+     "SELECT customer_id FROM {db}.v_segment_profiles WHERE positionCaseInsensitiveUTF8(display_name, 'an') > 0 "
+     "OR arrayExists(v -> v LIKE 'an%' OR v LIKE '@an%', identifier_values)"),
+]
+
+
+def test_marketer_views_and_queries(sess):
+    vals = ", ".join(
+        "('%s', '%s', '%s', 'shop', toDateTime('2026-01-0%d 00:00:00'), '%s', '%s', %s, '%s', 'email:%s@x.com', 1)"
+        % (i, c, t, d, ctx.replace("'", "\\'"), props.replace("'", "\\'"), rev, cur, c)
+        for (i, c, t, d, ctx, props, rev, cur) in MARKETER_EVENTS
+    )
+    run(sess, "INSERT INTO %s.events (event_id, customer_id, type, channel, occurred_at, context, "
+              "properties, revenue_amount, revenue_currency, primary_id, version) VALUES %s" % (DB, vals))
+    run(sess, "INSERT INTO %s.profiles (customer_id, version, is_active, identifier_types, identifier_values, "
+              "display_name, engagement_score, influence_score, channels, lifecycle_stage) VALUES "
+              "('c1', 1, 1, ['email', 'mastodon'], ['ann@x.com', '@ann@m.social'], 'Ann', 50, 70, "
+              "['web', 'shop'], 'loyal'), "
+              "('c2', 1, 1, ['email'], ['bob@x.com'], 'Bob', 20, 10, ['shop'], 'repeat')" % DB)
+    run(sess, "INSERT INTO %s.scores (customer_id, run_id, influence_score) VALUES ('c1', 'r1', 70), ('c2', 'r1', 10)" % DB)
+    run(sess, "INSERT INTO %s.score_runs (run_id) VALUES ('r1')" % DB)
+
+    # the materialized view keeps each event under its primary identifier
+    assert rows(sess, "SELECT count() FROM %s.events_by_id WHERE primary_id = 'email:c1@x.com'" % DB) == [[4]]
+    # v_profiles (recreated by 0009) has the columns added after 0005
+    assert rows(sess, "SELECT display_name FROM %s.v_profiles ORDER BY customer_id" % DB) == [["Ann"], ["Bob"]]
+    got = rows(sess, "SELECT order_id, first_touch, last_touch FROM %s.v_campaign_attribution ORDER BY order_id" % DB)
+    assert got == [["e2", "spring", "spring"], ["e4", "spring", "summer"], ["e5", "", ""]]
+    got = rows(sess, "SELECT order_id, product_id, product_name, toFloat64(quantity), toFloat64(amount) "
+                     "FROM %s.v_order_lines ORDER BY order_id, product_id" % DB)
+    assert got == [["e2", "7", "Hat", 1, 5], ["e2", "p1", "Shoe", 2, 21], ["e4", "S1", "Sock", 3, 9]]
+    assert rows(sess, "SELECT email FROM %s.v_segment_profiles ORDER BY customer_id" % DB) == [["ann@x.com"], ["bob@x.com"]]
+
+    results = {}
+    for name, sql in MARKETER_QUERIES:
+        try:
+            results[name] = rows(sess, sql.replace("{db}", DB))
+        except Exception as e:
+            pytest.fail("marketer query %s failed on chDB:\n%s\n%s" % (name, sql, e))
+    report = {(r[0], r[1]): [int(r[2]), float(r[3]), int(r[4]), float(r[5])] for r in results["campaign_report"]}
+    assert report[("spring", "EUR")] == [2, 35.0, 1, 26.0]
+    assert report[("summer", "EUR")] == [0, 0.0, 1, 9.0]
+    assert report[("", "USD")] == [1, 7.0, 1, 7.0]
+    assert [r[0] for r in results["best_sellers"]] == ["p1", "S1", "7"]
+    assert [[r[0], int(r[1])] for r in results["customers_by_channel"]] == [["shop", 2], ["web", 1]]
+    assert results["segment_count"] == [[1]]
+    assert [r[0] for r in results["top_influencers"]] == ["c1", "c2"]
+    assert results["search"] == [["c1"]]
