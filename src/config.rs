@@ -211,12 +211,14 @@ mod tests {
         assert_eq!(c.kafka.brokers, "kafka:19092");
         assert_eq!(c.clickhouse.url, "http://clickhouse:8123");
         assert!(c.collector.validate().is_ok());
+        assert_eq!(c.api.listen, "0.0.0.0:8089");
+        assert_eq!(c.api.keys[0].key, "local-api-key");
     }
 
     #[test]
     fn debug_output_never_shows_secrets() {
         let env = |k: &str| (k == "S").then(|| "hunter2-secret".to_string());
-        let raw = "[clickhouse]\npassword = \"${S}\"\n[collector]\nwrite_keys = [\"${S}\"]\n[kafka.properties]\n\"sasl.password\" = \"${S}\"\n";
+        let raw = "[clickhouse]\npassword = \"${S}\"\n[collector]\nwrite_keys = [\"${S}\"]\n[kafka.properties]\n\"sasl.password\" = \"${S}\"\n[api]\nkeys = [{ name = \"a\", key = \"${S}\" }]\n";
         let c = Config::parse(raw, env).expect("config");
         assert_eq!(c.clickhouse.password, "hunter2-secret");
         let shown = format!("{c:?}");
@@ -260,5 +262,17 @@ mod tests {
         let raw = include_str!("../deploy/local/socialcrm.toml");
         let c = Config::parse(raw, |_| None).expect("sample config");
         assert_eq!(c.collector.write_keys, vec!["local-dev-key".to_string()]);
+        // the sample shows the defaults
+        assert_eq!(c.api, crate::api::ApiConfig::default());
+    }
+
+    #[test]
+    fn bad_api_keys_fail_with_the_field_named() {
+        let e = Config::parse("[api]\nkeys = [{ name = \"a\", key = \"short\" }]\n", |_| None)
+            .expect_err("short key");
+        assert!(format!("{e:#}").contains("api.keys[0] (a)"), "{e:#}");
+        let e = Config::parse("[api]\nkeys = [{ name = \"a\", key = \"long-enough\", scopes = [\"write\"] }]\n", |_| None)
+            .expect_err("unknown scope");
+        assert!(format!("{e:#}").contains("write"), "{e:#}");
     }
 }

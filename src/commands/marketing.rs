@@ -71,9 +71,8 @@ impl FilterArgs {
             .filter_map(|(k, v)| v.as_deref().map(|v| (*k, v)))
             .chain(self.traits.iter().map(|t| ("trait", t.as_str())));
         for (k, v) in pairs {
-            f.set(k, v).map_err(|e| {
-                anyhow::anyhow!("--{}", e.trim_start_matches('`').replacen('`', "", 1))
-            })?;
+            f.set(k, v)
+                .map_err(|e| anyhow::anyhow!("--{}: {e}", k.replace('_', "-")))?;
         }
         Ok(f)
     }
