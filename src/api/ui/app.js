@@ -28,7 +28,7 @@
   const FILTER_PARAMS = ['engagement_min', 'engagement_max', 'influence_min', 'influence_max', 'lifecycle',
     'rfm_segment', 'channels', 'category', 'has_identifier', 'active_within_days', 'inactive_for_days',
     'min_orders', 'trait'];
-  const LEDGER_ACTIONS = ['link', 'merge', 'reject', 'candidate', 'unlink', 'split'];
+  const LEDGER_ACTIONS = ['create', 'link', 'merge', 'reject', 'candidate', 'unlink', 'split', 'erase'];
 
   // ------------------------------------------------------------------ DOM helpers
 
@@ -49,12 +49,18 @@
     return e;
   }
 
-  function add(parent, children) {
+  function add(parent, ...children) {
     for (const c of children.flat(Infinity)) {
       if (c === null || c === undefined || c === false) continue;
       parent.append(c instanceof Node ? c : document.createTextNode(String(c)));
     }
     return parent;
+  }
+
+  /** Appends one element and returns it (add returns the parent). */
+  function put(parent, child) {
+    parent.append(child);
+    return child;
   }
 
   function clear(node) {
@@ -97,6 +103,10 @@
     return d.toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
   }
 
+  function days(n) {
+    return `${auto(n)} ${n === 1 ? 'day' : 'days'}`;
+  }
+
   function money(rev) {
     const parts = Object.entries(rev || {}).map(([cur, amt]) => `${num(amt, 2)} ${cur}`);
     return parts.length ? parts.join(', ') : '–';
@@ -114,10 +124,10 @@
   function table(cls, headers, rows, empty) {
     if (!rows.length) return el('p', { class: 'empty', text: empty || 'Nothing to show.' });
     return el('div', { class: 'scroll' }, el('table', { class: cls },
-      el('thead', null, el('tr', null, headers.map((h) => {
+      headers ? el('thead', null, el('tr', null, headers.map((h) => {
         const [text, numeric] = Array.isArray(h) ? h : [h, false];
         return el('th', { class: numeric ? 'num' : null, scope: 'col' }, text);
-      }))),
+      }))) : null,
       el('tbody', null, rows)));
   }
 
@@ -285,7 +295,7 @@
     const q = (params.get('q') || '').trim();
     const offset = Math.max(0, parseInt(params.get('offset') || '0', 10) || 0);
     const input = el('input', { type: 'search', id: 'search-q', name: 'q', value: q, autocomplete: 'off',
-      placeholder: 'Name, email prefix or handle (e.g. ann, ann@, @ann@mastodon.social)', 'aria-label': 'Search' });
+      placeholder: 'Name, email prefix or handle', 'aria-label': 'Search' });
     const form = el('form', { id: 'search-form', class: 'inline' }, input,
       el('button', { type: 'submit', class: 'primary' }, 'Search'));
     form.addEventListener('submit', (e) => {
@@ -294,7 +304,7 @@
       go('#/search' + qs([['q', t]]));
     });
     add(v, el('h1', { text: 'Find a person' }), el('div', { class: 'panel' }, form));
-    const out = add(v, el('div', { id: 'search-results' }));
+    const out = put(v, el('div', { id: 'search-results' }));
     if (!q) {
       input.focus();
       await overview(out, live);
@@ -333,15 +343,15 @@
   async function overview(out, live) {
     const r = await api('/v1/reports/distributions');
     if (!live()) return;
-    const box = (title, items, param) => el('section', null, el('h2', { text: title }),
-      table('dist', [label(param), ['Customers', true]], items.map((it) => el('tr', null,
+    const box = (title, head, items, param) => el('section', null, el('h2', { text: title }),
+      table('dist', [head, ['Customers', true]], items.map((it) => el('tr', null,
         td(it.key === '(none)' ? el('span', { class: 'muted', text: '(none)' })
           : el('a', { href: '#/segments' + qs([[param, it.key], ['show', 'preview']]) }, label(it.key))),
         td(String(it.customers), 'num'))), 'No profiles yet.'));
     add(out, el('h2', { class: 'muted', text: 'Overview' }), el('div', { class: 'overview', id: 'overview' },
-      box('Lifecycle stages', r.lifecycle || [], 'lifecycle'),
-      box('RFM segments', r.rfm_segments || [], 'rfm_segment'),
-      box('Channels', r.channels || [], 'channels')));
+      box('Lifecycle stages', 'Stage', r.lifecycle || [], 'lifecycle'),
+      box('RFM segments', 'Segment', r.rfm_segments || [], 'rfm_segment'),
+      box('Channels', 'Channel', r.channels || [], 'channels')));
   }
 
   // ------------------------------------------------------------------ profile
@@ -455,7 +465,8 @@
       table('explain', ['Component', 'Measured', ['Score', true], ['Weight', true], ['Contribution', true]], [
         row('interactions', `${auto(it.weighted_decayed)} weighted, decayed interactions (half-life ${auto(it.half_life_days)} days)`,
           it.percentile, it.weight, it.contribution),
-        row('recency', `${auto(rc.days_since_last_event)} days since the last event`, rc.score, rc.weight, rc.contribution),
+        row('recency', rc.days_since_last_event === null || rc.days_since_last_event === undefined ? 'no event yet'
+          : `${days(rc.days_since_last_event)} since the last event`, rc.score, rc.weight, rc.contribution),
         row('frequency', `${auto(fr.events_in_window)} events in ${auto(fr.window_days)} days`, fr.percentile, fr.weight,
           fr.contribution),
         row('monetary', `revenue ${auto(m.revenue)}`, m.percentile, m.weight, m.contribution),
@@ -499,7 +510,7 @@
       ? ` — cadence ${auto(why.cadence_days)} days (from ${why.cadence_from || '–'}), ${auto(why.days_since_last_order)} days since the last order`
       : '';
     add(sec, el('h3', { text: 'RFM and lifecycle' }),
-      table('kv', ['', ''], [
+      table('kv', null, [
         el('tr', { id: 'why-rfm' }, el('th', { scope: 'row', text: 'RFM' }), td(rfmText)),
         el('tr', { id: 'why-lifecycle' }, el('th', { scope: 'row', text: 'Lifecycle' }),
           td(`${label(s.lifecycle_stage)}: ${why.rule || '–'}${lcFacts}`)),
@@ -511,7 +522,7 @@
     const counts = (obj) => Object.entries(obj || {}).sort((a, b) => b[1] - a[1])
       .map(([k, n]) => `${k} ${n}`).join(', ') || '–';
     return el('section', { id: 'affinities' }, el('h2', { text: 'Affinities and activity' }),
-      table('kv', ['', ''], [
+      table('kv', null, [
         el('tr', null, el('th', { scope: 'row', text: 'Top categories' }), td((p.top_categories || []).join(', ') || '–')),
         el('tr', null, el('th', { scope: 'row', text: 'Top channels' }), td((p.top_channels || []).join(', ') || '–')),
         el('tr', null, el('th', { scope: 'row', text: 'Channels used' }), td(counts(p.channel_counts))),
@@ -546,7 +557,7 @@
         el('span', { class: 'muted small' }, board === 'influencers'
           ? 'Influence: reach (followers), amplification by others, PageRank over the interaction graph; newest scoring run.'
           : 'Advocacy: weighted mentions, replies, reshares, quotes, posts, likes and follows, all time.')));
-    const out = add(v, el('section', { id: 'leaderboard' }, el('p', { class: 'muted', text: 'Loading…' })));
+    const out = put(v, el('section', { id: 'leaderboard' }, el('p', { class: 'muted', text: 'Loading…' })));
     const path = board === 'influencers' ? '/v1/top/influencers' : '/v1/top/advocates';
     const r = await api(path + qs([['network', network === 'all' ? '' : network], ['limit', 100]]));
     if (!live()) return;
@@ -643,7 +654,7 @@
           checks('channels', CHANNELS.concat(channelsChosen.filter((x) => !CHANNELS.includes(x))), channelsChosen)),
         el('fieldset', null, el('legend', { text: 'Has an identifier of type' }), hasSel),
         el('fieldset', null, el('legend', { text: 'Product category (any of)' }), category),
-        el('fieldset', { class: 'wide' }, el('legend', { text: 'Traits (all must hold)' }), traits)),
+        el('fieldset', { class: 'wide2' }, el('legend', { text: 'Traits (all must hold)' }), traits)),
       el('div', { class: 'actions' },
         el('button', { type: 'submit', class: 'primary', id: 'segment-count-btn', value: 'count' }, 'Count'),
         el('button', { type: 'button', id: 'segment-preview-btn' }, 'Preview'),
@@ -685,7 +696,7 @@
     });
 
     add(v, el('h1', { text: 'Segment builder' }), form, downloadMsg);
-    const out = add(v, el('section', { id: 'segment-result' }));
+    const out = put(v, el('section', { id: 'segment-result' }));
 
     // extra RFM segment names configured on this server (the distribution report lists those in use)
     api('/v1/reports/distributions').then((r) => {
