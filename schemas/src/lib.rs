@@ -4,6 +4,7 @@
 //! ClickHouse client settings, the one retry module).
 
 pub mod clickhouse_config;
+pub mod compat;
 pub mod event;
 pub mod identifier;
 pub mod json_schema;

@@ -1,5 +1,10 @@
 //! Messages the pipeline publishes: `crm.dlq`, `crm.identity`, `crm.profiles`
 //! (DESIGN §3.3). Each has a JSON Schema in `schemas/json/`.
+//!
+//! The published message types ignore properties they do not know, so a consumer
+//! built on them keeps working when a later v1 adds an optional property
+//! (docs/consumers.md §6). The inputs (`IdentityCommand` here, the canonical event)
+//! stay strict: the pipeline refuses what it does not understand.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +16,6 @@ use crate::identifier::Identifier;
 
 /// Where a rejected message came from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DlqOrigin {
     /// Kafka topic, partition and offset of a rejected message (pipeline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -32,7 +36,6 @@ pub struct DlqOrigin {
 
 /// A rejected input on `crm.dlq`: the original bytes, why, and where from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DlqMessage {
     pub schema_version: u32,
     /// Machine-readable class (`malformed`, `no_identifier`, ...).
@@ -122,6 +125,11 @@ pub enum IdentityAction {
     Split,
     /// A person's data was erased.
     Erase,
+    /// An action added by a later v1 that this build does not know (docs/consumers.md
+    /// §6: consumers skip what they do not know). Only read, never written:
+    /// serialising it is an error.
+    #[serde(other, skip_serializing)]
+    Unknown,
 }
 
 impl IdentityAction {
@@ -135,6 +143,7 @@ impl IdentityAction {
             IdentityAction::Unlink => "unlink",
             IdentityAction::Split => "split",
             IdentityAction::Erase => "erase",
+            IdentityAction::Unknown => "unknown",
         }
     }
 }
@@ -142,7 +151,6 @@ impl IdentityAction {
 /// One identity-ledger entry; published on `crm.identity` and stored in
 /// `crm.identity_ledger`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct IdentityMessage {
     pub schema_version: u32,
     /// Deterministic: the same event replayed yields the same entry id.
@@ -165,7 +173,6 @@ pub struct IdentityMessage {
 /// The unified profile: one per live `customer_id`. Published (full, current)
 /// on the compacted `crm.profiles` topic and stored in `crm.profiles`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Profile {
     pub schema_version: u32,
     pub customer_id: String,
@@ -226,4 +233,82 @@ pub struct IdentityCommand {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub note: String,
     pub requested_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn identity_entry(action: &str) -> Value {
+        json!({"schema_version": 1, "entry_id": "e1", "action": action,
+               "customer_id": "c_0123456789abcdef", "event_id": "web:m1",
+               "at": "2026-11-01T10:00:00Z"})
+    }
+
+    #[test]
+    fn published_types_read_properties_a_later_v1_adds() {
+        // the additive changes of docs/consumers.md §6 must not break a consumer
+        // built on these types
+        let mut m = identity_entry("merge");
+        m["merged_customer_id"] = json!("c_fedcba9876543210");
+        m["confidence"] = json!(0.9);
+        let e: IdentityMessage = serde_json::from_value(m).expect("unknown property ignored");
+        assert_eq!(e.action, IdentityAction::Merge);
+        let mut p = serde_json::to_value(Profile {
+            schema_version: 1,
+            customer_id: "c_0123456789abcdef".into(),
+            version: 3,
+            identifiers: vec![Identifier::new(crate::IdType::Email, "a@b.io")],
+            traits: Map::new(),
+            channels: vec!["web".into()],
+            sources: vec!["web".into()],
+            event_count: 1,
+            event_counts: BTreeMap::from([("page".into(), 1)]),
+            channel_counts: BTreeMap::from([("web".into(), 1)]),
+            first_seen: Utc::now(),
+            last_seen: Utc::now(),
+            order_count: 0,
+            revenue: BTreeMap::new(),
+            engagement_score: 0.0,
+            influence_score: 0.0,
+            lifecycle_stage: "prospect".into(),
+            score_components: Map::new(),
+            merged_from: Vec::new(),
+            updated_at: Utc::now(),
+            flags: Vec::new(),
+        })
+        .expect("serialise");
+        p["segment"] = json!("vip");
+        let back: Profile = serde_json::from_value(p).expect("unknown property ignored");
+        assert_eq!(back.version, 3);
+        let mut d = json!({"schema_version": 1, "error_code": "malformed", "reason": "r",
+            "stage": "validate", "origin": {"topic": "t", "partition": 0, "offset": 1, "shard": 2},
+            "original": "x", "original_size": 1, "failed_at": "2026-11-01T10:00:00Z"});
+        d["retry_after"] = json!(5);
+        serde_json::from_value::<DlqMessage>(d).expect("unknown properties ignored");
+    }
+
+    #[test]
+    fn an_action_a_later_v1_adds_reads_as_unknown_and_is_never_written() {
+        let e: IdentityMessage =
+            serde_json::from_value(identity_entry("consent")).expect("unknown action read");
+        assert_eq!(e.action, IdentityAction::Unknown);
+        assert!(
+            serde_json::to_string(&e).is_err(),
+            "Unknown must not be published"
+        );
+        let known: IdentityMessage =
+            serde_json::from_value(identity_entry("erase")).expect("erase");
+        assert_eq!(known.action, IdentityAction::Erase);
+    }
+
+    #[test]
+    fn commands_stay_strict() {
+        let c = json!({"schema_version": 1, "command_id": "k", "action": "unlink",
+            "customer_id": "c_0123456789abcdef", "identifiers": [{"type": "email", "value": "a@b.io"}],
+            "others": [{"type": "user_id", "value": "u"}], "requested_at": "2026-11-01T10:00:00Z",
+            "force": true});
+        assert!(serde_json::from_value::<IdentityCommand>(c).is_err());
+    }
 }
