@@ -9,17 +9,6 @@ use common::*;
 use serde_json::{json, Value};
 use socialcrm_schemas::json_schema;
 
-fn cli_ok(w: &World, args: &[&str]) -> String {
-    let out = w.cli(args);
-    assert!(
-        out.status.success(),
-        "socialcrm {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn customer(w: &World, t: &str, v: &str) -> String {
     w.query(&format!(
         "SELECT customer_id FROM identities FINAL WHERE id_type = '{t}' AND id_value = '{v}' AND is_active = 1"
@@ -81,7 +70,7 @@ fn shared_computer_unlink_replay_explain_rebuild_and_simulate() {
     );
 
     // explain shows the chain
-    let text = cli_ok(&w, &["identity", "explain", "user_id:bob"]);
+    let text = w.cli_ok(&["identity", "explain", "user_id:bob"]);
     assert!(text.contains(&bob), "{text}");
     assert!(text.contains("email:bob@shop.io linked to"), "{text}");
     assert!(
@@ -90,16 +79,13 @@ fn shared_computer_unlink_replay_explain_rebuild_and_simulate() {
     );
 
     // Bob's order email turns out to be a shared household address: unlink it
-    let text = cli_ok(
-        &w,
-        &[
-            "identity",
-            "unlink",
-            "email:bob@shop.io",
-            "--note",
-            "ticket 7",
-        ],
-    );
+    let text = w.cli_ok(&[
+        "identity",
+        "unlink",
+        "email:bob@shop.io",
+        "--note",
+        "ticket 7",
+    ]);
     assert!(text.contains("applied by the pipeline"), "{text}");
     assert!(text.contains("unlink"), "{text}");
     let email_cid = customer(&w, "email", "bob@shop.io");
@@ -179,7 +165,7 @@ fn shared_computer_unlink_replay_explain_rebuild_and_simulate() {
     assert_all_valid(json_schema::PROFILE, &profiles, "crm.profiles");
 
     // the ledger alone gives back exactly the mapping
-    let text = cli_ok(&w, &["identity", "rebuild"]);
+    let text = w.cli_ok(&["identity", "rebuild"]);
     assert!(text.contains("identical to crm.identities"), "{text}");
 
     // simulate: blocking Bob's address would divide the profile it joins (his
@@ -189,16 +175,13 @@ fn shared_computer_unlink_replay_explain_rebuild_and_simulate() {
     let before = w.query(
         "SELECT customer_id, id_type, id_value FROM identities FINAL ORDER BY id_type, id_value",
     );
-    let text = cli_ok(
-        &w,
-        &[
-            "identity",
-            "simulate",
-            "--rules",
-            &rules.display().to_string(),
-            "--json",
-        ],
-    );
+    let text = w.cli_ok(&[
+        "identity",
+        "simulate",
+        "--rules",
+        &rules.display().to_string(),
+        "--json",
+    ]);
     let sim: Value = serde_json::from_str(&text).expect("json");
     assert_eq!(sim["splits"], 1, "{sim}");
     assert_eq!(sim["newly_blocked"], 1, "{sim}");

@@ -22,6 +22,18 @@ impl World {
         );
     }
 
+    /// Runs a CLI command that must succeed; its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "socialcrm {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `socialcrm profile get <identifier> --json`, which must succeed; parsed.
     pub fn profile_json(&self, identifier: &str) -> serde_json::Value {
         let out = self.cli(&["profile", "get", identifier, "--json"]);
