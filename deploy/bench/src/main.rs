@@ -1,14 +1,18 @@
 //! `socialcrm-bench`: load harness comparing the pipeline's throughput with the
 //! limits of its plumbing (bare Kafka consume, bare ClickHouse insert) on the same
 //! data, plus a collector → ClickHouse end-to-end run. Driven by `deploy/bench/run`;
-//! what it measures and why: docs/benchmarks.md.
+//! what it measures and why: docs/benchmarks.md. The HTTP API benchmark (issue 6):
+//! `api-load` (data), `api-urls` and `http-load` (the load tool), driven by
+//! `deploy/bench/api`.
 
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod api_load;
 mod ch;
 mod connectors;
 mod gen;
+mod http_load;
 mod identity;
 mod kafka;
 mod proc;
@@ -138,6 +142,69 @@ enum Cmd {
         #[arg(long, default_value_t = 2_000_000)]
         known: usize,
     },
+    /// Fresh database for the HTTP API benchmark: drop, run the real migrations, fill
+    /// identities, events, ledger, profiles and a scoring run server-side
+    /// (INSERT ... SELECT FROM numbers), OPTIMIZE FINAL; prints timings and sizes.
+    ApiLoad {
+        #[arg(long, default_value = "http://127.0.0.1:8123")]
+        clickhouse: String,
+        #[arg(long, default_value = "crm_bench_api")]
+        database: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        profiles: u64,
+        #[arg(long, default_value_t = 10_000_000)]
+        events: u64,
+        /// Unix seconds the data ends at (default: 00:00 UTC today).
+        #[arg(long)]
+        anchor: Option<i64>,
+        /// Also write the report as JSON here.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Print N profile-lookup URLs of random existing identifiers (fixed seed),
+    /// one a line: <base>/v1/profiles/lookup?id=<type:value, URL-encoded>.
+    ApiUrls {
+        #[arg(long, default_value = "http://127.0.0.1:8123")]
+        clickhouse: String,
+        #[arg(long, default_value = "crm_bench_api")]
+        database: String,
+        #[arg(long, default_value = "http://127.0.0.1:8089")]
+        base: String,
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// HTTP load: C concurrent clients loop over the URLs (each from its own offset)
+    /// until the duration or the request count is reached; latency to the last body
+    /// byte in an HDR histogram; prints requests, errors by status, throughput and
+    /// percentiles.
+    HttpLoad {
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+        #[arg(long)]
+        duration_secs: Option<f64>,
+        /// Total requests (all clients together).
+        #[arg(long)]
+        requests: Option<u64>,
+        /// Requests per client before measuring.
+        #[arg(long, default_value_t = 0)]
+        warmup: u64,
+        /// `Name: value`, repeatable.
+        #[arg(long = "header")]
+        headers: Vec<String>,
+        /// A URL, repeatable.
+        #[arg(long = "url")]
+        urls: Vec<String>,
+        /// URLs one a line.
+        #[arg(long)]
+        urls_file: Option<std::path::PathBuf>,
+        #[arg(long, default_value_t = 60)]
+        timeout_secs: u64,
+        /// Print the report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print N generated canonical events as JSON lines (to inspect the data).
     Sample {
         #[arg(long, default_value_t = 20)]
@@ -263,6 +330,83 @@ async fn main() -> Result<()> {
         Cmd::Identity { people, known } => {
             let r = tokio::task::spawn_blocking(move || identity::run(people, known)).await??;
             println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
+        Cmd::ApiLoad {
+            clickhouse,
+            database,
+            profiles,
+            events,
+            anchor,
+            json,
+        } => {
+            let anchor = anchor.unwrap_or_else(|| {
+                let now = chrono::Utc::now().timestamp();
+                now - now.rem_euclid(86_400)
+            });
+            let r = api_load::load(&api_load::LoadArgs {
+                clickhouse,
+                database,
+                profiles,
+                events,
+                anchor,
+            })
+            .await?;
+            api_load::print(&r);
+            if let Some(p) = json {
+                std::fs::write(p, serde_json::to_vec_pretty(&r)?)?;
+            }
+            Ok(())
+        }
+        Cmd::ApiUrls {
+            clickhouse,
+            database,
+            base,
+            count,
+            seed,
+        } => {
+            use std::io::Write;
+            let urls = api_load::urls(&clickhouse, &database, &base, count, seed).await?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for u in urls {
+                writeln!(out, "{u}")?;
+            }
+            out.flush()?;
+            Ok(())
+        }
+        Cmd::HttpLoad {
+            concurrency,
+            duration_secs,
+            requests,
+            warmup,
+            headers,
+            mut urls,
+            urls_file,
+            timeout_secs,
+            json,
+        } => {
+            if let Some(f) = urls_file {
+                urls.extend(http_load::read_urls(&f)?);
+            }
+            let headers = headers
+                .iter()
+                .map(|h| http_load::parse_header(h))
+                .collect::<Result<Vec<_>>>()?;
+            let r = http_load::run(http_load::LoadArgs {
+                urls,
+                concurrency,
+                duration: duration_secs.map(Duration::from_secs_f64),
+                requests,
+                warmup,
+                headers,
+                timeout: Duration::from_secs(timeout_secs),
+            })
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                http_load::print(&r);
+            }
             Ok(())
         }
         Cmd::Sample {
