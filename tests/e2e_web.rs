@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 const FULL_KEY: &str = "test-key-123";
 const READ_KEY: &str = "reader-key-456";
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
+const RESHARERS: usize = 25;
 
 fn ago(days: f64) -> String {
     (chrono::Utc::now() - chrono::Duration::seconds((days * 86_400.0) as i64))
@@ -208,7 +209,8 @@ fn marketers_web_page_in_headless_chromium() {
             json!({"display_name": "Dana Big", "followers_count": 5000}),
         ),
     ];
-    for i in 0..10 {
+    // 25 resharers: more than one page (20) of search results for `@o`
+    for i in 0..RESHARERS {
         evs.push(social(
             &format!("o{i}-reshare"),
             "reshare",
@@ -392,6 +394,7 @@ fn marketers_web_page_in_headless_chromium() {
             "customer_ids": [ann_id, bob["customer_id"]],
         },
         "hostile": {"q": "onerror", "name": HOSTILE, "customer_id": evil["customer_id"]},
+        "pagination": {"q": "@o", "total": RESHARERS},
     });
 
     // --- the page in headless Chromium ---------------------------------------------

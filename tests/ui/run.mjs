@@ -136,6 +136,33 @@ try {
   await shot('search.png');
   log(`search "${s.q}" lists ${s.name}`);
 
+  // ---------------------------------------------------------------- pagination
+  if (EXPECT.pagination) {
+    step = 'search pagination';
+    const pg = EXPECT.pagination;
+    await page.fill('#search-q', pg.q);
+    await page.press('#search-q', 'Enter');
+    await page.locator('#search-next').waitFor();
+    const n1 = await page.locator('table.results tbody tr').count();
+    same(n1, 20, 'rows on the first page');
+    check(await page.isEnabled('#search-next'), 'Next is disabled on the first page');
+    check(await page.isDisabled('#search-prev'), 'Previous is enabled on the first page');
+    await page.click('#search-next');
+    await page.waitForURL((u) => u.hash.includes('offset=20'));
+    await page.locator('#search-prev:not([disabled])').waitFor();
+    const n2 = await page.locator('table.results tbody tr').count();
+    same(n1 + n2, pg.total, 'rows over both pages');
+    check(await page.isDisabled('#search-next'), 'Next is enabled on the last page');
+    await page.click('#search-prev');
+    await page.waitForURL((u) => !u.hash.includes('offset='));
+    await page.locator('#search-next:not([disabled])').waitFor();
+    log(`search "${pg.q}": ${n1} + ${n2} results over two pages`);
+    // back to the person we look at
+    await page.fill('#search-q', s.q);
+    await page.press('#search-q', 'Enter');
+    await hit.waitFor();
+  }
+
   // ---------------------------------------------------------------- profile
   step = 'profile';
   await hit.locator('a').first().click();
@@ -252,6 +279,15 @@ try {
   await page.waitForTimeout(300);
   same(dialogs.length, 0, `dialogs opened (${dialogs.join('; ')})`);
   log('a name made of markup is shown as text: no element injected, no script run');
+
+  // ---------------------------------------------------------------- error states
+  step = 'error states';
+  await page.goto(`${BASE_URL}/#/segments?engagement_min=250&show=count`);
+  await waitText(page.locator('#segment-result .error'), 'bad_request', 'error code of a bad filter');
+  await waitText(page.locator('#segment-result .error'), 'engagement_min', 'error message naming the filter');
+  await page.goto(`${BASE_URL}/#/profile/c_does_not_exist`);
+  await waitText(page.locator('#view .error'), 'not_found', 'error of an unknown customer');
+  log('a bad filter and an unknown customer show the API\'s error');
 
   // ---------------------------------------------------------------- read-only key
   if (READONLY_KEY) {

@@ -714,6 +714,16 @@
       return;
     }
     add(out, el('p', { class: 'muted', text: 'Counting…' }));
+    try {
+      await segmentResult(out, what, filters, sort, live);
+    } catch (err) {
+      if (!live() || (err instanceof ApiError && err.status === 401)) throw err;
+      clear(out);
+      add(out, errorBox(err));
+    }
+  }
+
+  async function segmentResult(out, what, filters, sort, live) {
     if (what === 'count') {
       const r = await api('/v1/segments/count' + qs(filters));
       if (!live()) return;
