@@ -180,9 +180,10 @@ try {
   check(await ledgerRow.count() > 0, `no ledger entry about ${p.ledger_identifier}`);
   const actions = await page.locator('#ledger tbody tr').evaluateAll((trs) => trs.map((t) => t.getAttribute('data-action')));
   check(actions.includes(p.ledger_action), `no "${p.ledger_action}" entry in the ledger (actions: ${actions.join(', ')})`);
-  await waitText(page.locator('#card-engagement .value'), p.engagement_score, 'engagement score card');
+  const engagement = Number(p.engagement_score).toFixed(1);
+  await waitText(page.locator('#card-engagement .value'), engagement, 'engagement score card');
   await waitText(page.locator('#card-lifecycle .value'), p.lifecycle.replace(/_/g, ' '), 'lifecycle card');
-  await waitText(page.locator('#scores h3'), `Engagement ${p.engagement_score} / 100`, 'engagement explanation');
+  await waitText(page.locator('#scores h3'), `Engagement ${engagement} / 100`, 'engagement explanation');
   for (const reason of ['interactions', 'recency', 'frequency', 'monetary', 'dispersion', 'reach', 'amplification', 'centrality']) {
     await waitText(page.locator('#scores table.explain th'), reason, 'score component');
   }
@@ -191,7 +192,7 @@ try {
   check(await ev.count() === 1, `timeline lacks event ${p.timeline_event_id}`);
   if (p.timeline_name) await waitText(ev, p.timeline_name, 'timeline event name');
   await shot('profile.png');
-  log(`profile shows ${p.identifiers.length} identifiers, the ${p.ledger_action} of ${p.ledger_identifier}, engagement ${p.engagement_score} with its components, and event ${p.timeline_event_id}`);
+  log(`profile shows ${p.identifiers.length} identifiers, the ${p.ledger_action} of ${p.ledger_identifier}, engagement ${engagement} with its components, and event ${p.timeline_event_id}`);
 
   // ---------------------------------------------------------------- leaderboards
   step = 'influencers';
