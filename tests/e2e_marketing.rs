@@ -468,6 +468,12 @@ fn segments_leaderboards_and_reports_match_hand_computed_answers() {
     let (st, body) = get("/v1/top/influencers?limit=0");
     assert_eq!(st, 400);
     assert!(body.contains("`limit` must be from 1 to"), "{body}");
+    let (st, body) = get("/v1/whoami");
+    assert_eq!(st, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json"),
+        json!({"name": "t", "scopes": ["read", "export"]})
+    );
     let (st, _) = get("/v1/nothing");
     assert_eq!(st, 404);
 }

@@ -95,6 +95,7 @@ pub fn router(q: Queries, cfg: &ApiConfig) -> Router {
         max_export_rows: cfg.max_export_rows,
     });
     let read = Router::new()
+        .route("/v1/whoami", get(whoami))
         .route("/v1/profiles", get(search))
         .route("/v1/profiles/lookup", get(lookup))
         .route("/v1/profiles/{customer_id}", get(by_customer))
@@ -190,7 +191,14 @@ fn presented_key(h: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
-fn authorize(state: &AppState, h: &HeaderMap, need: Scope) -> Result<(), ApiError> {
+/// The key a request was authorized with (a request extension).
+#[derive(Debug, Clone)]
+struct KeyInfo {
+    name: String,
+    scopes: Vec<Scope>,
+}
+
+fn authorize(state: &AppState, h: &HeaderMap, need: Scope) -> Result<KeyInfo, ApiError> {
     let Some(key) = presented_key(h) else {
         return Err(ApiError(
             StatusCode::UNAUTHORIZED,
@@ -220,7 +228,10 @@ fn authorize(state: &AppState, h: &HeaderMap, need: Scope) -> Result<(), ApiErro
                 format!("this key lacks the `{}` scope", scope_name(need)),
             ))
         }
-        Some(_) => Ok(()),
+        Some((_, name, scopes)) => Ok(KeyInfo {
+            name: name.clone(),
+            scopes: scopes.clone(),
+        }),
     }
 }
 
@@ -232,16 +243,19 @@ fn scope_name(s: Scope) -> &'static str {
     }
 }
 
-async fn require_read(State(s): St, req: Request, next: Next) -> Response {
+async fn require_read(State(s): St, mut req: Request, next: Next) -> Response {
     match authorize(&s, req.headers(), Scope::Read) {
-        Ok(()) => next.run(req).await,
+        Ok(k) => {
+            req.extensions_mut().insert(k);
+            next.run(req).await
+        }
         Err(e) => e.into_response(),
     }
 }
 
 async fn require_export(State(s): St, req: Request, next: Next) -> Response {
     match authorize(&s, req.headers(), Scope::Export) {
-        Ok(()) => next.run(req).await,
+        Ok(_) => next.run(req).await,
         Err(e) => e.into_response(),
     }
 }
@@ -293,6 +307,11 @@ fn page(p: &[(&str, &str)], default: u64, max: u64) -> ApiResult<(u64, u64)> {
         return Err(bad(format!("`limit` must be from 1 to {max}, got {limit}")));
     }
     Ok((limit, num("offset", 0)?))
+}
+
+/// The name and scopes of the key used (the web page adapts to them).
+async fn whoami(axum::Extension(k): axum::Extension<KeyInfo>) -> Json<Value> {
+    Json(json!({"name": k.name, "scopes": k.scopes}))
 }
 
 async fn lookup(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
@@ -517,7 +536,10 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        let src = include_str!("http.rs").split("#[cfg(test)]").next().unwrap();
+        let src = include_str!("http.rs")
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap();
         // every `.route("/v1/...` of this file is documented, and nothing else is
         let routed: Vec<&str> = src
             .split(".route(\"")
@@ -534,6 +556,6 @@ mod tests {
             .collect();
         b.sort();
         assert_eq!(a, b, "routes vs /openapi.json paths");
-        assert_eq!(routed.len(), 12);
+        assert_eq!(routed.len(), 13);
     }
 }
