@@ -172,10 +172,10 @@ fn migrate_twice_changes_nothing_and_records_every_migration() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7]"),
+        text.contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8, 9]"),
         "{text}"
     );
-    assert_eq!(w.query_u64("SELECT count() FROM schema_migrations"), 7);
+    assert_eq!(w.query_u64("SELECT count() FROM schema_migrations"), 9);
     for table in [
         "events",
         "identities",
@@ -188,6 +188,12 @@ fn migrate_twice_changes_nothing_and_records_every_migration() {
         "scores",
         "score_runs",
         "v_scores",
+        "events_by_id",
+        "v_segment_profiles",
+        "v_influencers",
+        "v_campaign_touches",
+        "v_campaign_attribution",
+        "v_order_lines",
     ] {
         assert_eq!(
             w.query_u64(&format!(
