@@ -14,6 +14,8 @@ use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::proc::{cpu_secs, SelfCpu};
+
 #[derive(Debug, Clone)]
 pub struct LoadArgs {
     pub urls: Vec<String>,
@@ -26,6 +28,21 @@ pub struct LoadArgs {
     pub warmup: u64,
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
+    /// The server under test, to report its CPU use.
+    pub server_pid: Option<u32>,
+}
+
+/// CPU seconds per wall second (2.0 = both cores of this machine) while measuring.
+#[derive(Debug, Serialize)]
+pub struct Cpu {
+    /// This load tool.
+    pub load_tool: f64,
+    /// The server under test (`--server-pid`).
+    pub server: Option<f64>,
+    pub clickhouse: f64,
+    pub machine: f64,
+    /// Everything else (Kafka included): should be ~0 for clean figures.
+    pub other: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -54,6 +71,7 @@ pub struct Report {
     pub lines_per_response: f64,
     /// An example of the first error seen, to tell what went wrong.
     pub first_error: Option<String>,
+    pub cpu: Cpu,
 }
 
 struct ClientResult {
@@ -182,6 +200,8 @@ pub async fn run(a: LoadArgs) -> Result<Report> {
 
     barrier.wait().await;
     let start = Instant::now();
+    let cpu = SelfCpu::start();
+    let server_cpu = a.server_pid.and_then(cpu_secs);
     let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let mut errors = BTreeMap::new();
     let (mut ok, mut bytes, mut lines) = (0, 0, 0);
@@ -200,6 +220,18 @@ pub async fn run(a: LoadArgs) -> Result<Report> {
         first_error = first_error.or(r.first_error);
     }
     let secs = start.elapsed().as_secs_f64();
+    let used = cpu.finish(secs);
+    let server = match (server_cpu, a.server_pid.and_then(cpu_secs)) {
+        (Some(before), Some(after)) => Some((after - before) / secs),
+        _ => None,
+    };
+    let cpu = Cpu {
+        load_tool: used.process,
+        server,
+        clickhouse: used.clickhouse,
+        machine: used.machine,
+        other: (used.other - server.unwrap_or(0.0)).max(0.0),
+    };
     let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     let requests = hist.len();
     Ok(Report {
@@ -230,6 +262,7 @@ pub async fn run(a: LoadArgs) -> Result<Report> {
             0.0
         },
         first_error,
+        cpu,
     })
 }
 
@@ -309,6 +342,15 @@ pub fn print(r: &Report) {
     println!(
         "latency ms: min {:.2}  mean {:.2}  p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}  (first {:.2})",
         r.ms_min, r.ms_mean, r.ms_p50, r.ms_p90, r.ms_p99, r.ms_p999, r.ms_max, r.ms_first
+    );
+    let c = &r.cpu;
+    println!(
+        "cpu cores: load tool {:.2}  server {}  clickhouse {:.2}  other {:.2}  machine {:.2}",
+        c.load_tool,
+        c.server.map_or("?".to_string(), |s| format!("{s:.2}")),
+        c.clickhouse,
+        c.other,
+        c.machine
     );
     println!(
         "body: {} bytes in all, {:.0} bytes and {:.1} lines per response",

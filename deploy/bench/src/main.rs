@@ -201,6 +201,9 @@ enum Cmd {
         urls_file: Option<std::path::PathBuf>,
         #[arg(long, default_value_t = 60)]
         timeout_secs: u64,
+        /// Pid of the server under test, to report its CPU use.
+        #[arg(long)]
+        server_pid: Option<u32>,
         /// Print the report as JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -383,6 +386,7 @@ async fn main() -> Result<()> {
             mut urls,
             urls_file,
             timeout_secs,
+            server_pid,
             json,
         } => {
             if let Some(f) = urls_file {
@@ -400,6 +404,7 @@ async fn main() -> Result<()> {
                 warmup,
                 headers,
                 timeout: Duration::from_secs(timeout_secs),
+                server_pid,
             })
             .await?;
             if json {
