@@ -132,7 +132,30 @@ pub fn replay(
                             break;
                         }
                         Some(v) => {
-                            let dropped = kept.pop().cloned();
+                            // an unlink's wall: drop the weakest identifier whose
+                            // removal ends the separation conflict; the weakest of
+                            // all may have nothing to do with it (a device cookie
+                            // seen with a login and an unlinked shared address)
+                            let mut at = kept.len() - 1;
+                            if v.0 == rule::UNLINKED && kept.len() > 2 {
+                                if let Some(i) = (1..kept.len()).rev().find(|&i| {
+                                    let mut rest: Vec<usize> = kept
+                                        .iter()
+                                        .enumerate()
+                                        .filter(|(j, _)| *j != i)
+                                        .map(|(_, id)| part_of[&id.key()])
+                                        .collect();
+                                    rest.sort_unstable();
+                                    rest.dedup();
+                                    let ids = rest.iter().flat_map(|p| out.parts[*p].ids.iter());
+                                    rules
+                                        .violation(ids, &days, walls)
+                                        .is_none_or(|w| w.0 != rule::UNLINKED)
+                                }) {
+                                    at = i;
+                                }
+                            }
+                            let dropped = Some(kept.remove(at)).cloned();
                             if let Some(dropped) = dropped {
                                 if v.0 == rule::SIZE || v.0 == rule::LINK_RATE {
                                     let p = part_of[&kept[0].key()];

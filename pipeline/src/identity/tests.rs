@@ -437,6 +437,57 @@ fn unlink_detaches_for_good_and_moves_the_events() {
 }
 
 #[test]
+fn an_unlink_keeps_the_identifiers_that_were_not_in_conflict() {
+    // the laptop cookie, the login and a shared family address arrive together;
+    // unlinking the address must not also cut the cookie off the login
+    let mut g = Graph::new(&IdentityConfig::default());
+    feed(
+        &mut g,
+        "1",
+        "2026-01-01T00:00:00Z",
+        &[(IdType::AnonymousId, "laptop")],
+    );
+    feed(
+        &mut g,
+        "2",
+        "2026-01-02T00:00:00Z",
+        &[
+            (IdType::UserId, "dana"),
+            (IdType::Email, "family@shop.io"),
+            (IdType::AnonymousId, "laptop"),
+        ],
+    );
+    feed(
+        &mut g,
+        "3",
+        "2026-01-03T00:00:00Z",
+        &[(IdType::AnonymousId, "laptop")],
+    );
+    g.unlink(
+        &key(IdType::Email, "family@shop.io"),
+        "cmd-1",
+        "2026-02-01T00:00:00Z".parse().expect("t"),
+    )
+    .expect("unlinked");
+    let dana = g
+        .customer_of(&key(IdType::UserId, "dana"))
+        .map(str::to_string);
+    assert_eq!(
+        g.customer_of(&key(IdType::AnonymousId, "laptop"))
+            .map(str::to_string),
+        dana,
+        "the cookie stays with the login"
+    );
+    assert_ne!(
+        g.customer_of(&key(IdType::Email, "family@shop.io"))
+            .map(str::to_string),
+        dana
+    );
+    let p = &g.profiles[dana.as_deref().expect("dana")];
+    assert_eq!(p.event_count, 3, "every event of the cookie and the login");
+}
+
+#[test]
 fn split_gives_back_deterministic_ids() {
     let build = || {
         let mut g = Graph::new(&IdentityConfig::default());
