@@ -309,16 +309,20 @@ impl Queries {
             .normalizer
             .normalize(t, v)
             .map_err(|e| QueryError::BadRequest(format!("`{identifier}`: {e}")))?;
-        let customer: Option<String> = self
+        // one round trip: identifier -> customer -> profile
+        let p: Option<ProfileRow> = self
             .client
-            .query("SELECT customer_id FROM identities FINAL WHERE id_type = ? AND id_value = ? AND is_active = 1")
+            .query(
+                "SELECT ?fields FROM profiles FINAL WHERE customer_id IN \
+                 (SELECT customer_id FROM identities FINAL WHERE id_type = ? AND id_value = ? AND is_active = 1)",
+            )
             .bind(&id.id_type)
             .bind(&id.value)
             .fetch_optional()
             .await?;
-        match customer {
-            Some(c) => self.by_customer(&c).await,
-            None => Ok(None),
+        match p {
+            Some(p) if p.is_active == 0 => self.by_customer(&p.customer_id).await,
+            other => Ok(other),
         }
     }
 
@@ -551,23 +555,37 @@ impl Queries {
         } else {
             "1"
         };
+        // the ranking reads two columns of the whole run; the breakdown and names
+        // of the winners are then point reads by customer id
+        #[derive(Debug, Row, Deserialize)]
+        struct Ranked {
+            customer_id: String,
+            run_id: String,
+        }
         let sql = format!(
-            "SELECT customer_id, influence_score, reach, amplification, pagerank, networks, network_followers, \
-             network_amplification FROM v_scores WHERE {cond} ORDER BY influence_score DESC, customer_id LIMIT ?"
+            "SELECT customer_id, run_id FROM v_scores WHERE {cond} \
+             ORDER BY influence_score DESC, customer_id LIMIT ?"
         );
         let mut q = self.client.query(&sql);
         if let Some(n) = &network {
             q = q.bind(n.as_str());
         }
-        let rows: Vec<InfluenceRow> = q.bind(limit).fetch_all().await?;
-        let names = self
-            .names(
-                &rows
-                    .iter()
-                    .map(|r| r.customer_id.clone())
-                    .collect::<Vec<_>>(),
-            )
-            .await?;
+        let ranked: Vec<Ranked> = q.bind(limit).fetch_all().await?;
+        let ids: Vec<String> = ranked.iter().map(|r| r.customer_id.clone()).collect();
+        let run_id = ranked.first().map(|r| r.run_id.clone()).unwrap_or_default();
+        let sql = format!(
+            "SELECT customer_id, influence_score, reach, amplification, pagerank, networks, network_followers, \
+             network_amplification FROM scores WHERE customer_id IN {} AND run_id = ?",
+            in_list(ids.len())
+        );
+        let details = bind_strs(self.client.query(&sql), &ids).bind(&run_id);
+        let (details, names) = tokio::join!(details.fetch_all::<InfluenceRow>(), self.names(&ids));
+        let mut details: BTreeMap<String, InfluenceRow> = details?
+            .into_iter()
+            .map(|r| (r.customer_id.clone(), r))
+            .collect();
+        let names = names?;
+        let rows: Vec<InfluenceRow> = ids.iter().filter_map(|c| details.remove(c)).collect();
         let items: Vec<Value> = rows
             .iter()
             .enumerate()
