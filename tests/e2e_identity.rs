@@ -172,10 +172,10 @@ fn migrate_twice_changes_nothing_and_records_every_migration() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8, 9]"),
+        text.contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"),
         "{text}"
     );
-    assert_eq!(w.query_u64("SELECT count() FROM schema_migrations"), 9);
+    assert_eq!(w.query_u64("SELECT count() FROM schema_migrations"), 10);
     for table in [
         "events",
         "identities",
@@ -194,6 +194,9 @@ fn migrate_twice_changes_nothing_and_records_every_migration() {
         "v_campaign_touches",
         "v_campaign_attribution",
         "v_order_lines",
+        "suppressions",
+        "erasures",
+        "erasure_keys",
     ] {
         assert_eq!(
             w.query_u64(&format!(

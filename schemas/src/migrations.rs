@@ -61,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "marketer_views",
         sql: include_str!("../migrations/0009_marketer_views.sql"),
     },
+    Migration {
+        version: 10,
+        name: "privacy",
+        sql: include_str!("../migrations/0010_privacy.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]
