@@ -36,6 +36,7 @@ impl Retryable for ProduceError {
 }
 
 /// A canonical event as it goes to Kafka.
+#[derive(Debug)]
 pub struct Encoded {
     pub event_id: String,
     /// The actor's strongest identifier (`CanonicalEvent::partition_key`).

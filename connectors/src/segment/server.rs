@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Map, Value};
 use socialcrm_schemas::event::MAX_EVENT_BYTES;
 use socialcrm_schemas::Normalizer;
@@ -66,10 +66,13 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 fn reject(status: StatusCode, reason: impl Into<String>) -> Response {
-    let reason = reason.into();
-    metrics::counter!("socialcrm_collector_rejected_total", "status" => status.as_u16().to_string())
+    refused(refuse(status, reason))
+}
+
+fn refused(r: Refusal) -> Response {
+    metrics::counter!("socialcrm_collector_rejected_total", "status" => r.status.as_u16().to_string())
         .increment(1);
-    (status, Json(json!({"success": false, "error": reason}))).into_response()
+    (r.status, Json(r.body)).into_response()
 }
 
 /// Constant-time comparison so response timing does not leak key prefixes.
@@ -101,89 +104,93 @@ fn basic_user(headers: &HeaderMap) -> Option<String> {
     )
 }
 
-async fn handle(
-    State(st): State<Arc<AppState>>,
-    Path(kind): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let kind = match kind.as_str() {
+/// The endpoint a `/v1/{kind}` path names (`/v1/t` is `track`, `/v1/import` is
+/// `batch`), or `None` for an unknown one.
+pub fn endpoint(kind: &str) -> Option<&'static str> {
+    let k = match kind {
         "i" => "identify",
         "t" => "track",
         "p" => "page",
         "s" => "screen",
         "g" => "group",
         "a" => "alias",
-        "b" | "import" => "batch",
+        "b" | "import" | "batch" => "batch",
         k => k,
+    };
+    TYPES.iter().copied().chain(["batch"]).find(|t| *t == k)
+}
+
+/// A request refused: its status and the JSON answer with the reason.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+fn refuse(status: StatusCode, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        body: json!({"success": false, "error": reason.into()}),
     }
-    .to_string();
-    if kind != "batch" && !TYPES.contains(&kind.as_str()) {
-        return reject(
-            StatusCode::NOT_FOUND,
-            format!("unknown endpoint /v1/{kind}"),
-        );
-    }
-    if body.len() > st.config.max_batch_bytes {
-        return reject(
+}
+
+/// Reads a request body: within `max_batch_bytes`, UTF-8, a JSON object.
+pub fn read_body(config: &CollectorConfig, body: &[u8]) -> Result<Value, Refusal> {
+    if body.len() > config.max_batch_bytes {
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             format!(
                 "request body is {} bytes; the limit is {} bytes",
                 body.len(),
-                st.config.max_batch_bytes
+                config.max_batch_bytes
             ),
-        );
+        ));
     }
-    let text = match std::str::from_utf8(&body) {
-        Ok(t) => t,
-        Err(e) => {
-            return reject(
-                StatusCode::BAD_REQUEST,
-                format!("body is not valid UTF-8: {e}"),
-            )
-        }
-    };
-    let parsed: Value = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            return reject(
-                StatusCode::BAD_REQUEST,
-                format!("body is not valid JSON: {e}"),
-            )
-        }
-    };
-    let Some(obj) = parsed.as_object() else {
-        return reject(StatusCode::BAD_REQUEST, "body must be a JSON object");
-    };
-
-    // write key: Basic auth user, or `writeKey` in the body (older SDKs)
-    let key = basic_user(&headers).or_else(|| {
-        obj.get("writeKey")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    });
-    let authorized = key.as_deref().is_some_and(|k| {
-        st.config
-            .write_keys
-            .iter()
-            .fold(false, |ok, w| ok | same(w.as_bytes(), k.as_bytes()))
-    });
-    if !authorized {
-        return reject(
-            StatusCode::UNAUTHORIZED,
-            "missing or invalid write key (send it as the HTTP Basic user name)",
-        );
+    let text = std::str::from_utf8(body).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            format!("body is not valid UTF-8: {e}"),
+        )
+    })?;
+    match serde_json::from_str(text) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "body must be a JSON object",
+        )),
+        Err(e) => Err(refuse(
+            StatusCode::BAD_REQUEST,
+            format!("body is not valid JSON: {e}"),
+        )),
     }
+}
 
-    let received_at = Utc::now();
+/// Maps the messages of an authorised request (`kind` from [`endpoint`], `body`
+/// from [`read_body`], `body_len` its size in bytes) to encoded canonical events.
+/// Every event passes the pipeline's own checks; one invalid message refuses the
+/// whole request, with a reason per message. Pure: no I/O.
+pub fn map_request(
+    config: &CollectorConfig,
+    normalizer: &Normalizer,
+    kind: &str,
+    body: &Value,
+    body_len: usize,
+    received_at: DateTime<Utc>,
+) -> Result<Vec<Encoded>, Refusal> {
+    let Some(obj) = body.as_object() else {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "body must be a JSON object",
+        ));
+    };
     let sent_at = match obj.get("sentAt").and_then(Value::as_str) {
         Some(s) => match chrono::DateTime::parse_from_rfc3339(s) {
             Ok(t) => Some(t.with_timezone(&Utc)),
             Err(e) => {
-                return reject(
+                return Err(refuse(
                     StatusCode::BAD_REQUEST,
                     format!("`sentAt` is not RFC 3339 ({e})"),
-                )
+                ))
             }
         },
         None => None,
@@ -199,35 +206,37 @@ async fn handle(
                 None,
                 obj.get("context").and_then(Value::as_object),
             ),
-            Some(Value::Array(_)) => return reject(StatusCode::BAD_REQUEST, "`batch` is empty"),
+            Some(Value::Array(_)) => {
+                return Err(refuse(StatusCode::BAD_REQUEST, "`batch` is empty"))
+            }
             _ => {
-                return reject(
+                return Err(refuse(
                     StatusCode::BAD_REQUEST,
                     "`batch` must be an array of messages",
-                )
+                ))
             }
         }
     } else {
-        (vec![&parsed], Some(kind.as_str()), None)
+        (vec![body], Some(kind), None)
     };
 
     let env = Envelope {
-        source: &st.config.source,
+        source: &config.source,
         received_at,
         sent_at,
         context: batch_context,
-        normalizer: &st.normalizer,
+        normalizer,
     };
     let mut events: Vec<Encoded> = Vec::with_capacity(messages.len());
     let mut errors: Vec<Value> = Vec::new();
     for (i, msg) in messages.iter().enumerate() {
         let size = if messages.len() == 1 {
-            body.len()
+            body_len
         } else {
             json_len(msg)
         };
-        if size > st.config.max_event_bytes {
-            errors.push(json!({"index": i, "error": format!("message is {size} bytes; the limit is {} bytes", st.config.max_event_bytes)}));
+        if size > config.max_event_bytes {
+            errors.push(json!({"index": i, "error": format!("message is {size} bytes; the limit is {} bytes", config.max_event_bytes)}));
             continue;
         }
         match map_message(msg, implied, &env) {
@@ -244,7 +253,7 @@ async fn handle(
                 };
                 let size = encoded.payload.len();
                 let mut probe = ev;
-                match probe.validate_and_normalize(&st.normalizer, received_at) {
+                match probe.validate_and_normalize(normalizer, received_at) {
                     Ok(_) if size > MAX_EVENT_BYTES => errors.push(json!({"index": i,
                         "error": format!("the event is {size} bytes once merged with the batch context; the limit is {MAX_EVENT_BYTES} bytes")})),
                     Ok(_) => events.push(encoded),
@@ -255,7 +264,6 @@ async fn handle(
         }
     }
     if !errors.is_empty() {
-        metrics::counter!("socialcrm_collector_rejected_total", "status" => "400").increment(1);
         let summary = if messages.len() == 1 {
             errors[0]["error"]
                 .as_str()
@@ -268,12 +276,62 @@ async fn handle(
                 messages.len()
             )
         };
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"success": false, "error": summary, "errors": errors})),
-        )
-            .into_response();
+        return Err(Refusal {
+            status: StatusCode::BAD_REQUEST,
+            body: json!({"success": false, "error": summary, "errors": errors}),
+        });
     }
+    Ok(events)
+}
+
+async fn handle(
+    State(st): State<Arc<AppState>>,
+    Path(kind): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(kind) = endpoint(&kind) else {
+        return reject(
+            StatusCode::NOT_FOUND,
+            format!("unknown endpoint /v1/{kind}"),
+        );
+    };
+    let parsed = match read_body(&st.config, &body) {
+        Ok(v) => v,
+        Err(r) => return refused(r),
+    };
+
+    // write key: Basic auth user, or `writeKey` in the body (older SDKs)
+    let key = basic_user(&headers).or_else(|| {
+        parsed
+            .get("writeKey")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    });
+    let authorized = key.as_deref().is_some_and(|k| {
+        st.config
+            .write_keys
+            .iter()
+            .fold(false, |ok, w| ok | same(w.as_bytes(), k.as_bytes()))
+    });
+    if !authorized {
+        return reject(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid write key (send it as the HTTP Basic user name)",
+        );
+    }
+
+    let events = match map_request(
+        &st.config,
+        &st.normalizer,
+        kind,
+        &parsed,
+        body.len(),
+        Utc::now(),
+    ) {
+        Ok(e) => e,
+        Err(r) => return refused(r),
+    };
     match st.producer.send_encoded(&events).await {
         Ok(()) => {
             metrics::counter!("socialcrm_collector_events_total").increment(events.len() as u64);

@@ -124,3 +124,78 @@ fn bad_messages_are_refused_with_a_reason() {
         assert!(e.0.contains(want), "{msg} -> {e}");
     }
 }
+
+#[test]
+fn endpoints_and_their_aliases() {
+    use super::server::endpoint;
+    assert_eq!(endpoint("t"), Some("track"));
+    assert_eq!(endpoint("import"), Some("batch"));
+    assert_eq!(endpoint("batch"), Some("batch"));
+    assert_eq!(endpoint("alias"), Some("alias"));
+    assert_eq!(endpoint("nope"), None);
+    assert_eq!(endpoint(""), None);
+}
+
+#[test]
+fn a_request_is_read_and_mapped_whole_or_refused_whole() {
+    use super::server::{map_request, read_body};
+    use super::CollectorConfig;
+    let cfg = CollectorConfig::default();
+    let n = Normalizer::default();
+    let at = env(&n).received_at;
+
+    for (body, reason) in [
+        (&b"{\"a\":"[..], "not valid JSON"),
+        (&b"\xff{}"[..], "not valid UTF-8"),
+        (&b"[1]"[..], "JSON object"),
+    ] {
+        let r = read_body(&cfg, body).expect_err("refused");
+        assert_eq!(r.status, 400);
+        assert!(
+            r.body["error"].as_str().unwrap_or("").contains(reason),
+            "{}",
+            r.body
+        );
+    }
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let r = read_body(&cfg, format!("{{\"a\":{deep}}}").as_bytes()).expect_err("too deep");
+    assert!(
+        r.body["error"].as_str().unwrap_or("").contains("recursion"),
+        "{}",
+        r.body
+    );
+
+    let batch = json!({"batch": [
+        {"type": "track", "userId": "u1", "event": "A", "messageId": "m1"},
+        {"type": "track", "event": "B", "messageId": "m2"},
+    ]});
+    let r = map_request(&cfg, &n, "batch", &batch, 100, at).expect_err("one bad message");
+    assert_eq!(r.status, 400);
+    assert_eq!(r.body["errors"][0]["index"], 1, "{}", r.body);
+
+    let batch = json!({"batch": [
+        {"type": "track", "userId": "u1", "event": "A", "messageId": "m1"},
+        {"type": "identify", "anonymousId": "a1", "traits": {"email": "Ann@Example.com"}},
+    ]});
+    let events = map_request(&cfg, &n, "batch", &batch, 100, at).expect("accepted");
+    assert_eq!(events.len(), 2);
+    // what the collector accepts, the pipeline accepts
+    for e in &events {
+        socialcrm_schemas::CanonicalEvent::parse_and_validate(&e.payload, &n, at)
+            .expect("pipeline accepts it");
+    }
+    let single = json!({"userId": "u1", "event": "A"});
+    assert_eq!(
+        map_request(&cfg, &n, "track", &single, 40, at)
+            .expect("ok")
+            .len(),
+        1
+    );
+    let r = map_request(&cfg, &n, "track", &single, cfg.max_event_bytes + 1, at)
+        .expect_err("too large");
+    assert!(
+        r.body["error"].as_str().unwrap_or("").contains("limit"),
+        "{}",
+        r.body
+    );
+}
