@@ -36,6 +36,9 @@ pub struct Config {
     /// HTTP API and web page (`socialcrm serve`, docs/api.md).
     #[serde(default)]
     pub api: crate::api::ApiConfig,
+    /// Personal data: hashing of identifiers and traits, IP addresses (docs/privacy.md).
+    #[serde(default)]
+    pub privacy: socialcrm_schemas::privacy::PrivacyConfig,
     /// Pull connector instances: `[connectors.<name>]` (docs/connectors/).
     #[serde(default, skip_serializing_if = "toml::Table::is_empty")]
     pub connectors: toml::Table,
@@ -66,10 +69,12 @@ impl Config {
         let cfg: Config = toml::Value::Table(doc)
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))?;
+        cfg.clickhouse.validate().map_err(anyhow::Error::msg)?;
         cfg.pipeline.validate().map_err(anyhow::Error::msg)?;
         cfg.scoring.validate().map_err(anyhow::Error::msg)?;
         cfg.identity.validate().map_err(anyhow::Error::msg)?;
         cfg.api.validate().map_err(anyhow::Error::msg)?;
+        cfg.privacy.validate().map_err(anyhow::Error::msg)?;
         socialcrm_connectors::registry::parse_instances(&cfg.connectors)
             .map_err(anyhow::Error::msg)?;
         Ok(cfg)
@@ -267,12 +272,40 @@ mod tests {
     }
 
     #[test]
+    fn privacy_section_parses_and_names_bad_fields() {
+        let env = |k: &str| (k == "SALT").then(|| "a-long-enough-salt".to_string());
+        let c = Config::parse(
+            "[privacy]\nsalt = \"${SALT}\"\nhash_identifier_types = [\"email\"]\nip = \"drop\"\n",
+            env,
+        )
+        .expect("privacy");
+        assert_eq!(c.privacy.ip, socialcrm_schemas::privacy::IpPolicy::Drop);
+        assert_eq!(
+            Config::default().privacy.ip,
+            socialcrm_schemas::privacy::IpPolicy::Truncate
+        );
+        let e = Config::parse("[privacy]\nhash_traits = [\"address\"]\n", |_| None)
+            .expect_err("no salt");
+        assert!(format!("{e:#}").contains("privacy.salt"), "{e:#}");
+        let e = Config::parse("[privacy]\nip = \"mask\"\n", |_| None).expect_err("bad ip");
+        assert!(format!("{e:#}").contains("mask"), "{e:#}");
+        let e = Config::parse("[privacy]\nsalty = \"x\"\n", |_| None).expect_err("unknown");
+        assert!(format!("{e:#}").contains("salty"), "{e:#}");
+    }
+
+    #[test]
     fn bad_api_keys_fail_with_the_field_named() {
-        let e = Config::parse("[api]\nkeys = [{ name = \"a\", key = \"short\" }]\n", |_| None)
-            .expect_err("short key");
+        let e = Config::parse(
+            "[api]\nkeys = [{ name = \"a\", key = \"short\" }]\n",
+            |_| None,
+        )
+        .expect_err("short key");
         assert!(format!("{e:#}").contains("api.keys[0] (a)"), "{e:#}");
-        let e = Config::parse("[api]\nkeys = [{ name = \"a\", key = \"long-enough\", scopes = [\"write\"] }]\n", |_| None)
-            .expect_err("unknown scope");
+        let e = Config::parse(
+            "[api]\nkeys = [{ name = \"a\", key = \"long-enough\", scopes = [\"write\"] }]\n",
+            |_| None,
+        )
+        .expect_err("unknown scope");
         assert!(format!("{e:#}").contains("write"), "{e:#}");
     }
 }

@@ -11,6 +11,7 @@ pub mod json_schema;
 pub mod kafka;
 pub mod messages;
 pub mod migrations;
+pub mod privacy;
 pub mod retry;
 
 pub use event::{CanonicalEvent, Channel, EventError, JsonObject, Revenue, SCHEMA_VERSION};
