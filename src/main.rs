@@ -202,6 +202,7 @@ async fn run() -> Result<()> {
                     pipeline,
                     identity: cfg.identity.clone(),
                     scoring: cfg.scoring.clone(),
+                    privacy: cfg.privacy.clone(),
                 },
                 shutdown_signal(),
             )

@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod identity;
+pub mod pii;
 pub mod profile;
 pub mod rows;
 pub mod run;

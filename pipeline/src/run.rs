@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use crate::config::{IdentityConfig, PipelineConfig};
 use crate::identity::Graph;
+use crate::pii::Protector;
 use crate::rows::{secs, AliasRow, EventRow, IdentityRow, LedgerRow, ProfileRow};
 use crate::store::{offset_key, Delta, Intent, Store, StoreError};
 
@@ -66,6 +67,8 @@ pub struct Settings {
     pub pipeline: PipelineConfig,
     pub identity: IdentityConfig,
     pub scoring: crate::scoring::ScoringConfig,
+    /// Hashing of identifiers and traits, IP addresses (`crate::pii`).
+    pub privacy: socialcrm_schemas::privacy::PrivacyConfig,
 }
 
 /// (topic, key, payload); a `None` payload is a tombstone.
@@ -127,7 +130,13 @@ pub async fn run(
     s.identity.validate().map_err(PipelineError::Config)?;
     let normalizer = Normalizer::new(Some(&s.identity.default_phone_region))
         .map_err(|e| PipelineError::Config(format!("identity.default_phone_region: {e}")))?;
+    s.privacy.validate().map_err(PipelineError::Config)?;
+    let protector = Protector::new(&s.privacy);
     let (store, loaded) = Store::open(Path::new(&s.pipeline.state_dir), &s.identity)?;
+    store.check_privacy(
+        s.privacy.hasher().map_or(0, |h| h.fingerprint()),
+        loaded.version == 0 && loaded.graph.ids.is_empty(),
+    )?;
     let graph = loaded.graph;
     let mut version = loaded.version;
     let mut applied = loaded.offsets;
@@ -283,6 +292,7 @@ pub async fn run(
             .take()
             .ok_or_else(|| PipelineError::Config("graph lost".into()))?;
         let norm = normalizer.clone();
+        let prot = protector.clone();
         let applied_now = applied.clone();
         let commands_topic = s.kafka.topics.commands.clone();
         let (g, p, batch_stats) = tokio::task::spawn_blocking(move || {
@@ -305,6 +315,7 @@ pub async fn run(
                 &mut g,
                 &applied_now,
                 &norm,
+                &prot,
                 version,
                 Utc::now(),
                 &mut st,
@@ -528,6 +539,7 @@ fn prepare(
     graph: &mut Graph,
     applied: &HashMap<String, i64>,
     normalizer: &Normalizer,
+    protector: &Protector,
     version: u64,
     now: DateTime<Utc>,
     stats: &mut RunStats,
@@ -559,9 +571,11 @@ fn prepare(
         }
         let result = CanonicalEvent::parse_and_validate(payload, normalizer, now)
             .map_err(|e| (e.code(), e.to_string()))
-            .and_then(|(ev, rejected)| {
+            .and_then(|(mut ev, mut rejected)| {
+                // [privacy]: hashes and IP rules before the graph sees anything
+                let screened = protector.protect(graph, &mut ev, &mut rejected, normalizer);
                 graph
-                    .process(&ev, &rejected)
+                    .process_screened(&ev, &rejected, screened)
                     .map(|o| (ev, o))
                     .map_err(|reason| ("no_identifier", reason))
             });

@@ -90,6 +90,8 @@ pub enum StoreError {
     Db(String),
     #[error("identity store {path} has format {found}, this version reads format {FORMAT}: start with an empty state_dir (and a new consumer group) to rebuild it from the events topic")]
     Format { path: PathBuf, found: u64 },
+    #[error("identity store {path} was built under other [privacy] hashing settings (salt, hash_identifier_types or hash_traits) than the config's: its identifiers would no longer match new events, and every person would be split in two. Restore the settings, or rebuild from crm.events with an empty state_dir, a new consumer group and a new ClickHouse database (docs/privacy.md)")]
+    Privacy { path: PathBuf },
     #[error("identity store record {key}: {source}")]
     Decode {
         key: String,
@@ -302,6 +304,31 @@ impl Store {
                 recovery,
             },
         ))
+    }
+
+    /// Checks that the store was built under the same `[privacy]` hashing settings
+    /// (`fingerprint`, 0 when nothing is hashed): its identifiers are hashes under
+    /// those settings. A store that holds nothing yet takes the given settings, and
+    /// so does one written before this check existed, when nothing is hashed.
+    pub fn check_privacy(&self, fingerprint: u64, empty: bool) -> Result<(), StoreError> {
+        let mut w = self.db.begin_write().map_err(db_err)?;
+        w.set_durability(Durability::Immediate).map_err(se)?;
+        {
+            let mut meta = w.open_table(META).map_err(se)?;
+            let found = meta.get("privacy").map_err(se)?.map(|v| v.value());
+            match found {
+                Some(f) if f == fingerprint => return Ok(()),
+                None if empty || fingerprint == 0 => {
+                    meta.insert("privacy", fingerprint).map_err(se)?;
+                }
+                _ => {
+                    return Err(StoreError::Privacy {
+                        path: self.path.clone(),
+                    })
+                }
+            }
+        }
+        w.commit().map_err(se)
     }
 
     /// Records, durably, what the next batch is about to write.
@@ -552,6 +579,28 @@ mod tests {
         let p = again.graph.profile_of("email:x@y.io").expect("profile");
         assert_eq!(p.event_count, 2);
         assert_eq!(again.graph.partition(), loaded.graph.partition());
+    }
+
+    #[test]
+    fn a_store_keeps_the_privacy_settings_it_was_built_with() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = IdentityConfig::default();
+        {
+            let (store, _) = Store::open(dir.path(), &cfg).expect("open");
+            store.check_privacy(42, true).expect("a new store takes them");
+            store.check_privacy(42, false).expect("same settings");
+            let e = store.check_privacy(0, false).expect_err("hashing turned off");
+            assert!(e.to_string().contains("[privacy]"), "{e}");
+            assert!(store.check_privacy(43, false).is_err(), "another salt");
+        }
+        let (store, _) = Store::open(dir.path(), &cfg).expect("reopen");
+        assert!(store.check_privacy(43, false).is_err(), "remembered across restarts");
+        store.check_privacy(42, false).expect("same settings");
+        // a store with data from before the check: fine without hashing, refused with
+        let dir2 = tempfile::tempdir().expect("tmp");
+        let (old, _) = Store::open(dir2.path(), &cfg).expect("open");
+        assert!(old.check_privacy(7, false).is_err());
+        old.check_privacy(0, false).expect("no hashing, as before");
     }
 
     #[test]

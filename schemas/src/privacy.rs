@@ -162,8 +162,8 @@ impl Hasher {
     }
 
     /// A fingerprint of the settings (salt, types, traits) that decide what a
-    /// stored hash is; it reveals neither the salt nor any value.
-    pub fn fingerprint(&self) -> String {
+    /// stored hash is; it reveals neither the salt nor any value. Never 0.
+    pub fn fingerprint(&self) -> u64 {
         let mut h = Sha256::new();
         h.update(b"socialcrm-privacy-v1\0");
         h.update(&self.salt);
@@ -175,7 +175,10 @@ impl Hasher {
         for t in &self.traits {
             h.update(format!("\0trait:{t}").as_bytes());
         }
-        hex::encode(&h.finalize()[..16])
+        let d = h.finalize();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&d[..8]);
+        u64::from_le_bytes(b).max(1)
     }
 
     /// True when identifiers of type `id_type` (e.g. `email`) are hashed.
@@ -236,6 +239,45 @@ impl Hasher {
             *v = Value::String(self.hash(&clear));
         }
     }
+}
+
+/// True for a value in hashed form: `sha256:` + 64 lower-case hex digits.
+pub fn is_hash(value: &str) -> bool {
+    value.strip_prefix(HASH_PREFIX).is_some_and(|h| {
+        h.len() == 64
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The stored form of an identifier a person typed (CLI, API): normalised, then
+/// hashed when `hasher` hashes its type, so that a lookup from the clear value
+/// finds the hashed one. A value of a hashed type that is already a hash (copied
+/// from a profile, e.g. `email:sha256:…` or `shopify:shop.io/sha256:…`) is taken
+/// as it is.
+pub fn lookup_identifier(
+    hasher: Option<&Hasher>,
+    normalizer: &Normalizer,
+    id_type: &str,
+    value: &str,
+) -> Result<Identifier, crate::IdError> {
+    let t: IdType = id_type.trim().parse()?;
+    if let Some(h) = hasher.filter(|h| h.types[t.priority()]) {
+        let v = value.trim();
+        let hashed = match t {
+            IdType::Shopify | IdType::Woocommerce => {
+                v.split_once('/').is_some_and(|(_, id)| is_hash(id))
+            }
+            _ => is_hash(v),
+        };
+        if hashed {
+            return Ok(Identifier::new(t, v));
+        }
+        let mut id = normalizer.normalize(t.as_str(), value)?;
+        h.protect_identifier(&mut id);
+        return Ok(id);
+    }
+    normalizer.normalize(t.as_str(), value)
 }
 
 /// Applies `policy` to one IP address value: the value to store, or `None` to
@@ -385,6 +427,34 @@ mod tests {
         let mut s = Identifier::new(IdType::Shopify, "shop.io/55");
         h.protect_identifier(&mut s);
         assert_eq!(s.value, format!("shop.io/{}", h.hash("55")));
+    }
+
+    #[test]
+    fn lookups_from_the_clear_value_find_the_hash() {
+        let h = cfg(&["email", "woocommerce"], &[], "0123456789abcdef")
+            .hasher()
+            .expect("on");
+        let n = Normalizer::new(None).expect("normalizer");
+        let look = |t: &str, v: &str| lookup_identifier(Some(&h), &n, t, v).expect("valid");
+        let stored = look("email", " Ann@Example.COM");
+        assert_eq!(stored.value, h.hash("ann@example.com"));
+        assert_eq!(
+            look("email", &stored.value),
+            stored,
+            "a hash is taken as is"
+        );
+        assert_eq!(look("user_id", "u-1").value, "u-1", "types not hashed");
+        let shop = look("woocommerce", "https://Shop.io/42");
+        assert_eq!(shop.value, format!("shop.io/{}", h.hash("42")));
+        assert_eq!(look("woocommerce", &shop.value), shop);
+        assert!(lookup_identifier(Some(&h), &n, "email", "not-an-email").is_err());
+        assert!(lookup_identifier(Some(&h), &n, "email", "sha256:abc").is_err());
+        assert_eq!(
+            lookup_identifier(None, &n, "email", "ANN@example.com")
+                .expect("ok")
+                .value,
+            "ann@example.com"
+        );
     }
 
     #[test]

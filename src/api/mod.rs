@@ -137,6 +137,7 @@ pub fn queries(cfg: &Config) -> Result<queries::Queries> {
     Ok(queries::Queries {
         client: cfg.clickhouse.client(),
         normalizer: Arc::new(normalizer),
+        hasher: cfg.privacy.hasher(),
         scoring: cfg.scoring.clone(),
         recent_events: cfg.api.recent_events,
         campaign_costs: cfg.api.campaign_costs.clone(),

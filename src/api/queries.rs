@@ -46,6 +46,8 @@ pub const ADVOCACY_TYPES: &[&str] = &[
 pub struct Queries {
     pub client: Client,
     pub normalizer: std::sync::Arc<Normalizer>,
+    /// `[privacy]` hashing: identifiers typed in clear are looked up by their hash.
+    pub hasher: Option<socialcrm_schemas::privacy::Hasher>,
     pub scoring: ScoringConfig,
     pub recent_events: u64,
     pub campaign_costs: BTreeMap<String, CampaignCost>,
@@ -305,10 +307,13 @@ impl Queries {
                 "`{identifier}`: write identifiers as type:value, e.g. email:ann@example.com"
             ))
         })?;
-        let id = self
-            .normalizer
-            .normalize(t, v)
-            .map_err(|e| QueryError::BadRequest(format!("`{identifier}`: {e}")))?;
+        let id = socialcrm_schemas::privacy::lookup_identifier(
+            self.hasher.as_ref(),
+            &self.normalizer,
+            t,
+            v,
+        )
+        .map_err(|e| QueryError::BadRequest(format!("`{identifier}`: {e}")))?;
         // one round trip: identifier -> customer -> profile
         let p: Option<ProfileRow> = self
             .client
@@ -439,6 +444,8 @@ impl Queries {
 
     /// Profiles whose name contains `q` (any case) or with an identifier starting
     /// with `q` (email prefix, handle with or without `@`). Most engaged first.
+    /// Identifiers that `[privacy]` hashes are found only by their whole value: `q`
+    /// is also hashed as each hashed type it is a valid value of.
     pub async fn search(
         &self,
         q: &str,
@@ -457,18 +464,45 @@ impl Queries {
             .replace('%', "\\%")
             .replace('_', "\\_");
         let handle = escaped.trim_start_matches('@');
+        let hashes: Vec<String> = match &self.hasher {
+            Some(h) => {
+                let mut v: Vec<String> = socialcrm_schemas::IdType::ALL
+                    .iter()
+                    .filter(|t| h.hashes_type(t.as_str()))
+                    .filter_map(|t| {
+                        socialcrm_schemas::privacy::lookup_identifier(
+                            Some(h),
+                            &self.normalizer,
+                            t.as_str(),
+                            q,
+                        )
+                        .ok()
+                    })
+                    .map(|id| id.value)
+                    .collect();
+                v.sort();
+                v.dedup();
+                v
+            }
+            None => Vec::new(),
+        };
+        let exact = if hashes.is_empty() { "" } else { " OR has(?, v)" };
         let sql = format!(
             "SELECT {SEGMENT_COLUMNS} FROM v_segment_profiles \
              WHERE positionCaseInsensitiveUTF8(display_name, ?) > 0 \
-                OR arrayExists(v -> v LIKE ? OR v LIKE ?, identifier_values) \
+                OR arrayExists(v -> v LIKE ? OR v LIKE ?{exact}, identifier_values) \
              ORDER BY engagement_score DESC, customer_id LIMIT ? OFFSET ?"
         );
-        let mut rows: Vec<SegmentRow> = self
+        let mut query = self
             .client
             .query(&sql)
             .bind(q)
             .bind(format!("{escaped}%"))
-            .bind(format!("@{handle}%"))
+            .bind(format!("@{handle}%"));
+        if !hashes.is_empty() {
+            query = query.bind(&hashes);
+        }
+        let mut rows: Vec<SegmentRow> = query
             .bind(limit + 1)
             .bind(offset)
             .fetch_all()

@@ -86,8 +86,8 @@ fn normalized(cfg: &Config, identifier: &str) -> Result<Identifier> {
         format!("`{identifier}`: write identifiers as type:value, e.g. email:ann@example.com")
     })?;
     let normalizer = Normalizer::new(Some(&cfg.identity.default_phone_region))?;
-    normalizer
-        .normalize(t, v)
+    // the stored form: hashed when [privacy] hashes the type
+    socialcrm_schemas::privacy::lookup_identifier(cfg.privacy.hasher().as_ref(), &normalizer, t, v)
         .map_err(|e| anyhow::anyhow!("`{identifier}`: {e}"))
 }
 

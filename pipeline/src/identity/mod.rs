@@ -260,11 +260,25 @@ impl Graph {
         ev: &CanonicalEvent,
         rejected: &[RejectedIdentifier],
     ) -> Result<Outcome, String> {
+        self.process_screened(ev, rejected, Vec::new())
+    }
+
+    /// [`Graph::process`] of an event from which the caller already removed
+    /// identifiers under a rule (`screened`: identifier, rule, reason), e.g. values
+    /// that the blocked rules refused before they were hashed (`crate::pii`); they
+    /// are recorded in the ledger like the graph's own rejections.
+    pub fn process_screened(
+        &mut self,
+        ev: &CanonicalEvent,
+        rejected: &[RejectedIdentifier],
+        screened: Vec<(Identifier, &'static str, String)>,
+    ) -> Result<Outcome, String> {
         let fp = event_fingerprint(&ev.event_id);
         let mut rejects: Vec<(Identifier, &str, String)> = rejected
             .iter()
             .map(|r| (r.original.clone(), r.error.rule(), r.error.to_string()))
             .collect();
+        rejects.extend(screened);
 
         let mut ids: Vec<Identifier> = Vec::with_capacity(ev.identifiers.len());
         for id in &ev.identifiers {
