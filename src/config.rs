@@ -66,7 +66,7 @@ impl Config {
         for (key, value) in doc.iter_mut() {
             interpolate_value(key, value, &env)?;
         }
-        let cfg: Config = toml::Value::Table(doc)
+        let mut cfg: Config = toml::Value::Table(doc)
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message().trim()))?;
         cfg.clickhouse.validate().map_err(anyhow::Error::msg)?;
@@ -75,6 +75,8 @@ impl Config {
         cfg.identity.validate().map_err(anyhow::Error::msg)?;
         cfg.api.validate().map_err(anyhow::Error::msg)?;
         cfg.privacy.validate().map_err(anyhow::Error::msg)?;
+        // the collector applies `[privacy] ip` before events reach Kafka
+        cfg.collector.ip = cfg.privacy.ip;
         socialcrm_connectors::registry::parse_instances(&cfg.connectors)
             .map_err(anyhow::Error::msg)?;
         Ok(cfg)

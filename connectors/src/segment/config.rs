@@ -28,6 +28,10 @@ pub struct CollectorConfig {
     /// ISO 3166 region for phone numbers in traits written without a country code.
     #[serde(default)]
     pub default_phone_region: String,
+    /// What happens to `context.ip` before events reach Kafka. Not a `[collector]`
+    /// key: the binary copies `[privacy] ip` here (docs/privacy.md).
+    #[serde(skip)]
+    pub ip: socialcrm_schemas::privacy::IpPolicy,
 }
 
 impl std::fmt::Debug for CollectorConfig {
@@ -44,6 +48,7 @@ impl std::fmt::Debug for CollectorConfig {
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("ack_timeout_ms", &self.ack_timeout_ms)
             .field("default_phone_region", &self.default_phone_region)
+            .field("ip", &self.ip)
             .finish()
     }
 }
@@ -77,6 +82,7 @@ impl Default for CollectorConfig {
             max_batch_bytes: default_max_batch(),
             ack_timeout_ms: default_ack_timeout(),
             default_phone_region: String::new(),
+            ip: Default::default(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! | `context.device.id` | `device_id` |
 //! | `timestamp`, else `originalTimestamp` corrected by `sentAt` | `occurred_at` |
 //! | `properties.revenue`/`total` + `currency` (orders) | `revenue` |
+//! | `context.ip` | truncated, dropped or kept by `[privacy] ip` |
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -38,6 +39,8 @@ pub struct Envelope<'a> {
     /// Batch-level `context`, merged under each message's own context.
     pub context: Option<&'a Map<String, Value>>,
     pub normalizer: &'a Normalizer,
+    /// `[privacy] ip`: applied to `context.ip` before the event leaves the collector.
+    pub ip: socialcrm_schemas::privacy::IpPolicy,
 }
 
 fn opt_str<'a>(m: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, MappingError> {
@@ -112,6 +115,7 @@ pub fn map_message(
         None | Some(Value::Null) => Map::new(),
         Some(_) => return Err(err("`context.traits` must be an object")),
     };
+    socialcrm_schemas::privacy::protect_context_ip(env.ip, &mut context);
     let mut traits = if seg_type == "identify" {
         let mut t = context_traits.clone();
         if let Some(own) = opt_obj(m, "traits")? {

@@ -226,6 +226,7 @@ pub fn map_request(
         sent_at,
         context: batch_context,
         normalizer,
+        ip: config.ip,
     };
     let mut events: Vec<Encoded> = Vec::with_capacity(messages.len());
     let mut errors: Vec<Value> = Vec::new();

@@ -17,6 +17,7 @@ fn env(n: &Normalizer) -> Envelope<'_> {
         sent_at: None,
         context: None,
         normalizer: n,
+        ip: Default::default(),
     }
 }
 
@@ -198,4 +199,31 @@ fn a_request_is_read_and_mapped_whole_or_refused_whole() {
         "{}",
         r.body
     );
+}
+
+#[test]
+fn context_ip_follows_the_privacy_policy_before_kafka() {
+    use socialcrm_schemas::privacy::IpPolicy;
+    let n = Normalizer::new(None).expect("normalizer");
+    let msg = json!({"type": "track", "event": "A", "userId": "u-1", "messageId": "m1",
+        "context": {"ip": "203.0.113.77", "locale": "de-DE"}});
+    let batch_ctx = json!({"ip": "2001:db8:85a3:8d3:1319:8a2e:370:7348"});
+    let ip_of = |policy: IpPolicy, msg: &serde_json::Value, batch: bool| {
+        let mut e = env(&n);
+        e.ip = policy;
+        if batch {
+            e.context = batch_ctx.as_object();
+        }
+        let ev = map_message(msg, None, &e).expect("mapped");
+        let ctx = ev.context.to_map();
+        assert_eq!(ctx.get("locale").and_then(|v| v.as_str()).unwrap_or("de-DE"), "de-DE");
+        ctx.get("ip").cloned()
+    };
+    assert_eq!(ip_of(IpPolicy::Truncate, &msg, false), Some(json!("203.0.113.0")));
+    assert_eq!(ip_of(IpPolicy::Drop, &msg, false), None);
+    assert_eq!(ip_of(IpPolicy::Keep, &msg, false), Some(json!("203.0.113.77")));
+    // an address from the batch's context is treated the same way
+    let bare = json!({"type": "track", "event": "A", "userId": "u-1", "messageId": "m2"});
+    assert_eq!(ip_of(IpPolicy::Truncate, &bare, true), Some(json!("2001:db8:85a3::")));
+    assert_eq!(ip_of(IpPolicy::Drop, &bare, true), None);
 }
