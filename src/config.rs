@@ -164,7 +164,9 @@ mod tests {
         assert_eq!(c.clickhouse.url, "http://127.0.0.1:8123");
         assert_eq!(c.clickhouse.database, "crm");
         assert_eq!(c.collector.listen, "127.0.0.1:8088");
-        assert_eq!(c.collector.write_keys, vec!["local-dev-key".to_string()]);
+        let keys = c.collector.resolved_keys();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].key, "local-dev-key");
         assert_eq!(c.kafka.topics.profiles, "crm.profiles");
     }
 
@@ -268,7 +270,9 @@ mod tests {
     fn sample_config_parses() {
         let raw = include_str!("../deploy/local/socialcrm.toml");
         let c = Config::parse(raw, |_| None).expect("sample config");
-        assert_eq!(c.collector.write_keys, vec!["local-dev-key".to_string()]);
+        let keys = c.collector.resolved_keys();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].key, "local-dev-key");
         // the sample shows the defaults
         assert_eq!(c.api, crate::api::ApiConfig::default());
     }

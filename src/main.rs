@@ -184,6 +184,12 @@ async fn run() -> Result<()> {
             &cfg.kafka,
             telemetry::metrics_router(telemetry::install()),
             shutdown_signal(),
+            // SIGHUP: the file's [collector] keys and limits (docs/security.md)
+            move || {
+                config::Config::load(cli.config.as_deref())
+                    .map(|c| c.collector)
+                    .map_err(|e| format!("{e:#}"))
+            },
         )
         .await
         .map_err(|e| anyhow::anyhow!("collector: {e}")),

@@ -44,6 +44,8 @@ pub enum PipelineError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("clickhouse: {0}")]
     ClickHouse(#[from] clickhouse::error::Error),
+    #[error(transparent)]
+    ClickHouseUnusable(#[from] socialcrm_schemas::clickhouse_config::HealthError),
     #[error("encoding: {0}")]
     Encode(#[from] serde_json::Error),
 }

@@ -65,6 +65,10 @@ pub struct Topics {
     /// one partition, compacted, key `command_id`: the durable log of those rules.
     #[serde(default = "default_commands")]
     pub commands: String,
+    /// Erasure requests to the identity writer (`socialcrm privacy erase`), one
+    /// partition, compacted, key `request_id`; hashes only (docs/privacy.md).
+    #[serde(default = "default_privacy_commands")]
+    pub privacy_commands: String,
 }
 
 fn default_brokers() -> String {
@@ -91,6 +95,9 @@ fn default_profiles() -> String {
 fn default_commands() -> String {
     "crm.identity.commands".into()
 }
+fn default_privacy_commands() -> String {
+    "crm.privacy.commands".into()
+}
 
 impl Default for Topics {
     fn default() -> Self {
@@ -100,6 +107,7 @@ impl Default for Topics {
             identity: default_identity(),
             profiles: default_profiles(),
             commands: default_commands(),
+            privacy_commands: default_privacy_commands(),
         }
     }
 }
@@ -114,6 +122,7 @@ impl Topics {
             identity: format!("{prefix}{}", d.identity),
             profiles: format!("{prefix}{}", d.profiles),
             commands: format!("{prefix}{}", d.commands),
+            privacy_commands: format!("{prefix}{}", d.privacy_commands),
         }
     }
 }
@@ -141,8 +150,9 @@ impl KafkaConfig {
         c
     }
 
-    /// Creates the topics if missing (events with `event_partitions`, commands
-    /// with 1, the others with 3; profiles and commands compacted). Existing topics
+    /// Creates the topics if missing (events with `event_partitions`, the two
+    /// command topics with 1, the others with 3; profiles and the command topics
+    /// compacted). Existing topics
     /// are left alone.
     pub async fn ensure_topics(&self) -> Result<Vec<String>, rdkafka::error::KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
@@ -154,6 +164,7 @@ impl KafkaConfig {
             NewTopic::new(&self.topics.identity, 3, rf()),
             NewTopic::new(&self.topics.profiles, 3, rf()).set(compact[0].0, compact[0].1),
             NewTopic::new(&self.topics.commands, 1, rf()).set(compact[0].0, compact[0].1),
+            NewTopic::new(&self.topics.privacy_commands, 1, rf()).set(compact[0].0, compact[0].1),
         ];
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         let results = admin.create_topics(topics.iter(), &opts).await?;
@@ -170,5 +181,63 @@ impl KafkaConfig {
             }
         }
         Ok(created)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::producer::BaseProducer;
+
+    fn with_props(props: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            brokers: "broker.example:9093".into(),
+            properties: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..KafkaConfig::default()
+        }
+    }
+
+    /// The SASL/SSL settings of docs/security.md reach librdkafka, and librdkafka
+    /// accepts them: it is built with OpenSSL (without it, `SSL` and SCRAM are
+    /// refused when the client is created). No broker is contacted.
+    #[test]
+    fn tls_and_sasl_properties_are_passed_to_librdkafka() {
+        let cases: [&[(&str, &str)]; 3] = [
+            &[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "SCRAM-SHA-512"),
+                ("sasl.username", "crm"),
+                ("sasl.password", "secret"),
+            ],
+            &[
+                ("security.protocol", "SSL"),
+                ("ssl.endpoint.identification.algorithm", "https"),
+            ],
+            &[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanism", "PLAIN"),
+                ("sasl.username", "crm"),
+                ("sasl.password", "secret"),
+            ],
+        ];
+        for props in cases {
+            let cfg = with_props(props);
+            let client = cfg.client_config();
+            assert_eq!(client.get("bootstrap.servers"), Some("broker.example:9093"));
+            for (k, v) in props {
+                assert_eq!(client.get(k), Some(*v), "{k}");
+            }
+            let made: Result<BaseProducer, _> = client.create();
+            assert!(made.is_ok(), "{props:?}: {:?}", made.err());
+        }
+        // a misspelt property is refused by librdkafka when the client is created
+        let bad: Result<BaseProducer, _> = with_props(&[("security.protocl", "SSL")])
+            .client_config()
+            .create();
+        let e = bad.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains("security.protocl"), "{e}");
     }
 }

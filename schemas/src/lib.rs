@@ -13,6 +13,7 @@ pub mod messages;
 pub mod migrations;
 pub mod privacy;
 pub mod retry;
+pub mod secret;
 
 pub use event::{CanonicalEvent, Channel, EventError, JsonObject, Revenue, SCHEMA_VERSION};
 pub use identifier::{IdError, IdType, Identifier, Normalizer};

@@ -143,9 +143,7 @@ impl Retryable for clickhouse::error::Error {
                     || m.contains("no such column")
                     || m.contains("unknown table")
                     || m.contains("doesn't exist")
-                    || m.contains("authentication failed")
-                    || m.contains("code: 516")
-                    || m.contains("code: 192")
+                    || crate::clickhouse_config::is_auth_failure(&m)
                     || m.contains("code: 62"))
             }
             _ => false,

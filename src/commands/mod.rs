@@ -17,6 +17,8 @@ use crate::config::Config;
 
 /// `socialcrm migrate`.
 pub async fn migrate(cfg: &Config, no_kafka: bool) -> Result<()> {
+    // a wrong password or certificate fails here, naming [clickhouse]
+    cfg.clickhouse.health_check().await?;
     let report = socialcrm_schemas::migrations::migrate(&cfg.clickhouse)
         .await
         .with_context(|| format!("migrating ClickHouse at {}", cfg.clickhouse.url))?;

@@ -19,7 +19,7 @@ pub struct ReplayArgs {
     /// Collector base URL (default: http://<collector.listen>).
     #[arg(long)]
     pub url: Option<String>,
-    /// Write key (default: the first of collector.write_keys).
+    /// Write key (default: the first configured one: collector.write_keys, then collector.keys).
     #[arg(long, env = "SOCIALCRM_WRITE_KEY")]
     pub write_key: Option<String>,
     /// Messages per /v1/batch call.
@@ -44,7 +44,7 @@ pub async fn run(cfg: &Config, args: ReplayArgs) -> Result<()> {
         .unwrap_or_else(|| format!("http://{}", cfg.collector.listen));
     let key = args
         .write_key
-        .or_else(|| cfg.collector.write_keys.first().cloned())
+        .or_else(|| cfg.collector.resolved_keys().first().map(|k| k.key.clone()))
         .context("no write key: pass --write-key")?;
     let auth = format!(
         "Basic {}",

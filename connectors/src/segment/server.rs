@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -17,6 +17,7 @@ use serde_json::{json, Map, Value};
 use socialcrm_schemas::event::MAX_EVENT_BYTES;
 use socialcrm_schemas::Normalizer;
 
+use super::auth::{retry_after_secs, Settings};
 use super::config::CollectorConfig;
 use super::mapping::{map_message, Envelope, TYPES};
 use crate::producer::{Encoded, EventProducer};
@@ -42,7 +43,8 @@ fn json_len(v: &Value) -> usize {
 
 /// Shared state of the handlers.
 pub struct AppState {
-    pub config: CollectorConfig,
+    /// Keys and limits in force (replaced on reload).
+    pub settings: Settings,
     pub producer: EventProducer,
     pub normalizer: Normalizer,
 }
@@ -50,16 +52,9 @@ pub struct AppState {
 /// The routes: `/v1/{identify,track,page,screen,group,alias,batch}`, the one-letter
 /// aliases analytics.js uses (`/v1/i`, `/v1/t`, ...), and `/health`.
 pub fn router(state: Arc<AppState>) -> Router {
-    // hard cap well above the batch limit so oversized bodies still get a 400 with a reason
-    let hard_cap = state
-        .config
-        .max_batch_bytes
-        .saturating_mul(4)
-        .max(1024 * 1024);
     Router::new()
         .route("/v1/{kind}", post(handle))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
-        .layer(DefaultBodyLimit::max(hard_cap))
         // SDKs may gzip their batches (Content-Encoding: gzip); limits apply after decompression
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .with_state(state)
@@ -73,14 +68,6 @@ fn refused(r: Refusal) -> Response {
     metrics::counter!("socialcrm_collector_rejected_total", "status" => r.status.as_u16().to_string())
         .increment(1);
     (r.status, Json(r.body)).into_response()
-}
-
-/// Constant-time comparison so response timing does not leak key prefixes.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn basic_user(headers: &HeaderMap) -> Option<String> {
@@ -166,11 +153,32 @@ pub fn read_body(config: &CollectorConfig, body: &[u8]) -> Result<Value, Refusal
 }
 
 /// Maps the messages of an authorised request (`kind` from [`endpoint`], `body`
-/// from [`read_body`], `body_len` its size in bytes) to encoded canonical events.
-/// Every event passes the pipeline's own checks; one invalid message refuses the
-/// whole request, with a reason per message. Pure: no I/O.
+/// from [`read_body`], `body_len` its size in bytes) to encoded canonical events
+/// of `config.source`. Every event passes the pipeline's own checks; one invalid
+/// message refuses the whole request, with a reason per message. Pure: no I/O.
 pub fn map_request(
     config: &CollectorConfig,
+    normalizer: &Normalizer,
+    kind: &str,
+    body: &Value,
+    body_len: usize,
+    received_at: DateTime<Utc>,
+) -> Result<Vec<Encoded>, Refusal> {
+    map_request_for(
+        config,
+        &config.source,
+        normalizer,
+        kind,
+        body,
+        body_len,
+        received_at,
+    )
+}
+
+/// [`map_request`] for the `source` of the request's write key.
+pub fn map_request_for(
+    config: &CollectorConfig,
+    source: &str,
     normalizer: &Normalizer,
     kind: &str,
     body: &Value,
@@ -201,6 +209,16 @@ pub fn map_request(
         Option<&Map<String, Value>>,
     ) = if kind == "batch" {
         match obj.get("batch") {
+            Some(Value::Array(a)) if a.len() > config.max_batch_messages => {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "`batch` has {} messages; the limit is {}",
+                        a.len(),
+                        config.max_batch_messages
+                    ),
+                ))
+            }
             Some(Value::Array(a)) if !a.is_empty() => (
                 a.iter().collect(),
                 None,
@@ -221,7 +239,7 @@ pub fn map_request(
     };
 
     let env = Envelope {
-        source: &config.source,
+        source,
         received_at,
         sent_at,
         context: batch_context,
@@ -289,7 +307,7 @@ async fn handle(
     State(st): State<Arc<AppState>>,
     Path(kind): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(kind) = endpoint(&kind) else {
         return reject(
@@ -297,33 +315,79 @@ async fn handle(
             format!("unknown endpoint /v1/{kind}"),
         );
     };
-    let parsed = match read_body(&st.config, &body) {
-        Ok(v) => v,
-        Err(r) => return refused(r),
+    let live = st.settings.current();
+    let config = &live.config;
+    // read well past the batch limit, so a body slightly over it gets the exact size in
+    // a 400; beyond that the read stops (413) without buffering more
+    let hard_cap = config.max_batch_bytes.saturating_mul(4).max(1024 * 1024);
+    let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, hard_cap))
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return reject(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body is larger than {hard_cap} bytes; the limit is {} bytes",
+                    config.max_batch_bytes
+                ),
+            )
+        }
+        Err(e) => {
+            return reject(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            )
+        }
     };
 
-    // write key: Basic auth user, or `writeKey` in the body (older SDKs)
-    let key = basic_user(&headers).or_else(|| {
-        parsed
-            .get("writeKey")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    });
-    let authorized = key.as_deref().is_some_and(|k| {
-        st.config
-            .write_keys
-            .iter()
-            .fold(false, |ok, w| ok | same(w.as_bytes(), k.as_bytes()))
-    });
-    if !authorized {
+    // write key: Basic auth user, or `writeKey` in the body (older SDKs); with Basic
+    // auth, keys and rate limits are checked before the body is parsed
+    let mut parsed = None;
+    let presented = match basic_user(&headers) {
+        Some(k) => Some(k),
+        None => {
+            let v = match read_body(config, &body) {
+                Ok(v) => v,
+                Err(r) => return refused(r),
+            };
+            let k = v
+                .get("writeKey")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            parsed = Some(v);
+            k
+        }
+    };
+    let Some(grant) = presented.as_deref().and_then(|k| live.keys.find(k)) else {
         return reject(
             StatusCode::UNAUTHORIZED,
             "missing or invalid write key (send it as the HTTP Basic user name)",
         );
+    };
+    if let Err(wait) = st.settings.admit(&live, grant) {
+        metrics::counter!("socialcrm_collector_rate_limited_total", "key" => grant.name.clone())
+            .increment(1);
+        let secs = retry_after_secs(wait);
+        let mut r = reject(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("rate limit of this write key exceeded; retry after {secs} s"),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        return r;
     }
+    let parsed = match parsed {
+        Some(v) => v,
+        None => match read_body(config, &body) {
+            Ok(v) => v,
+            Err(r) => return refused(r),
+        },
+    };
 
-    let events = match map_request(
-        &st.config,
+    let events = match map_request_for(
+        config,
+        &grant.source,
         &st.normalizer,
         kind,
         &parsed,
@@ -357,6 +421,7 @@ pub async fn serve(
     kafka: &socialcrm_schemas::kafka::KafkaConfig,
     extra: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    reload: impl Fn() -> Result<CollectorConfig, String> + Send + Sync + 'static,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     config.validate()?;
     let normalizer = Normalizer::new(Some(&config.default_phone_region))
@@ -365,15 +430,57 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    tracing::info!(listen = %config.listen, source = %config.source, topic = %kafka.topics.events, "collector listening");
+    tracing::info!(listen = %config.listen, source = %config.source, keys = config.resolved_keys().len(), topic = %kafka.topics.events, "collector listening");
     let state = Arc::new(AppState {
-        config,
+        settings: Settings::new(config),
         producer: producer.clone(),
         normalizer,
     });
+    reload_on_sighup(state.clone(), reload)?;
     axum::serve(listener, router(state).merge(extra))
         .with_graceful_shutdown(shutdown)
         .await?;
     producer.flush(Duration::from_secs(10));
+    Ok(())
+}
+
+/// On SIGHUP: `reload()` (the config file's `[collector]` section) replaces keys and
+/// limits; a bad file is refused with an error naming the field, the old ones stay.
+#[cfg(unix)]
+fn reload_on_sighup(
+    state: Arc<AppState>,
+    reload: impl Fn() -> Result<CollectorConfig, String> + Send + Sync + 'static,
+) -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup =
+        signal(SignalKind::hangup()).map_err(|e| format!("cannot listen for SIGHUP: {e}"))?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match reload().and_then(|c| state.settings.reload(c)) {
+                Ok(restart_needed) => {
+                    let live = state.settings.current();
+                    metrics::counter!("socialcrm_collector_reloads_total", "result" => "ok")
+                        .increment(1);
+                    tracing::info!(keys = live.keys.len(), "collector keys and limits reloaded");
+                    for field in restart_needed {
+                        tracing::warn!(field = %field, "changed in the config file; takes effect after a restart");
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!("socialcrm_collector_reloads_total", "result" => "refused")
+                        .increment(1);
+                    tracing::error!(error = %e, "config reload refused; the previous keys and limits stay in force");
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn reload_on_sighup(
+    _state: Arc<AppState>,
+    _reload: impl Fn() -> Result<CollectorConfig, String> + Send + Sync + 'static,
+) -> Result<(), String> {
     Ok(())
 }
