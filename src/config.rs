@@ -314,4 +314,44 @@ mod tests {
         .expect_err("unknown scope");
         assert!(format!("{e:#}").contains("write"), "{e:#}");
     }
+
+    /// Every TOML example of docs/security.md is a valid config (files it names are
+    /// swapped for real ones); Kafka examples without certificate files also create a
+    /// librdkafka client.
+    #[test]
+    fn security_doc_examples_parse() {
+        use rdkafka::producer::BaseProducer;
+        let doc = include_str!("../docs/security.md");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "from-a-file-123\n").expect("key file");
+        // any PEM certificate will do for a CA file
+        let ca = "/etc/ssl/certs/ca-certificates.crt";
+        assert!(
+            Path::new(ca).exists(),
+            "{ca} is missing (apt-get install ca-certificates)"
+        );
+        let mut n = 0;
+        for block in doc.split("```toml\n").skip(1) {
+            let text = block.split("```").next().unwrap_or_default();
+            let text = text
+                .replace(
+                    "/run/secrets/shop_backend_key",
+                    &key_file.display().to_string(),
+                )
+                .replace("/etc/socialcrm/clickhouse-ca.pem", ca);
+            let c = Config::parse(&text, |k| Some(format!("value-of-{k}"))).unwrap_or_else(|e| {
+                panic!("docs/security.md example does not parse: {e:#}\n{text}")
+            });
+            c.collector
+                .validate()
+                .unwrap_or_else(|e| panic!("{e}\n{text}"));
+            if !c.kafka.properties.is_empty() && !text.contains(".location") {
+                let made: Result<BaseProducer, _> = c.kafka.client_config().create();
+                assert!(made.is_ok(), "{:?}\n{text}", made.err());
+            }
+            n += 1;
+        }
+        assert!(n >= 6, "only {n} examples found");
+    }
 }

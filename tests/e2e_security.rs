@@ -432,11 +432,15 @@ fn collector_keys_per_source_reload_and_rate_limit() {
         assert!(error_of(&r).contains("the limit is 512000"), "{}", r.body);
     }
 
-    // reload: the short key is removed, the rate limit tightened
+    // reload: the short key is removed, a key from a file added, the rate limit tightened
+    let app = format!("app-{}", w.write_key);
+    let app_file = w.dir.path().join("app.key");
+    std::fs::write(&app_file, format!("{app}\n")).expect("key file");
     set_collector_keys(
         &w,
         &format!(
-            "write_keys = []\nkeys = [{{ name = \"eu\", key = \"{eu}\", source = \"web-eu\" }}]\nrate_limit_per_key = {{ requests_per_sec = 1, burst = 2 }}"
+            "write_keys = []\nkeys = [{{ name = \"eu\", key = \"{eu}\", source = \"web-eu\" }}, {{ name = \"app\", key = {{ file = \"{}\" }}, source = \"app\" }}]\nrate_limit_per_key = {{ requests_per_sec = 1, burst = 2 }}",
+            app_file.display()
         ),
     );
     sighup(&mut w, c);
@@ -445,6 +449,7 @@ fn collector_keys_per_source_reload_and_rate_limit() {
     wait_until(Duration::from_secs(10), "the removed key refused", || {
         post_with(&w, "/v1/track", &short, &json!("not an object")).status == 401
     });
+    assert_eq!(post_with(&w, "/v1/track", &app, &track("a-1")).status, 200);
     // the remaining key: its bucket now holds at most 2 requests
     assert_eq!(post_with(&w, "/v1/track", &eu, &track("r-1")).status, 200);
     assert_eq!(post_with(&w, "/v1/track", &eu, &track("r-2")).status, 200);
@@ -491,7 +496,7 @@ fn collector_keys_per_source_reload_and_rate_limit() {
         401
     );
 
-    let events = consume_all(&w.topics().events, 5, Duration::from_secs(10));
+    let events = consume_all(&w.topics().events, 7, Duration::from_secs(10));
     let mut got: Vec<(String, String)> = events
         .iter()
         .filter_map(|(_, p)| p.as_ref())
@@ -505,6 +510,7 @@ fn collector_keys_per_source_reload_and_rate_limit() {
         .collect();
     got.sort();
     let want = [
+        ("app:a-1", "app"),
         ("web-eu:k-1", "web-eu"),
         ("web-eu:k-2", "web-eu"),
         ("web-eu:r-1", "web-eu"),
@@ -516,6 +522,8 @@ fn collector_keys_per_source_reload_and_rate_limit() {
     assert_eq!(got_ref, want);
     // no key reached the log
     let log = w.log("collector");
-    assert!(!log.contains(&eu) && !log.contains(&short), "{log}");
+    for key in [&eu, &short, &app] {
+        assert!(!log.contains(key.as_str()), "{log}");
+    }
     assert!(log.contains("collector keys and limits reloaded"), "{log}");
 }

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::runtime::config::Secret;
+
 /// Web collector settings.
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,13 +51,14 @@ pub struct CollectorConfig {
 }
 
 /// A named write key.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WriteKey {
     /// Who holds the key; shown in logs and metrics instead of the key. Unique.
     pub name: String,
-    /// The key itself (`"${VAR}"`), at least 8 characters.
-    pub key: String,
+    /// The key, at least 8 characters: `"${VAR}"`, or `{ file = "/run/secrets/k" }`
+    /// (read again on every reload, so keys can be added without a restart).
+    pub key: Secret,
     /// `source` of this key's events and their `event_id` prefix; default `collector.source`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -103,16 +106,6 @@ impl std::fmt::Debug for CollectorConfig {
             .field("ack_timeout_ms", &self.ack_timeout_ms)
             .field("default_phone_region", &self.default_phone_region)
             .field("ip", &self.ip)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for WriteKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteKey")
-            .field("name", &self.name)
-            .field("key", &"<redacted>")
-            .field("source", &self.source)
             .finish()
     }
 }
@@ -218,7 +211,7 @@ impl CollectorConfig {
             .collect();
         out.extend(self.keys.iter().map(|k| ResolvedKey {
             name: k.name.clone(),
-            key: k.key.clone(),
+            key: k.key.expose().to_string(),
             source: k.source.clone().unwrap_or_else(|| self.source.clone()),
         }));
         out
@@ -250,7 +243,7 @@ impl CollectorConfig {
             if k.name.trim().is_empty() || k.name.chars().any(char::is_control) {
                 return Err(format!("{at}.name must be a non-empty name"));
             }
-            if k.key.trim().len() < 8 {
+            if k.key.expose().trim().len() < 8 {
                 return Err(format!(
                     "{at} ({}): `key` must be at least 8 characters",
                     k.name
@@ -346,6 +339,18 @@ mod tests {
         for (g, w) in got.iter().zip(want) {
             assert_eq!((g.0.as_str(), g.1.as_str(), g.2.as_str()), w);
         }
+
+        // a key from a file (trailing newline dropped)
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("k");
+        std::fs::write(&file, "file-key-789\n").expect("write");
+        let f = parse(&format!(
+            "[[keys]]\nname = \"f\"\nkey = {{ file = \"{}\" }}\n",
+            file.display()
+        ));
+        f.validate().expect("valid");
+        assert_eq!(f.resolved_keys()[0].key, "file-key-789");
+        assert!(!format!("{f:?}").contains("file-key-789"));
 
         // named keys alone: the local key is NOT added
         let only = parse("[[keys]]\nname = \"a\"\nkey = \"aaaaaaaa1\"\n");
