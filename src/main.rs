@@ -4,6 +4,7 @@
 mod api;
 mod commands;
 mod config;
+mod privacy;
 mod telemetry;
 
 #[global_allocator]
@@ -94,6 +95,11 @@ enum Command {
     },
     /// Send a JSONL file of Segment messages to a collector over HTTP, in batches.
     Replay(commands::replay::ReplayArgs),
+    /// Erasure (with suppression) and right of access (docs/privacy.md).
+    Privacy {
+        #[command(subcommand)]
+        command: commands::privacy::PrivacyCommand,
+    },
 }
 
 fn init_logging(format: &str) {
@@ -220,6 +226,7 @@ async fn run() -> Result<()> {
                 rejected = stats.rejected,
                 skipped_already_applied = stats.skipped_applied,
                 retracted = stats.retracted,
+                suppressed = stats.suppressed,
                 "pipeline stopped"
             );
             Ok(())
@@ -238,6 +245,7 @@ async fn run() -> Result<()> {
         Command::Top { command } => commands::marketing::top(&cfg, command).await,
         Command::Report { command } => commands::marketing::report(&cfg, command).await,
         Command::Replay(args) => commands::replay::run(&cfg, args).await,
+        Command::Privacy { command } => commands::privacy::run(&cfg, command).await,
         Command::Score { command } => commands::score::run(&cfg, command).await,
         Command::Identity { command } => commands::identity::run(&cfg, command).await,
         Command::Connector { command } => {

@@ -172,10 +172,10 @@ fn migrate_twice_changes_nothing_and_records_every_migration() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]"),
+        text.contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]"),
         "{text}"
     );
-    assert_eq!(w.query_u64("SELECT count() FROM schema_migrations"), 10);
+    assert_eq!(w.query_u64("SELECT count() FROM schema_migrations"), 11);
     for table in [
         "events",
         "identities",
@@ -197,6 +197,7 @@ fn migrate_twice_changes_nothing_and_records_every_migration() {
         "suppressions",
         "erasures",
         "erasure_keys",
+        "event_moves",
     ] {
         assert_eq!(
             w.query_u64(&format!(

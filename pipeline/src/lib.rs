@@ -6,6 +6,7 @@
 pub mod config;
 pub mod identity;
 pub mod pii;
+pub mod privacy;
 pub mod profile;
 pub mod rows;
 pub mod run;

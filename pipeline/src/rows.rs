@@ -128,6 +128,16 @@ impl IdentityRow {
     }
 }
 
+/// One row of `event_moves`: the events of `primary_id` belong to `customer_id` now.
+#[derive(Debug, clickhouse::Row, Serialize)]
+pub struct EventMoveRow {
+    /// One id per written batch (a replayed batch gets another).
+    pub move_id: String,
+    pub primary_id: String,
+    pub customer_id: String,
+    pub moved_at: u32,
+}
+
 #[derive(Debug, clickhouse::Row, Serialize)]
 pub struct AliasRow {
     pub retired_id: String,

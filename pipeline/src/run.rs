@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use crate::config::{IdentityConfig, PipelineConfig};
 use crate::identity::Graph;
 use crate::pii::Protector;
+use crate::privacy::{BatchPrivacy, Privacy};
 use crate::rows::{secs, AliasRow, EventRow, IdentityRow, LedgerRow, ProfileRow};
 use crate::store::{offset_key, Delta, Intent, Store, StoreError};
 
@@ -59,6 +60,8 @@ pub struct RunStats {
     pub rejected: u64,
     pub skipped_applied: u64,
     pub retracted: u64,
+    /// Events dropped because they carry an erased (suppressed) identifier.
+    pub suppressed: u64,
 }
 
 /// Everything the pipeline needs.
@@ -90,6 +93,8 @@ struct Prepared {
     applied: HashMap<String, i64>,
     messages: usize,
     skipped: u64,
+    /// Erasures applied in this batch (docs/privacy.md).
+    privacy: BatchPrivacy,
 }
 
 /// Rows and messages of one batch, built by the writer.
@@ -134,6 +139,7 @@ pub async fn run(
         .map_err(|e| PipelineError::Config(format!("identity.default_phone_region: {e}")))?;
     s.privacy.validate().map_err(PipelineError::Config)?;
     let protector = Protector::new(&s.privacy);
+    let privacy = Privacy::new(&s.privacy, &s.kafka.topics.privacy_commands);
     let (store, loaded) = Store::open(Path::new(&s.pipeline.state_dir), &s.identity)?;
     store.check_privacy(
         s.privacy.hasher().map_or(0, |h| h.fingerprint()),
@@ -187,7 +193,11 @@ pub async fn run(
         .set("fetch.max.bytes", "52428800")
         .set("queued.min.messages", "200000")
         .create()?;
-    consumer.subscribe(&[&s.kafka.topics.events, &s.kafka.topics.commands])?;
+    consumer.subscribe(&[
+        &s.kafka.topics.events,
+        &s.kafka.topics.commands,
+        &s.kafka.topics.privacy_commands,
+    ])?;
     let producer: FutureProducer = s
         .kafka
         .client_config()
@@ -225,6 +235,9 @@ pub async fn run(
     // the batch being written while the next one is consumed and resolved
     let mut inflight: Option<tokio::task::JoinHandle<Result<Done, PipelineError>>> = None;
     let mut graph = Some(graph);
+    if let Some(g) = graph.as_mut() {
+        crate::privacy::load_suppressions(&privacy, &writer.ch, g, &policy).await?;
+    }
 
     loop {
         if *stop_rx.borrow() {
@@ -295,6 +308,7 @@ pub async fn run(
             .ok_or_else(|| PipelineError::Config("graph lost".into()))?;
         let norm = normalizer.clone();
         let prot = protector.clone();
+        let privacy = privacy.clone();
         let applied_now = applied.clone();
         let commands_topic = s.kafka.topics.commands.clone();
         let (g, p, batch_stats) = tokio::task::spawn_blocking(move || {
@@ -318,6 +332,7 @@ pub async fn run(
                 &applied_now,
                 &norm,
                 &prot,
+                &privacy,
                 version,
                 Utc::now(),
                 &mut st,
@@ -332,6 +347,7 @@ pub async fn run(
         stats.duplicates += batch_stats.duplicates;
         stats.rejected += batch_stats.rejected;
         stats.skipped_applied += batch_stats.skipped_applied;
+        stats.suppressed += batch_stats.suppressed;
         if p.skipped > 0 {
             tracing::warn!(
                 skipped = p.skipped,
@@ -542,6 +558,7 @@ fn prepare(
     applied: &HashMap<String, i64>,
     normalizer: &Normalizer,
     protector: &Protector,
+    privacy: &Privacy,
     version: u64,
     now: DateTime<Utc>,
     stats: &mut RunStats,
@@ -571,8 +588,17 @@ fn prepare(
             apply_command(m, payload, graph, &mut p, now);
             continue;
         }
+        if m.topic() == privacy.topic {
+            apply_erase(m, payload, graph, privacy, &mut p, now);
+            continue;
+        }
         let result = CanonicalEvent::parse_and_validate(payload, normalizer, now)
             .map_err(|e| (e.code(), e.to_string()))
+            // an erased person's event goes nowhere (docs/privacy.md)
+            .and_then(|(ev, rejected)| match privacy.suppressed(graph, &ev) {
+                true => Err((SUPPRESSED, String::new())),
+                false => Ok((ev, rejected)),
+            })
             .and_then(|(mut ev, mut rejected)| {
                 // [privacy]: hashes and IP rules before the graph sees anything
                 let screened = protector.protect(graph, &mut ev, &mut rejected, normalizer);
@@ -582,6 +608,13 @@ fn prepare(
                     .map_err(|reason| ("no_identifier", reason))
             });
         match result {
+            Err((code, _))
+                if code == SUPPRESSED || privacy.raw_suppressed(graph, payload, normalizer) =>
+            {
+                stats.suppressed += 1;
+                metrics::counter!("socialcrm_pipeline_events_total", "outcome" => "suppressed")
+                    .increment(1);
+            }
             Ok((_, outcome)) if outcome.duplicate => {
                 stats.duplicates += 1;
                 metrics::counter!("socialcrm_pipeline_events_total", "outcome" => "duplicate")
@@ -660,6 +693,32 @@ fn apply_command(
     }
 }
 
+/// Code of an event dropped because it carries a suppressed identifier (never
+/// in a DLQ message: the event is not kept anywhere).
+const SUPPRESSED: &str = "suppressed";
+
+/// An erasure request from `crm.privacy.commands` (`crate::privacy`); a malformed
+/// one goes to the dead-letter topic with the reason.
+fn apply_erase(
+    m: &OwnedMessage,
+    payload: &[u8],
+    graph: &mut Graph,
+    privacy: &Privacy,
+    p: &mut Prepared,
+    now: DateTime<Utc>,
+) {
+    let (events, ledger) = (&mut p.events, &mut p.ledger);
+    match privacy.apply(payload, graph, &mut p.privacy, events, ledger, now) {
+        Ok(cmd) => tracing::info!(request = %cmd.request_id, "erasure applied"),
+        Err(reason) => {
+            tracing::warn!(%reason, "erasure request refused");
+            let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+            p.dlq
+                .push((key.clone(), dlq_message(m, key, "bad_command", reason, now)));
+        }
+    }
+}
+
 fn dlq_message(
     m: &OwnedMessage,
     key: Option<String>,
@@ -691,6 +750,7 @@ fn outputs(p: &Prepared) -> Result<Outputs, PipelineError> {
         .delta
         .ids
         .iter()
+        .filter(|(k, _)| !p.privacy.keys.contains(k))
         .map(|(k, rec)| IdentityRow::new(k, rec.as_ref(), version, now))
         .collect();
     let aliases = p
@@ -723,6 +783,8 @@ fn outputs(p: &Prepared) -> Result<Outputs, PipelineError> {
         };
         profile_msgs.push((c.clone(), payload));
     }
+    // erased: a tombstone for every customer id of the person
+    profile_msgs.extend(p.privacy.customer_ids.iter().map(|c| (c.clone(), None)));
     Ok(Outputs {
         identities,
         aliases,
@@ -733,31 +795,44 @@ fn outputs(p: &Prepared) -> Result<Outputs, PipelineError> {
 }
 
 /// Events follow their primary identifier to its new customer (after an unlink,
-/// a split or a re-resolved conflict): one `ALTER TABLE ... UPDATE` mutation per
-/// batch. ClickHouse applies it in the background; until then queries see the
-/// old attribution.
+/// a split or a re-resolved conflict): the moves go to `event_moves`, then one
+/// `ALTER TABLE ... UPDATE` mutation per batch reads them there, so the mutation's
+/// text (kept in `system.mutations`) names no identifier (docs/privacy.md).
+/// ClickHouse applies it in the background; until then queries see the old
+/// attribution.
 async fn reattribute(
     ch: &clickhouse::Client,
     moved: &[(String, String)],
+    version: u64,
     policy: &RetryPolicy,
 ) -> Result<(), PipelineError> {
-    for chunk in moved.chunks(1000) {
-        let keys: Vec<&str> = chunk.iter().map(|(k, _)| k.as_str()).collect();
-        let cids: Vec<&str> = chunk.iter().map(|(_, c)| c.as_str()).collect();
-        retry(policy, "clickhouse_reattribute", || async {
-            ch.query(
-                // `has(array, x)`, not `x IN array`: 18.16 refuses an array literal
-                // in a mutation's IN (and then retries the failed mutation forever)
-                "ALTER TABLE events UPDATE customer_id = transform(primary_id, ?, ?, customer_id) WHERE has(?, primary_id)",
-            )
-            .bind(&keys)
-            .bind(&cids)
-            .bind(&keys)
-            .execute()
-            .await
+    let now = Utc::now();
+    let move_id = format!("{version}-{}", now.timestamp_nanos_opt().unwrap_or_default());
+    let rows: Vec<crate::rows::EventMoveRow> = moved
+        .iter()
+        .map(|(k, c)| crate::rows::EventMoveRow {
+            move_id: move_id.clone(),
+            primary_id: k.clone(),
+            customer_id: c.clone(),
+            moved_at: secs(now),
         })
-        .await?;
-    }
+        .collect();
+    insert_rows(ch, "event_moves", &rows, policy).await?;
+    // one tuple of two aligned arrays: transform wants constant arrays, and 18.16
+    // runs no `IN [array]` (nor DISTINCT/ORDER BY subqueries) in a mutation
+    let moves = "(SELECT (groupArray(primary_id), groupArray(customer_id)) FROM event_moves WHERE move_id = ?)";
+    retry(policy, "clickhouse_reattribute", || async {
+        ch.query(&format!(
+            "ALTER TABLE events UPDATE customer_id = transform(primary_id, tupleElement({moves}, 1), tupleElement({moves}, 2), customer_id) \
+             WHERE primary_id IN (SELECT primary_id FROM event_moves WHERE move_id = ?)"
+        ))
+        .bind(&move_id)
+        .bind(&move_id)
+        .bind(&move_id)
+        .execute()
+        .await
+    })
+    .await?;
     tracing::info!(identifiers = moved.len(), "events re-attributed");
     Ok(())
 }
@@ -777,7 +852,7 @@ async fn write_outputs(w: &Writer, p: &Prepared, out: &Outputs) -> Result<(), Pi
     d?;
     e?;
     if !p.delta.moved.is_empty() {
-        reattribute(ch, &p.delta.moved, policy).await?;
+        reattribute(ch, &p.delta.moved, p.version, policy).await?;
     }
     let topics = &w.kafka.topics;
     let mut msgs: Vec<OutMsg<'_>> =
@@ -796,6 +871,10 @@ async fn write_outputs(w: &Writer, p: &Prepared, out: &Outputs) -> Result<(), Pi
         msgs.push((&topics.profiles, Some(key.clone()), payload.clone()));
     }
     produce_all(&w.producer, &msgs, policy).await?;
+    if !p.privacy.is_empty() {
+        // after Kafka: `applied` tells the requester that the tombstones are out
+        retry(policy, "clickhouse_erasures", || p.privacy.write(ch)).await?;
+    }
     Ok(())
 }
 

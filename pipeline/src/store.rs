@@ -44,6 +44,9 @@ const OFFSETS: TableDefinition<&str, i64> = TableDefinition::new("offsets");
 /// `pending`: what the batch in flight is about to write; `recovery`: what a
 /// crashed batch may have written (see [`Intent`]).
 const INTENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("intents");
+/// Suppression hashes of erased identifiers → identifier type (docs/privacy.md).
+/// Hashes only: the store keeps no value of an erased person.
+const SUPPRESSED: TableDefinition<&str, &str> = TableDefinition::new("suppressed");
 
 /// What a batch is about to write to ClickHouse and Kafka, recorded durably first.
 /// If the process dies before the batch's commit, the replay may resolve the same
@@ -185,6 +188,8 @@ pub struct Delta {
     pub aliases: Vec<(String, String, chrono::DateTime<chrono::Utc>)>,
     /// Primary identifiers whose events now belong to another customer.
     pub moved: Vec<(String, String)>,
+    /// Suppression hashes added (hash, identifier type): erased identifiers.
+    pub suppressed: Vec<(String, String)>,
 }
 
 /// Everything loaded at start.
@@ -239,6 +244,7 @@ impl Store {
             w.open_table(SEEN).map_err(se)?;
             w.open_table(META).map_err(se)?;
             w.open_table(OFFSETS).map_err(se)?;
+            w.open_table(SUPPRESSED).map_err(se)?;
             // a batch that never committed becomes (part of) the recovery record
             let mut intents = w.open_table(INTENTS).map_err(se)?;
             let pending = read_intent(&intents, "pending")?;
@@ -277,6 +283,10 @@ impl Store {
                 b.copy_from_slice(chunk);
                 graph.seen.insert(u128::from_le_bytes(b));
             }
+        }
+        for item in r.open_table(SUPPRESSED).map_err(se)?.iter().map_err(se)? {
+            let (k, _) = item.map_err(se)?;
+            graph.suppressed.insert(k.value().to_string());
         }
         let version = r
             .open_table(META)
@@ -414,7 +424,9 @@ impl Store {
                 pending.add(tag, key, v);
             }
             pending.batches += 1;
-            if pending.batches >= COMPACT_EVERY || pending.bytes >= COMPACT_BYTES {
+            // an erasure folds at once: no older changelog blob keeps the erased values
+            let erasure = !delta.suppressed.is_empty();
+            if pending.batches >= COMPACT_EVERY || pending.bytes >= COMPACT_BYTES || erasure {
                 // fold the changelog into the tables, in this same transaction
                 for (tag, t) in TABLES.iter().enumerate() {
                     let mut table = w.open_table(*t).map_err(se)?;
@@ -445,6 +457,12 @@ impl Store {
                     .map_err(se)?
                     .insert(version, blob.as_slice())
                     .map_err(se)?;
+            }
+            if !delta.suppressed.is_empty() {
+                let mut t = w.open_table(SUPPRESSED).map_err(se)?;
+                for (hash, id_type) in &delta.suppressed {
+                    t.insert(hash.as_str(), id_type.as_str()).map_err(se)?;
+                }
             }
             w.open_table(META)
                 .map_err(se)?
@@ -510,7 +528,9 @@ fn load_record(g: &mut Graph, tag: u8, key: &str, value: Option<&[u8]>) -> Resul
         (TAG_WALL, Some(v)) => {
             g.walls.add(de(key, v)?);
         }
-        (TAG_WALL, None) => {}
+        (TAG_WALL, None) => {
+            g.walls.remove(hex_key()?);
+        }
         (t, _) => return Err(StoreError::Db(format!("unknown record tag {t}"))),
     }
     Ok(())

@@ -14,6 +14,7 @@ pub mod migrations;
 pub mod privacy;
 pub mod retry;
 pub mod secret;
+pub mod suppression;
 
 pub use event::{CanonicalEvent, Channel, EventError, JsonObject, Revenue, SCHEMA_VERSION};
 pub use identifier::{IdError, IdType, Identifier, Normalizer};

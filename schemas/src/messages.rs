@@ -235,6 +235,43 @@ pub struct IdentityCommand {
     pub requested_at: DateTime<Utc>,
 }
 
+/// What a privacy command asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrivacyAction {
+    /// A person leaves for good: profile, identifiers and stored data; their
+    /// identifiers are suppressed (docs/privacy.md).
+    Erase,
+}
+
+/// An identifier as a salted hash (`sha256:` + 64 hex digits of its stored
+/// `type:value`), with its type in clear.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashedIdentifier {
+    #[serde(rename = "type")]
+    pub id_type: String,
+    pub hash: String,
+}
+
+/// An erasure request to the identity writer, on `crm.privacy.commands` (key
+/// `request_id`, compacted). It names no personal value, so the compacted topic
+/// may keep it for good: a writer rebuilt from scratch meets it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EraseCommand {
+    pub schema_version: u32,
+    pub request_id: String,
+    pub action: PrivacyAction,
+    /// The person's customer ids as the requester saw them (the live one first).
+    pub customer_ids: Vec<String>,
+    /// The person's identifiers, hashed.
+    pub identifiers: Vec<HashedIdentifier>,
+    /// Fingerprint of the salt of the hashes (the writer refuses other salts).
+    pub salt_id: String,
+    pub requested_at: DateTime<Utc>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +338,34 @@ mod tests {
         let known: IdentityMessage =
             serde_json::from_value(identity_entry("erase")).expect("erase");
         assert_eq!(known.action, IdentityAction::Erase);
+    }
+
+    #[test]
+    fn erase_commands_match_their_schema_and_carry_no_clear_value() {
+        let schema: Value = serde_json::from_str(crate::json_schema::ERASE_COMMAND).expect("json");
+        let v = jsonschema::validator_for(&schema).expect("schema");
+        let cmd = EraseCommand {
+            schema_version: 1,
+            request_id: "erase-20261101T100000-1a2b3c4d".into(),
+            action: PrivacyAction::Erase,
+            customer_ids: vec!["c_0123456789abcdef".into()],
+            identifiers: vec![HashedIdentifier {
+                id_type: "email".into(),
+                hash: format!("sha256:{}", "ab".repeat(32)),
+            }],
+            salt_id: "0011223344556677".into(),
+            requested_at: Utc::now(),
+        };
+        let mut j = serde_json::to_value(&cmd).expect("serialise");
+        assert!(v.is_valid(&j), "{j}");
+        assert_eq!(
+            serde_json::from_value::<EraseCommand>(j.clone()).expect("read"),
+            cmd
+        );
+        j["identifiers"][0]["hash"] = json!("ann@example.com");
+        assert!(!v.is_valid(&j), "a clear value is refused by the schema");
+        j["identifiers"][0] = json!({"type": "email", "value": "ann@example.com"});
+        assert!(serde_json::from_value::<EraseCommand>(j).is_err());
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "privacy",
         sql: include_str!("../migrations/0010_privacy.sql"),
     },
+    Migration {
+        version: 11,
+        name: "event_moves",
+        sql: include_str!("../migrations/0011_event_moves.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

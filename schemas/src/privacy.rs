@@ -154,11 +154,7 @@ impl std::fmt::Debug for Hasher {
 impl Hasher {
     /// `sha256:` + hex of SHA-256(salt ‖ 0x00 ‖ value).
     pub fn hash(&self, value: &str) -> String {
-        let mut h = Sha256::new();
-        h.update(&self.salt);
-        h.update([0u8]);
-        h.update(value.as_bytes());
-        format!("{HASH_PREFIX}{}", hex::encode(h.finalize()))
+        salted_hash(&self.salt, value)
     }
 
     /// A fingerprint of the settings (salt, types, traits) that decide what a
@@ -278,6 +274,16 @@ pub fn lookup_identifier(
         return Ok(id);
     }
     normalizer.normalize(t.as_str(), value)
+}
+
+/// `sha256:` + hex of SHA-256(salt ‖ 0x00 ‖ value): every salted hash of socialcrm
+/// (stored identifiers and traits, the suppression list).
+pub fn salted_hash(salt: &[u8], value: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update([0u8]);
+    h.update(value.as_bytes());
+    format!("{HASH_PREFIX}{}", hex::encode(h.finalize()))
 }
 
 /// Applies `policy` to one IP address value: the value to store, or `None` to

@@ -8,7 +8,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -28,6 +28,8 @@ const CSV_CHUNK_ROWS: usize = 2000;
 
 struct AppState {
     q: Queries,
+    /// The whole config: erasures reach Kafka and ClickHouse (docs/privacy.md).
+    config: Arc<crate::config::Config>,
     /// SHA-256 of each key (compared in constant time, whatever the lengths).
     keys: Vec<([u8; 32], String, Vec<Scope>)>,
     max_page_rows: u64,
@@ -77,9 +79,11 @@ fn bad(m: impl Into<String>) -> ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 /// The whole app: public `/health`, `/openapi.json` and web page; `/v1/*` behind keys.
-pub fn router(q: Queries, cfg: &ApiConfig) -> Router {
+pub fn router(q: Queries, config: &crate::config::Config) -> Router {
+    let cfg: &ApiConfig = &config.api;
     let state = Arc::new(AppState {
         q,
+        config: Arc::new(config.clone()),
         keys: cfg
             .keys
             .iter()
@@ -114,6 +118,11 @@ pub fn router(q: Queries, cfg: &ApiConfig) -> Router {
             state.clone(),
             require_export,
         ));
+    let admin = Router::new()
+        .route("/v1/privacy/erase", post(privacy_erase))
+        .route("/v1/privacy/erasures", get(privacy_erasures))
+        .route("/v1/privacy/export", get(privacy_export))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/openapi.json", get(openapi))
@@ -131,6 +140,7 @@ pub fn router(q: Queries, cfg: &ApiConfig) -> Router {
         )
         .merge(read)
         .merge(export)
+        .merge(admin)
         .fallback(|| async {
             ApiError(
                 StatusCode::NOT_FOUND,
@@ -256,6 +266,16 @@ async fn require_read(State(s): St, mut req: Request, next: Next) -> Response {
 async fn require_export(State(s): St, req: Request, next: Next) -> Response {
     match authorize(&s, req.headers(), Scope::Export) {
         Ok(_) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn require_admin(State(s): St, mut req: Request, next: Next) -> Response {
+    match authorize(&s, req.headers(), Scope::Admin) {
+        Ok(k) => {
+            req.extensions_mut().insert(k);
+            next.run(req).await
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -506,6 +526,107 @@ async fn report_distributions(State(s): St, RawQuery(raw): RawQuery) -> ApiResul
     Ok(Json(s.q.report_distributions().await?))
 }
 
+impl From<crate::privacy::PrivacyError> for ApiError {
+    fn from(e: crate::privacy::PrivacyError) -> Self {
+        use crate::privacy::PrivacyError as P;
+        match e {
+            P::NotFound(m) => ApiError(StatusCode::NOT_FOUND, "not_found", m),
+            P::BadRequest(m) => bad(m),
+            P::Unavailable(m) => QueryError::Storage(m).into(),
+        }
+    }
+}
+
+/// Longest `wait_secs` of an erase request; the erasure itself goes on after the answer.
+const MAX_ERASE_WAIT_SECS: u64 = 600;
+
+/// `POST /v1/privacy/erase` `{"subject": "type:value" | "c_…", "wait_secs": 30}`:
+/// 200 with the final status when the erasure finished within `wait_secs`, else
+/// 202 with the request id (it goes on in this server; `GET /v1/privacy/erasures`).
+async fn privacy_erase(
+    State(s): St,
+    axum::Extension(k): axum::Extension<KeyInfo>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct EraseBody {
+        subject: String,
+        #[serde(default = "default_wait")]
+        wait_secs: u64,
+    }
+    fn default_wait() -> u64 {
+        30
+    }
+    let b: EraseBody = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "the body must be {{\"subject\": \"type:value or c_…\", \"wait_secs\": 30}}: {e}"
+        ))
+    })?;
+    if b.wait_secs > MAX_ERASE_WAIT_SECS {
+        return Err(bad(format!(
+            "`wait_secs` must be at most {MAX_ERASE_WAIT_SECS}, got {}",
+            b.wait_secs
+        )));
+    }
+    let cfg = s.config.clone();
+    let r = crate::privacy::request(&cfg, &b.subject, &format!("api:{}", k.name)).await?;
+    let id = r.request_id.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task_id = id.clone();
+    tokio::spawn(async move {
+        let hour = std::time::Duration::from_secs(3600);
+        let ch = cfg.clickhouse.client();
+        let res = match crate::privacy::wait_applied(&ch, &task_id, hour).await {
+            Ok(Some(_)) => crate::privacy::finish(&cfg, &task_id, hour).await.map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match &res {
+            Ok(Some(row)) => {
+                tracing::info!(request = %task_id, status = %row.status, "erasure finished")
+            }
+            Ok(None) => {
+                tracing::warn!(request = %task_id, "erasure not applied by the pipeline within an hour; finish it with `socialcrm privacy erase --resume`")
+            }
+            Err(e) => {
+                tracing::error!(request = %task_id, error = %e, "erasure failed; finish it with `socialcrm privacy erase --resume`")
+            }
+        }
+        let _ = tx.send(res);
+    });
+    let wait = std::time::Duration::from_secs(b.wait_secs);
+    if let Ok(Ok(Ok(Some(row)))) = tokio::time::timeout(wait, rx).await {
+        return Ok(Json(json!(row)).into_response());
+    }
+    let now = crate::privacy::status(&s.config.clickhouse.client(), &id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({
+            "request_id": id,
+            "status": now.map(|r| r.status).unwrap_or_else(|| "requested".into()),
+            "customer_ids": r.subject.customer_ids,
+            "identifiers": r.subject.keys.len(),
+            "follow": "/v1/privacy/erasures",
+        })),
+    )
+        .into_response())
+}
+
+async fn privacy_erasures(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+    only(&pairs(raw), &[])?;
+    let rows = crate::privacy::list(&s.config).await?;
+    Ok(Json(json!({"items": rows})))
+}
+
+async fn privacy_export(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+    let all = pairs(raw);
+    let p = only(&all, &["id"])?;
+    let id =
+        param(&p, "id").ok_or_else(|| bad("`id` is required: type:value, or a customer id"))?;
+    Ok(Json(crate::privacy::export(&s.config, id).await?))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -556,6 +677,6 @@ mod tests {
             .collect();
         b.sort();
         assert_eq!(a, b, "routes vs /openapi.json paths");
-        assert_eq!(routed.len(), 13);
+        assert_eq!(routed.len(), 16);
     }
 }

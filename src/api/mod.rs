@@ -153,7 +153,7 @@ pub async fn serve(
     if cfg.api.keys.is_empty() {
         anyhow::bail!("api.keys is empty: configure at least one key (docs/api.md)");
     }
-    let app = router(queries(cfg)?, &cfg.api).merge(metrics);
+    let app = router(queries(cfg)?, cfg).merge(metrics);
     let listener = tokio::net::TcpListener::bind(&cfg.api.listen)
         .await
         .with_context(|| format!("api.listen: cannot listen on {}", cfg.api.listen))?;

@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use socialcrm_pipeline::config::IdentityConfig;
@@ -181,7 +180,7 @@ fn identifiers(types: &[String], values: &[String]) -> Vec<Identifier> {
 }
 
 /// `cmd-<UTC time>-<random>`: sortable and unique enough for an operator's commands.
-fn new_command_id() -> String {
+pub(crate) fn new_command_id() -> String {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
@@ -224,26 +223,10 @@ async fn ledger_where(cfg: &Config, cond: &str, bind: &[&str]) -> Result<Vec<Led
 }
 
 async fn send_and_wait(cfg: &Config, cmd: &IdentityCommand, wait_secs: u64) -> Result<()> {
-    let producer: FutureProducer = cfg
-        .kafka
-        .client_config()
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("message.timeout.ms", "30000")
-        .create()
-        .context("creating the Kafka producer")?;
     let payload = serde_json::to_vec(cmd)?;
-    producer
-        .send(
-            FutureRecord::to(&cfg.kafka.topics.commands)
-                .key(&cmd.command_id)
-                .payload(&payload),
-            Duration::from_secs(30),
-        )
+    crate::privacy::send(cfg, &cfg.kafka.topics.commands, &cmd.command_id, &payload)
         .await
-        .map_err(|(e, _)| {
-            anyhow::anyhow!("sending the command to {}: {e}", cfg.kafka.topics.commands)
-        })?;
+        .context("sending the command")?;
     println!(
         "command {} ({:?} on {}) sent to {}",
         cmd.command_id, cmd.action, cmd.customer_id, cfg.kafka.topics.commands

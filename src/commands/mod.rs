@@ -3,6 +3,7 @@
 pub mod connector;
 pub mod identity;
 pub mod marketing;
+pub mod privacy;
 pub mod profile;
 pub mod replay;
 pub mod score;

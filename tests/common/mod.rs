@@ -51,6 +51,7 @@ pub struct Topics {
     pub identity: String,
     pub profiles: String,
     pub commands: String,
+    pub privacy_commands: String,
 }
 
 impl World {
@@ -89,6 +90,7 @@ dlq = "{prefix}crm.dlq"
 identity = "{prefix}crm.identity"
 profiles = "{prefix}crm.profiles"
 commands = "{prefix}crm.identity.commands"
+privacy_commands = "{prefix}crm.privacy.commands"
 [clickhouse]
 url = "{ch}"
 database = "{db}"
@@ -137,6 +139,7 @@ default_phone_region = "US"
             identity: format!("{}crm.identity", self.prefix),
             profiles: format!("{}crm.profiles", self.prefix),
             commands: format!("{}crm.identity.commands", self.prefix),
+            privacy_commands: format!("{}crm.privacy.commands", self.prefix),
         }
     }
 

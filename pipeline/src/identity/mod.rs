@@ -19,6 +19,7 @@
 //! The graph lives in memory and is persisted by [`crate::store`] after every batch;
 //! every change is tracked as dirty so the batch writes only what moved.
 
+mod erase;
 mod recompute;
 pub mod rules;
 #[cfg(test)]
@@ -37,6 +38,7 @@ use socialcrm_schemas::{CanonicalEvent, Identifier, SCHEMA_VERSION};
 
 use crate::config::IdentityConfig;
 use crate::profile::ProfileState;
+pub use erase::Erased;
 pub use rules::Rules;
 
 /// Where one identifier points, and when it was born.
@@ -145,6 +147,11 @@ pub struct Graph {
     pub(crate) dirty_aliases: Vec<(String, String, DateTime<Utc>)>,
     /// Primary identifiers whose events now belong to another customer.
     pub(crate) moved: BTreeMap<String, String>,
+    /// Suppression hashes of erased identifiers (`crate::privacy`): events that
+    /// carry one are dropped.
+    pub suppressed: FxHashSet<String>,
+    /// (hash, identifier type) added in this batch.
+    pub(crate) new_suppressed: Vec<(String, String)>,
 }
 
 /// What happened to one event.
@@ -707,6 +714,7 @@ impl Graph {
             seen: std::mem::take(&mut self.new_seen),
             aliases: std::mem::take(&mut self.dirty_aliases),
             moved: std::mem::take(&mut self.moved).into_iter().collect(),
+            suppressed: std::mem::take(&mut self.new_suppressed),
         };
         self.clear_dirty();
         delta
@@ -789,6 +797,7 @@ impl Graph {
         self.new_seen.clear();
         self.dirty_aliases.clear();
         self.moved.clear();
+        self.new_suppressed.clear();
     }
 
     /// Sets the scores of `customer_id` (following merges to the live profile);
