@@ -107,12 +107,26 @@ pub async fn run(
     kafka: &KafkaConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<RunStats, RunError> {
+    run_suppressed(instance, since, once, kafka, None, shutdown).await
+}
+
+/// [`run`], skipping events that carry an identifier of `suppression`
+/// (erased people, docs/privacy.md).
+pub async fn run_suppressed(
+    instance: Instance,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    once: bool,
+    kafka: &KafkaConfig,
+    suppression: Option<socialcrm_schemas::suppression::SuppressionList>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<RunStats, RunError> {
     let opts = RunOptions {
         instance: instance.name.clone(),
         settings: instance.settings.clone(),
         since,
         once,
         kafka: kafka.clone(),
+        suppression,
     };
     let name = &instance.name;
     let s = &instance.settings;

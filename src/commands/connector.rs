@@ -6,6 +6,8 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, NaiveDate, Utc};
 use clap::Subcommand;
 
+use socialcrm_schemas::suppression::{SuppressionHasher, SuppressionList};
+
 use crate::config::Config;
 use crate::telemetry;
 
@@ -25,6 +27,43 @@ pub enum ConnectorCommand {
     },
     /// List the configured connector instances.
     List,
+}
+
+/// How often a running connector re-reads the suppression list.
+const SUPPRESSION_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The suppression list of `crm.suppressions` (docs/privacy.md), loaded now and
+/// then every [`SUPPRESSION_REFRESH`]. Best effort: when ClickHouse cannot be read
+/// the connector runs on (with the last list) and the pipeline still drops the
+/// events of erased people.
+async fn suppression_list(cfg: &Config) -> SuppressionList {
+    let list = SuppressionList::new(SuppressionHasher::new(&cfg.privacy));
+    let ch = cfg.clickhouse.client();
+    let refresh = |list: SuppressionList, ch: clickhouse::Client| async move {
+        match list.load(&ch).await {
+            Ok((hashes, other)) => {
+                if other > 0 {
+                    tracing::warn!(
+                        other,
+                        "crm.suppressions holds hashes made under another privacy.salt; they cannot match"
+                    );
+                }
+                tracing::debug!(suppressed = hashes.len(), "suppression list loaded");
+                list.replace(hashes);
+            }
+            Err(e) => tracing::warn!(error = %e,
+                "cannot read crm.suppressions; erased people's events are not skipped here (the pipeline still drops them)"),
+        }
+    };
+    refresh(list.clone(), ch.clone()).await;
+    let (l, c) = (list.clone(), ch);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(SUPPRESSION_REFRESH).await;
+            refresh(l.clone(), c.clone()).await;
+        }
+    });
+    list
 }
 
 fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
@@ -81,13 +120,20 @@ pub async fn run(
                 telemetry::install(),
             )
             .await?;
-            let stats =
-                socialcrm_connectors::registry::run(inst, since, once, &cfg.kafka, shutdown)
-                    .await
-                    .with_context(|| format!("connector `{instance}` stopped"))?;
+            let suppression = suppression_list(cfg).await;
+            let stats = socialcrm_connectors::registry::run_suppressed(
+                inst,
+                since,
+                once,
+                &cfg.kafka,
+                Some(suppression),
+                shutdown,
+            )
+            .await
+            .with_context(|| format!("connector `{instance}` stopped"))?;
             println!(
-                "connector {instance}: {} pages, {} events produced, {} objects rejected to the DLQ, {} failed polls",
-                stats.pages, stats.events, stats.rejected, stats.failed_polls
+                "connector {instance}: {} pages, {} events produced, {} objects rejected to the DLQ, {} events of erased people skipped, {} failed polls",
+                stats.pages, stats.events, stats.rejected, stats.suppressed, stats.failed_polls
             );
             if once && stats.failed_polls > 0 {
                 bail!(

@@ -17,6 +17,8 @@
 //!   module; refused credentials stop the connector with a message naming the
 //!   source and the fix; other failures end the poll and are tried again after
 //!   `poll_interval_secs`;
+//! * suppression: events that carry an erased person's identifier are skipped
+//!   (counted, never produced) when a [`SuppressionList`] is given (docs/privacy.md);
 //! * metrics: events produced, rejected objects, API calls, retries, cursor lag.
 
 pub mod config;
@@ -35,6 +37,7 @@ use socialcrm_schemas::identifier::Normalizer;
 use socialcrm_schemas::kafka::KafkaConfig;
 use socialcrm_schemas::messages::{DlqMessage, DlqOrigin};
 use socialcrm_schemas::retry::{retry, RetryPolicy};
+use socialcrm_schemas::suppression::SuppressionList;
 use socialcrm_schemas::CanonicalEvent;
 
 use crate::producer::{EventProducer, ProduceError};
@@ -131,6 +134,9 @@ pub struct RunOptions {
     /// Stop once every stream caught up (cron-style runs, tests, benchmarks).
     pub once: bool,
     pub kafka: KafkaConfig,
+    /// Erased people's identifiers: their events are skipped (the pipeline drops
+    /// them too; this keeps them out of Kafka).
+    pub suppression: Option<SuppressionList>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +160,8 @@ pub struct RunStats {
     pub events: u64,
     pub rejected: u64,
     pub failed_polls: u64,
+    /// Events skipped because they carry a suppressed identifier.
+    pub suppressed: u64,
 }
 
 /// Pages of one stream that may be fetched before the oldest is acknowledged.
@@ -166,8 +174,8 @@ const STORE_EVERY: Duration = Duration::from_millis(250);
 
 /// A page whose events are on their way to Kafka.
 struct InFlight {
-    /// Validates, encodes and produces; answers (events, rejected).
-    send: tokio::task::JoinHandle<Result<(u64, u64), ProduceError>>,
+    /// Validates, encodes and produces; answers (events, rejected, suppressed).
+    send: tokio::task::JoinHandle<Result<(u64, u64, u64), ProduceError>>,
     cursor: Value,
     objects: u64,
     total: Option<u64>,
@@ -266,11 +274,18 @@ pub async fn run_source<S: Source>(
                             fetching = !page.caught_up;
                             let (ev, dl, n) = (events.clone(), dlq.clone(), name.clone());
                             let norm = normalizer.clone();
+                            let suppression = opts.suppression.clone();
                             let (mapped, pre_rejected) = (page.events, page.rejected);
                             // validation and encoding run on another worker while the
                             // next page is fetched and mapped
                             let send = tokio::spawn(async move {
-                                let (good, rejected) = check_events(mapped, &norm, &pre_rejected);
+                                let (mut good, rejected) =
+                                    check_events(mapped, &norm, &pre_rejected);
+                                let before = good.len();
+                                if let Some(list) = &suppression {
+                                    good.retain(|ev| list.suppressed(ev).is_none());
+                                }
+                                let suppressed = (before - good.len()) as u64;
                                 let policy = RetryPolicy::forever(
                                     Duration::from_millis(500),
                                     Duration::from_secs(30),
@@ -284,7 +299,7 @@ pub async fn run_source<S: Source>(
                                     dlq_send(&dl, &n, &rejected).await
                                 })
                                 .await?;
-                                Ok((good.len() as u64, rejected.len() as u64))
+                                Ok((good.len() as u64, rejected.len() as u64, suppressed))
                             });
                             inflight.push_back(InFlight {
                                 send,
@@ -388,7 +403,8 @@ pub async fn run_source<S: Source>(
     progress.finish();
     events.flush(Duration::from_secs(10));
     tracing::info!(connector = %name, pages = stats.pages, events = stats.events,
-        rejected = stats.rejected, failed_polls = stats.failed_polls, "connector stopped");
+        rejected = stats.rejected, suppressed = stats.suppressed,
+        failed_polls = stats.failed_polls, "connector stopped");
     Ok(stats)
 }
 
@@ -400,7 +416,7 @@ async fn settle(
     stats: &mut RunStats,
     progress: &mut Progress,
 ) -> Result<Option<Value>, RunError> {
-    let (events, rejected) = match f.send.await {
+    let (events, rejected, suppressed) = match f.send.await {
         Ok(Ok(counts)) => counts,
         Ok(Err(e)) => return Err(RunError::Producer(e)),
         Err(e) => {
@@ -413,6 +429,7 @@ async fn settle(
     stats.pages += 1;
     stats.events += events;
     stats.rejected += rejected;
+    stats.suppressed += suppressed;
     let labels = [
         ("connector", name.to_string()),
         ("stream", stream.to_string()),
@@ -420,6 +437,7 @@ async fn settle(
     let labels = &labels[..];
     metrics::counter!("socialcrm_connector_events_produced_total", labels).increment(events);
     metrics::counter!("socialcrm_connector_rejected_objects_total", labels).increment(rejected);
+    metrics::counter!("socialcrm_connector_suppressed_events_total", labels).increment(suppressed);
     metrics::counter!("socialcrm_connector_pages_total", labels).increment(1);
     let lag = if f.caught_up {
         0.0

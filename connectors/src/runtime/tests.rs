@@ -123,6 +123,7 @@ fn opts(kafka: &KafkaConfig, dir: &std::path::Path) -> RunOptions {
         since: None,
         once: true,
         kafka: kafka.clone(),
+        suppression: None,
     }
 }
 
@@ -241,6 +242,59 @@ async fn pages_are_produced_cursor_stored_and_bad_objects_go_to_the_dlq() {
     .await
     .expect("rerun");
     assert_eq!(asked2.lock().expect("lock")[0], json!({ "at": 5 }));
+}
+
+#[tokio::test]
+async fn events_of_suppressed_people_are_skipped_not_produced() {
+    use socialcrm_schemas::privacy::PrivacyConfig;
+    use socialcrm_schemas::suppression::{SuppressionHasher, SuppressionList};
+    let k = kafka().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = SuppressionList::new(SuppressionHasher::new(&PrivacyConfig::default()));
+    // event 1's actor (telegram:1001) was erased; event 2 only mentions them
+    let erased = event(1).identifiers[0].key();
+    list.replace([list.hasher().hash_key(&erased)].into());
+    let mut mention = event(2);
+    mention.target = event(1).identifiers;
+    let steps = VecDeque::from(vec![Ok(Page {
+        events: vec![event(0), event(1), mention, event(3)],
+        cursor: json!({ "at": 4 }),
+        caught_up: true,
+        objects: 4,
+        ..Page::default()
+    })]);
+    let mut o = opts(&k, dir.path());
+    o.suppression = Some(list);
+    let stats = run_source(
+        Script {
+            steps,
+            asked: Arc::default(),
+        },
+        o,
+        std::future::pending(),
+    )
+    .await
+    .expect("run");
+    assert_eq!(
+        (stats.events, stats.suppressed, stats.rejected),
+        (2, 2, 0),
+        "{stats:?}"
+    );
+    let produced: Vec<Value> = read_topic(&k.topics.events, 2)
+        .iter()
+        .map(|p| serde_json::from_slice(p).expect("json"))
+        .collect();
+    let ids: Vec<&str> = produced
+        .iter()
+        .filter_map(|e| e["event_id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["script:0", "script:3"]);
+    assert!(read_topic(&k.topics.dlq, 0).is_empty(), "not a dead letter");
+    assert_eq!(
+        stored(dir.path()),
+        json!({ "at": 4 }),
+        "the cursor moves past them"
+    );
 }
 
 #[tokio::test]
