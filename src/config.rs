@@ -297,6 +297,10 @@ mod tests {
         assert!(format!("{e:#}").contains("mask"), "{e:#}");
         let e = Config::parse("[privacy]\nsalty = \"x\"\n", |_| None).expect_err("unknown");
         assert!(format!("{e:#}").contains("salty"), "{e:#}");
+        // the sample shows the defaults
+        let sample = Config::parse(include_str!("../deploy/local/socialcrm.toml"), |_| None)
+            .expect("sample config");
+        assert_eq!(sample.privacy, Default::default());
     }
 
     #[test]

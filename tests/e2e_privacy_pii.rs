@@ -56,6 +56,27 @@ fn topic_text(topic: &str, min: usize) -> String {
         .collect()
 }
 
+/// Produces a canonical event of `source` `other` to `crm.events` directly (as a
+/// producer other than the collector would), then waits until the pipeline caught
+/// up and `total` events are stored.
+fn produce_other_and_wait(w: &World, kind: &str, identifiers: Value, context: Value, total: u64) {
+    let key = format!(
+        "{}:{}",
+        identifiers[0]["type"].as_str().unwrap_or_default(),
+        identifiers[0]["value"].as_str().unwrap_or_default()
+    );
+    let ev = json!({
+        "schema_version": 1, "event_id": format!("other:{kind}"), "source": "other",
+        "channel": "web", "type": kind, "occurred_at": "2026-03-04T10:00:00Z",
+        "received_at": "2026-03-04T10:00:00Z", "identifiers": identifiers, "context": context
+    });
+    produce_raw(&w.topics().events, &[(key, ev.to_string().into_bytes())]);
+    w.wait_caught_up();
+    wait_until(Duration::from_secs(60), "events stored", || {
+        w.query_u64("SELECT count() FROM events FINAL") == total
+    });
+}
+
 /// Every file under `dir`, as (lossy) text.
 fn files_text(dir: &std::path::Path) -> String {
     let mut out = String::new();
@@ -108,21 +129,10 @@ fn hashed_identifiers_and_traits_are_all_that_is_stored_and_lookups_still_work()
             "timestamp": "2026-03-03T10:00:00Z"}),
         "/v1/identify",
     );
-    let invalid = json!({
-        "schema_version": 1, "event_id": "other:1", "source": "other", "channel": "web",
-        "type": "identify", "occurred_at": "2026-03-04T10:00:00Z",
-        "received_at": "2026-03-04T10:00:00Z",
-        "identifiers": [{"type": "user_id", "value": "u-carl"},
-                        {"type": "email", "value": "ann-at-example"}]
-    });
-    produce_raw(
-        &w.topics().events,
-        &[("user_id:u-carl".into(), invalid.to_string().into_bytes())],
-    );
-    w.wait_caught_up();
-    wait_until(Duration::from_secs(60), "4 events stored", || {
-        w.query_u64("SELECT count() FROM events FINAL") == 4
-    });
+    // from another producer, with an address that is not one
+    let invalid = json!([{"type": "user_id", "value": "u-carl"},
+                         {"type": "email", "value": "ann-at-example"}]);
+    produce_other_and_wait(&w, "identify", invalid, json!({}), 4);
 
     // one person across devices, linked through the hash of the same address
     let h_email = expected_hash(&salt, "ann@example.com");
@@ -214,19 +224,9 @@ fn hashed_identifiers_and_traits_are_all_that_is_stored_and_lookups_still_work()
         "{explain}"
     );
 
-    w.spawn("serve", &["serve"]);
-    let base = format!("http://127.0.0.1:{api_port}");
-    wait_until(Duration::from_secs(30), "API up", || {
-        http::blocking_get_ok(&format!("{base}/health"))
-    });
+    let base = w.start_api(api_port);
     let get = |path: &str| {
-        let r = http::request(
-            "GET",
-            &format!("{base}{path}"),
-            &[("Authorization", "Bearer pii-api-key-123".to_string())],
-            b"",
-        )
-        .expect("API reachable");
+        let r = http::get_with_key(&format!("{base}{path}"), "pii-api-key-123");
         let v: Value = serde_json::from_str(&r.body).unwrap_or(Value::Null);
         (r.status, v, r.body)
     };
@@ -280,21 +280,8 @@ fn ips_under(mode: Option<&str>) -> (String, String) {
         ]}),
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    let raw = json!({
-        "schema_version": 1, "event_id": "other:ip", "source": "other", "channel": "web",
-        "type": "page", "occurred_at": "2026-03-04T10:00:00Z",
-        "received_at": "2026-03-04T10:00:00Z",
-        "identifiers": [{"type": "user_id", "value": "u-1"}],
-        "context": {"ip": "198.51.100.23"}
-    });
-    produce_raw(
-        &w.topics().events,
-        &[("user_id:u-1".into(), raw.to_string().into_bytes())],
-    );
-    w.wait_caught_up();
-    wait_until(Duration::from_secs(60), "3 events stored", || {
-        w.query_u64("SELECT count() FROM events FINAL") == 3
-    });
+    let ids = json!([{"type": "user_id", "value": "u-1"}]);
+    produce_other_and_wait(&w, "page", ids, json!({"ip": "198.51.100.23"}), 3);
     let mut on_topic: Vec<String> = consume_all(&w.topics().events, 3, Duration::from_secs(20))
         .into_iter()
         .filter_map(|(_, v)| serde_json::from_slice::<Value>(&v?).ok())

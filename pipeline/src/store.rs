@@ -607,14 +607,21 @@ mod tests {
         let cfg = IdentityConfig::default();
         {
             let (store, _) = Store::open(dir.path(), &cfg).expect("open");
-            store.check_privacy(42, true).expect("a new store takes them");
+            store
+                .check_privacy(42, true)
+                .expect("a new store takes them");
             store.check_privacy(42, false).expect("same settings");
-            let e = store.check_privacy(0, false).expect_err("hashing turned off");
+            let e = store
+                .check_privacy(0, false)
+                .expect_err("hashing turned off");
             assert!(e.to_string().contains("[privacy]"), "{e}");
             assert!(store.check_privacy(43, false).is_err(), "another salt");
         }
         let (store, _) = Store::open(dir.path(), &cfg).expect("reopen");
-        assert!(store.check_privacy(43, false).is_err(), "remembered across restarts");
+        assert!(
+            store.check_privacy(43, false).is_err(),
+            "remembered across restarts"
+        );
         store.check_privacy(42, false).expect("same settings");
         // a store with data from before the check: fine without hashing, refused with
         let dir2 = tempfile::tempdir().expect("tmp");

@@ -486,7 +486,11 @@ impl Queries {
             }
             None => Vec::new(),
         };
-        let exact = if hashes.is_empty() { "" } else { " OR has(?, v)" };
+        let exact = if hashes.is_empty() {
+            ""
+        } else {
+            " OR has(?, v)"
+        };
         let sql = format!(
             "SELECT {SEGMENT_COLUMNS} FROM v_segment_profiles \
              WHERE positionCaseInsensitiveUTF8(display_name, ?) > 0 \
@@ -502,11 +506,7 @@ impl Queries {
         if !hashes.is_empty() {
             query = query.bind(&hashes);
         }
-        let mut rows: Vec<SegmentRow> = query
-            .bind(limit + 1)
-            .bind(offset)
-            .fetch_all()
-            .await?;
+        let mut rows: Vec<SegmentRow> = query.bind(limit + 1).bind(offset).fetch_all().await?;
         let more = rows.len() as u64 > limit;
         rows.truncate(limit as usize);
         Ok((rows, more))

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod connectors;
+pub mod secrets;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -147,15 +148,27 @@ default_phone_region = "US"
         env!("CARGO_BIN_EXE_socialcrm")
     }
 
-    /// Runs a CLI command to completion.
+    /// Runs a CLI command to completion. Its stderr is also appended to `cli.log`,
+    /// so that the secrets scan on drop covers the CLI's errors.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(Self::bin())
+        let out = Command::new(Self::bin())
             .arg("--config")
             .arg(&self.config)
             .args(args)
             .env("RUST_BACKTRACE", "0")
             .output()
-            .expect("run socialcrm")
+            .expect("run socialcrm");
+        if !out.stderr.is_empty() {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.log_path("cli"))
+            {
+                let _ = f.write_all(&out.stderr);
+            }
+        }
+        out
     }
 
     pub fn log_path(&self, name: &str) -> PathBuf {
@@ -197,6 +210,17 @@ default_phone_region = "US"
 
     pub fn start_pipeline(&mut self) -> usize {
         self.spawn("pipeline", &["pipeline"])
+    }
+
+    /// Starts `socialcrm serve` (the config's `[api] listen` must be
+    /// `127.0.0.1:<port>`) and waits until it answers; its base URL.
+    pub fn start_api(&mut self, port: u16) -> String {
+        self.spawn("serve", &["serve"]);
+        let base = format!("http://127.0.0.1:{port}");
+        wait_until(Duration::from_secs(30), "API up", || {
+            http::blocking_get_ok(&format!("{base}/health"))
+        });
+        base
     }
 
     pub fn log(&self, name: &str) -> String {
@@ -242,6 +266,11 @@ impl Drop for World {
         }
         if std::env::var("SOCIALCRM_TEST_KEEP").is_err() {
             let _ = ch_query("default", &format!("DROP DATABASE IF EXISTS {}", self.db));
+        }
+        // every world checks that the processes it ran logged none of its secrets
+        // (not while a failed test unwinds: a second panic would abort)
+        if !std::thread::panicking() {
+            self.assert_no_secret_in_logs();
         }
     }
 }
@@ -320,6 +349,17 @@ pub mod http {
             s = rest[n..].trim_start_matches("\r\n");
         }
         out
+    }
+
+    /// A GET with an API key (`Authorization: Bearer <key>`).
+    pub fn get_with_key(url: &str, key: &str) -> Resp {
+        request(
+            "GET",
+            url,
+            &[("Authorization", format!("Bearer {key}"))],
+            b"",
+        )
+        .expect("server reachable")
     }
 
     pub fn blocking_get_ok(url: &str) -> bool {

@@ -216,14 +216,28 @@ fn context_ip_follows_the_privacy_policy_before_kafka() {
         }
         let ev = map_message(msg, None, &e).expect("mapped");
         let ctx = ev.context.to_map();
-        assert_eq!(ctx.get("locale").and_then(|v| v.as_str()).unwrap_or("de-DE"), "de-DE");
+        assert_eq!(
+            ctx.get("locale")
+                .and_then(|v| v.as_str())
+                .unwrap_or("de-DE"),
+            "de-DE"
+        );
         ctx.get("ip").cloned()
     };
-    assert_eq!(ip_of(IpPolicy::Truncate, &msg, false), Some(json!("203.0.113.0")));
+    assert_eq!(
+        ip_of(IpPolicy::Truncate, &msg, false),
+        Some(json!("203.0.113.0"))
+    );
     assert_eq!(ip_of(IpPolicy::Drop, &msg, false), None);
-    assert_eq!(ip_of(IpPolicy::Keep, &msg, false), Some(json!("203.0.113.77")));
+    assert_eq!(
+        ip_of(IpPolicy::Keep, &msg, false),
+        Some(json!("203.0.113.77"))
+    );
     // an address from the batch's context is treated the same way
     let bare = json!({"type": "track", "event": "A", "userId": "u-1", "messageId": "m2"});
-    assert_eq!(ip_of(IpPolicy::Truncate, &bare, true), Some(json!("2001:db8:85a3::")));
+    assert_eq!(
+        ip_of(IpPolicy::Truncate, &bare, true),
+        Some(json!("2001:db8:85a3::"))
+    );
     assert_eq!(ip_of(IpPolicy::Drop, &bare, true), None);
 }
