@@ -94,105 +94,72 @@ pub const KEPT_TABLES: [(&str, &str); 6] = [
     ),
 ];
 
-/// What an erasure asks of each table: the rows of the person (`?` is the request
-/// id, bound by the caller; `{db}` the database) and, for the ledger, the update
-/// that removes the personal values while keeping the entries.
+/// What an erasure asks of each table (`src/erasure.sql`, with its placeholders
+/// expanded; every `?` is the request id).
 struct TablePlan {
-    table: &'static str,
+    table: String,
     /// Rows that hold the person's data (counted before and after).
     rows: String,
-    /// `DELETE WHERE <rows>`, or an `UPDATE ... WHERE <rows>`.
+    /// `ALTER TABLE ... DELETE WHERE <rows>`, or `... UPDATE ... WHERE ...`.
     mutation: String,
-    /// How many times the request id is bound in `rows` / `mutation`.
-    binds: (usize, usize),
 }
 
-fn plans(db: &str) -> Vec<TablePlan> {
+impl TablePlan {
+    /// How many times `sql` binds the request id.
+    fn binds(sql: &str) -> usize {
+        sql.matches('?').count()
+    }
+}
+
+const ERASURE_SQL: &str = include_str!("erasure.sql");
+
+/// The plans of `src/erasure.sql` for database `db`.
+fn plans(db: &str) -> PResult<Vec<TablePlan>> {
     let keys = |kind: &str| {
         format!("(SELECT key FROM {db}.erasure_keys WHERE request_id = ? AND kind = '{kind}')")
     };
-    let (ids, events, customers) = (keys("id"), keys("event"), keys("customer"));
-    let id_in =
-        |t: &str, v: &str| format!("arrayExists((t, v) -> concat(t, ':', v) IN {ids}, {t}, {v})");
-    let all_events = format!(
-        "customer_id IN {customers} OR primary_id IN {ids} OR {} OR {} OR event_id IN {events}",
-        id_in("identifier_types", "identifier_values"),
-        id_in("target_types", "target_values")
-    );
-    // the request's keys and their hashes, as one tuple of two aligned arrays (18.16
-    // runs no DISTINCT or ORDER BY subquery in a mutation, and transform wants
-    // constant arrays)
     let pairs = format!(
-        "(SELECT (groupArray(key), groupArray(hash)) FROM {db}.erasure_keys \
-         WHERE request_id = ? AND kind = 'id')"
+        "(SELECT (groupArray(key), groupArray(hash)) FROM {db}.erasure_keys WHERE request_id = ? AND kind = 'id')"
     );
-    let arr = |col: &str| {
-        let i = if col == "key" { 1 } else { 2 };
-        format!("tupleElement({pairs}, {i})")
+    let expand = |t: &str| {
+        t.replace("{ids}", &keys("id"))
+            .replace("{events}", &keys("event"))
+            .replace("{customers}", &keys("customer"))
+            .replace("{keys}", &format!("tupleElement({pairs}, 1)"))
+            .replace("{hashes}", &format!("tupleElement({pairs}, 2)"))
+            .replace("{db}", db)
     };
-    // the ledger keeps its entries: identifier values become their hashes, reasons
-    // (which can quote identifiers) are blanked; the `erase` entries stay as written
-    let ledger_rows = format!(
-        "action != 'erase' AND (customer_id IN {customers} OR merged_customer_id IN {customers} \
-         OR concat(id_type, ':', id_value) IN {ids} \
-         OR arrayExists((k, r) -> position(r, k) > 0, {ka}, replicate(reason, {ka})))",
-        ka = arr("key")
-    );
-    // left after the update: a clear value, or a reason that still quotes one
-    let ledger_left = format!(
-        "concat(id_type, ':', id_value) IN {ids} OR (action != 'erase' AND reason != '' AND \
-         (customer_id IN {customers} OR merged_customer_id IN {customers})) \
-         OR arrayExists((k, r) -> position(r, k) > 0, {ka}, replicate(reason, {ka}))",
-        ka = arr("key")
-    );
-    let delete = |table: &'static str, rows: String, binds: usize| TablePlan {
-        table,
-        mutation: format!("ALTER TABLE {db}.{table} DELETE WHERE {rows}"),
-        rows,
-        binds: (binds, binds),
-    };
-    vec![
-        delete(
-            "events_by_id",
-            format!("event_id IN {events} OR primary_id IN {ids}"),
-            2,
-        ),
-        delete("events", all_events, 5),
-        delete(
-            "event_moves",
-            format!("primary_id IN {ids} OR customer_id IN {customers}"),
-            2,
-        ),
-        delete(
-            "identities",
-            format!("concat(id_type, ':', id_value) IN {ids} OR customer_id IN {customers}"),
-            2,
-        ),
-        delete(
-            "customer_aliases",
-            format!("retired_id IN {customers} OR survivor_id IN {customers}"),
-            2,
-        ),
-        TablePlan {
-            table: "identity_ledger",
-            mutation: format!(
-                "ALTER TABLE {db}.identity_ledger UPDATE id_value = transform(concat(id_type, ':', id_value), {}, {}, id_value), reason = '' WHERE {ledger_rows}",
-                arr("key"),
-                arr("hash")
-            ),
-            rows: ledger_left,
-            binds: (5, 7),
-        },
-        delete(
-            "profiles",
-            format!(
-                "customer_id IN {customers} OR merged_into IN {customers} OR {}",
-                id_in("identifier_types", "identifier_values")
-            ),
-            3,
-        ),
-        delete("scores", format!("customer_id IN {customers}"), 1),
-    ]
+    let mut out = Vec::new();
+    for line in ERASURE_SQL.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with("--") {
+            continue;
+        }
+        let f: Vec<&str> = line.split(" | ").collect();
+        let [table, rows, action] = f[..] else {
+            return Err(PrivacyError::Unavailable(format!(
+                "src/erasure.sql: a line needs `table | rows | mutation`: {line}"
+            )));
+        };
+        let rows = expand(rows);
+        let mutation = match action {
+            "DELETE" => format!("ALTER TABLE {db}.{table} DELETE WHERE {rows}"),
+            update if update.starts_with("UPDATE ") => {
+                format!("ALTER TABLE {db}.{table} {}", expand(update))
+            }
+            other => {
+                return Err(PrivacyError::Unavailable(format!(
+                    "src/erasure.sql: unknown mutation for {table}: {other}"
+                )))
+            }
+        };
+        out.push(TablePlan {
+            table: table.to_string(),
+            rows,
+            mutation,
+        });
+    }
+    Ok(out)
 }
 
 fn bind_n(mut q: clickhouse::query::Query, id: &str, n: usize) -> clickhouse::query::Query {
@@ -513,12 +480,13 @@ async fn record(
 /// Counts the person's rows per table (the plans' `rows` conditions).
 async fn count_rows(ch: &clickhouse::Client, db: &str, request_id: &str) -> PResult<Vec<u64>> {
     let mut out = Vec::new();
-    for p in plans(db) {
+    for p in plans(db)? {
         let q = ch.query(&format!(
             "SELECT count() FROM {db}.{} WHERE {}",
             p.table, p.rows
         ));
-        out.push(bind_n(q, request_id, p.binds.0).fetch_one::<u64>().await?);
+        let n = TablePlan::binds(&p.rows);
+        out.push(bind_n(q, request_id, n).fetch_one::<u64>().await?);
     }
     Ok(out)
 }
@@ -572,31 +540,40 @@ pub async fn finish(cfg: &Config, request_id: &str, wait: Duration) -> PResult<E
         insert(&ch, "erasure_keys", &more).await?;
     }
     // the events to delete, by id (events_by_id holds no identifiers of its own)
-    let ev = plans(db)
-        .into_iter()
+    let plans = plans(db)?;
+    let ev = plans
+        .iter()
         .find(|p| p.table == "events")
         .ok_or_else(|| PrivacyError::Unavailable("no plan for events".into()))?;
     let collect = ch.query(&format!(
         "INSERT INTO {db}.erasure_keys SELECT ?, 'event', event_id, '' FROM {db}.events WHERE {}",
         ev.rows
     ));
-    bind_n(collect.bind(request_id), request_id, ev.binds.0)
-        .execute()
-        .await?;
+    bind_n(
+        collect.bind(request_id),
+        request_id,
+        TablePlan::binds(&ev.rows),
+    )
+    .execute()
+    .await?;
     let before = count_rows(&ch, db, request_id).await?;
-    let tables: Vec<String> = plans(db).iter().map(|p| p.table.to_string()).collect();
+    let tables: Vec<String> = plans.iter().map(|p| p.table.clone()).collect();
     row.tables = tables.clone();
     row.rows_before = before.clone();
     let mut left = before.clone();
     let deadline = Instant::now() + wait;
     for round in 0..3 {
-        for (p, n) in plans(db).into_iter().zip(&left) {
+        for (p, n) in plans.iter().zip(&left) {
             if *n == 0 {
                 continue;
             }
-            bind_n(ch.query(&p.mutation), request_id, p.binds.1)
-                .execute()
-                .await?;
+            bind_n(
+                ch.query(&p.mutation),
+                request_id,
+                TablePlan::binds(&p.mutation),
+            )
+            .execute()
+            .await?;
         }
         loop {
             let pending = pending_mutations(&ch, db, request_id).await?;
@@ -771,7 +748,8 @@ mod tests {
             missing.is_empty(),
             "tables no erasure handles: {missing:?}; add them to ERASED_TABLES (with a plan) or KEPT_TABLES"
         );
-        let plan_tables: Vec<&str> = plans("crm").iter().map(|p| p.table).collect();
+        let plans = plans("crm").expect("src/erasure.sql parses");
+        let plan_tables: Vec<&str> = plans.iter().map(|p| p.table.as_str()).collect();
         assert_eq!(plan_tables, ERASED_TABLES);
     }
 
@@ -807,9 +785,14 @@ mod tests {
 
     #[test]
     fn mutations_name_the_request_and_no_array_literal() {
-        for p in plans("crm") {
-            assert_eq!(p.rows.matches('?').count(), p.binds.0, "{}", p.table);
-            assert_eq!(p.mutation.matches('?').count(), p.binds.1, "{}", p.table);
+        for p in plans("crm").expect("src/erasure.sql parses") {
+            assert!(TablePlan::binds(&p.rows) > 0, "{}", p.table);
+            // every placeholder expanded
+            assert!(
+                !p.rows.contains('{') && !p.mutation.contains('{'),
+                "{}",
+                p.mutation
+            );
             // 18.16 blocks mutations for good on `IN [array]`
             assert!(!p.mutation.contains("IN ["), "{}", p.mutation);
             assert!(p

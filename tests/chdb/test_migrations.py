@@ -356,9 +356,17 @@ def test_identity_rules_columns_and_reattribution(sess):
     assert "primary_id" in cols
     run(sess, "INSERT INTO %s.events (event_id, customer_id, primary_id, version) VALUES "
               "('e1', 'c_a', 'email:x@shop.io', 1), ('e2', 'c_a', 'user_id:u1', 1)" % DB)
+    # the moves go to event_moves (0011) and the mutation reads them there, by the
+    # connection's database like the pipeline does
+    run(sess, "USE %s" % DB)
+    run(sess, "INSERT INTO %s.event_moves VALUES ('7-1', 'email:x@shop.io', 'c_b', now()), "
+              "('6-1', 'user_id:u1', 'c_z', now())" % DB)
+    moves = ("(SELECT (groupArray(primary_id), groupArray(customer_id)) FROM event_moves "
+             "WHERE move_id = '7-1')")
     run(sess, "ALTER TABLE %s.events UPDATE customer_id = transform(primary_id, "
-              "['email:x@shop.io'], ['c_b'], customer_id) WHERE has(['email:x@shop.io'], primary_id) "
-              "SETTINGS mutations_sync = 1" % DB)
+              "tupleElement(%s, 1), tupleElement(%s, 2), customer_id) "
+              "WHERE primary_id IN (SELECT primary_id FROM event_moves WHERE move_id = '7-1') "
+              "SETTINGS mutations_sync = 1" % (DB, moves, moves))
     got = rows(sess, "SELECT event_id, customer_id FROM %s.events FINAL ORDER BY event_id" % DB)
     assert got == [["e1", "c_b"], ["e2", "c_a"]]
     got = rows(sess, "SELECT id_type, customer_id, seq FROM %s.identity_ledger WHERE 0" % DB)
@@ -450,3 +458,107 @@ def test_marketer_views_and_queries(sess):
     assert results["segment_count"] == [[1]]
     assert [r[0] for r in results["top_influencers"]] == ["c1", "c2"]
     assert results["search"] == [["c1"]]
+
+
+# ------------------------------------------------------------------------- erasure
+
+ERASURE_SQL = os.path.join(REPO, "src", "erasure.sql")
+
+
+def erasure_plans(db, request_id):
+    """The lines of src/erasure.sql expanded like src/privacy.rs does:
+    [(table, rows condition, mutation)]."""
+    keys = lambda kind: ("(SELECT key FROM {db}.erasure_keys WHERE request_id = ? AND kind = '%s')"
+                         % kind)
+    pairs = ("(SELECT (groupArray(key), groupArray(hash)) FROM {db}.erasure_keys "
+             "WHERE request_id = ? AND kind = 'id')")
+
+    def expand(t):
+        for k, v in [("{ids}", keys("id")), ("{events}", keys("event")),
+                     ("{customers}", keys("customer")),
+                     ("{keys}", "tupleElement(%s, 1)" % pairs),
+                     ("{hashes}", "tupleElement(%s, 2)" % pairs)]:
+            t = t.replace(k, v)
+        return t.replace("{db}", db).replace("?", "'%s'" % request_id)
+
+    out = []
+    with open(ERASURE_SQL, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("--"):
+                continue
+            table, cond, action = line.split(" | ")
+            cond = expand(cond)
+            if action == "DELETE":
+                mutation = "ALTER TABLE %s.%s DELETE WHERE %s" % (db, table, cond)
+            else:
+                mutation = "ALTER TABLE %s.%s %s" % (db, table, expand(action))
+            out.append((table, cond, mutation))
+    return out
+
+
+def test_erasure_deletes_the_person_and_keeps_the_ledger_entries(sess):
+    """Every statement of src/erasure.sql runs on a current engine: the person's rows
+    go, the ledger keeps its entries with hashed values, other people stay."""
+    db = DB
+    ann, retired, bob = "c_ann", "c_ann_old", "c_bob"
+    run(sess, "INSERT INTO %s.events (event_id, customer_id, primary_id, identifier_types, "
+              "identifier_values, target_types, target_values, version) VALUES "
+              "('e1', '%s', 'email:ann@x.io', ['email'], ['ann@x.io'], [], [], 1), "
+              "('e2', '%s', 'anonymous_id:ann-pc', ['anonymous_id'], ['ann-pc'], [], [], 1), "
+              "('e3', '%s', 'user_id:bob', ['user_id', 'anonymous_id'], ['bob', 'ann-pc'], [], [], 1), "
+              "('e4', 'c_x', 'mastodon:@x@m.s', ['mastodon'], ['@x@m.s'], ['email'], ['ann@x.io'], 1), "
+              "('e5', '%s', 'user_id:bob', ['user_id'], ['bob'], [], [], 1)" % (db, ann, retired, bob, bob))
+    run(sess, "INSERT INTO %s.identities VALUES ('email', 'ann@x.io', '%s', 1, now(), now(), 1), "
+              "('anonymous_id', 'ann-pc', '%s', 1, now(), now(), 1), "
+              "('user_id', 'bob', '%s', 1, now(), now(), 1)" % (db, ann, ann, bob))
+    run(sess, "INSERT INTO %s.customer_aliases VALUES ('%s', '%s', now(), 1)" % (db, retired, ann))
+    run(sess, "INSERT INTO %s.identity_ledger (entry_id, at, action, customer_id, id_type, id_value, "
+              "merged_customer_id, rule, reason, event_id, version) VALUES "
+              "('l1', now(), 'link', '%s', 'email', 'ann@x.io', '', '', '', 'e1', 1), "
+              "('l2', now(), 'reject', '%s', 'anonymous_id', 'ann-pc', '', 'identifier_limit', 'at most 1', 'e3', 1), "
+              "('l3', now(), 'split', '%s', 'user_id', 'bob', 'c_y', 'unlinked', 'unlink email:ann@x.io, command c1', 'c1', 1), "
+              "('l4', now(), 'link', '%s', 'user_id', 'bob', '', '', '', 'e5', 1), "
+              "('l5', now(), 'erase', '%s', '', '', '', 'erasure', 'erased (2 identifiers)', 'command:r1', 2)"
+              % (db, ann, bob, bob, bob, ann))
+    run(sess, "INSERT INTO %s.profiles (customer_id, version, is_active, merged_into, identifier_types, "
+              "identifier_values) VALUES ('%s', 1, 1, '', ['email', 'anonymous_id'], ['ann@x.io', 'ann-pc']), "
+              "('%s', 1, 0, '%s', [], []), ('%s', 2, 1, '', ['user_id'], ['bob']), "
+              "('%s', 1, 1, '', ['user_id', 'anonymous_id'], ['bob', 'ann-pc'])" % (db, ann, retired, ann, bob, bob))
+    run(sess, "INSERT INTO %s.scores (customer_id, run_id, scored_at) VALUES ('%s', 'r', now()), "
+              "('%s', 'r', now())" % (db, ann, bob))
+    run(sess, "INSERT INTO %s.event_moves VALUES ('1-1', 'email:ann@x.io', '%s', now())" % (db, ann))
+    run(sess, "INSERT INTO %s.erasure_keys VALUES ('r1', 'id', 'email:ann@x.io', 'sha256:h1'), "
+              "('r1', 'id', 'anonymous_id:ann-pc', 'sha256:h2'), ('r1', 'id', 'email:ann@x.io', 'sha256:h1'), "
+              "('r1', 'customer', '%s', ''), ('r1', 'customer', '%s', '')" % (db, ann, retired))
+    plans = erasure_plans(db, "r1")
+    ev = [p for p in plans if p[0] == "events"][0]
+    run(sess, "INSERT INTO %s.erasure_keys SELECT 'r1', 'event', event_id, '' FROM %s.events WHERE %s"
+        % (db, db, ev[1]))
+
+    def counts():
+        return [int(rows(sess, "SELECT count() FROM %s.%s WHERE %s" % (db, t, c))[0][0])
+                for t, c, _ in plans]
+
+    before = counts()
+    assert all(n > 0 for n in before), list(zip([p[0] for p in plans], before))
+    for _, _, mutation in plans:
+        try:
+            run(sess, mutation + " SETTINGS mutations_sync = 2")
+        except Exception as e:
+            pytest.fail("erasure mutation failed on chDB:\n%s\n--- error ---\n%s" % (mutation, e))
+    assert counts() == [0] * len(plans)
+    # Bob keeps his own events, profile and score; the events that carried Ann's
+    # identifiers (her cookie on his login, a mention of her) are gone
+    assert rows(sess, "SELECT event_id FROM %s.events ORDER BY event_id" % db) == [["e5"]]
+    assert rows(sess, "SELECT customer_id, version FROM %s.profiles ORDER BY customer_id" % db) == [[bob, 2]]
+    assert rows(sess, "SELECT customer_id FROM %s.scores" % db) == [[bob]]
+    assert rows(sess, "SELECT id_value FROM %s.identities" % db) == [["bob"]]
+    # the ledger keeps every entry; Ann's values are hashes and the reasons that
+    # quoted her are blank; her erase entry is as written
+    got = rows(sess, "SELECT entry_id, customer_id, id_value, reason FROM %s.identity_ledger "
+                     "ORDER BY entry_id" % db)
+    assert got == [["l1", ann, "sha256:h1", ""], ["l2", bob, "sha256:h2", ""],
+                   ["l3", bob, "bob", ""], ["l4", bob, "bob", ""],
+                   ["l5", ann, "", "erased (2 identifiers)"]], got
+    assert int(rows(sess, "SELECT count() FROM %s.customer_aliases" % db)[0][0]) == 0
