@@ -45,7 +45,7 @@ impl Protector {
         rejected: &mut [RejectedIdentifier],
         normalizer: &Normalizer,
     ) -> Screened {
-        if self.ip != IpPolicy::Keep && may_hold_ip(&ev.context) {
+        if self.ip != IpPolicy::Keep && ip_may_change(self.ip, &ev.context) {
             let mut ctx = ev.context.to_map();
             if protect_context_ip(self.ip, &mut ctx) {
                 ev.context = JsonObject::from_map(&ctx);
@@ -108,11 +108,31 @@ impl Protector {
     }
 }
 
-/// Whether `context` may have an `ip` key (a cheap test on the raw text, so most
-/// events are never parsed; an escaped key name counts as "may").
-fn may_hold_ip(context: &JsonObject) -> bool {
+/// Whether `policy` may change `context.ip`, cheaply: most events have no `ip`
+/// (a test on the raw text), and those from the collector already carry one the
+/// policy keeps as it is (read without building the whole object). An escaped key
+/// name or a value that is not a string takes the full path.
+fn ip_may_change(policy: IpPolicy, context: &JsonObject) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Ip<'a> {
+        #[serde(borrow, default)]
+        ip: Option<std::borrow::Cow<'a, str>>,
+    }
     let t = context.as_str();
-    t.contains("\"ip\"") || t.contains("\\u")
+    if !t.contains("\"ip\"") && !t.contains("\\u") {
+        return false;
+    }
+    if policy == IpPolicy::Drop {
+        return true;
+    }
+    match serde_json::from_str::<Ip<'_>>(t) {
+        Ok(Ip { ip: None }) => false,
+        Ok(Ip { ip: Some(ip) }) => {
+            let v = serde_json::Value::String(ip.into_owned());
+            socialcrm_schemas::privacy::protect_ip(policy, &v).as_ref() != Some(&v)
+        }
+        Err(_) => true,
+    }
 }
 
 #[cfg(test)]
@@ -294,6 +314,30 @@ mod tests {
         assert!(!run(IpPolicy::Drop).contains_key("ip"));
         assert_eq!(run(IpPolicy::Drop)["locale"], json!("de-DE"));
         assert_eq!(run(IpPolicy::Keep)["ip"], json!("203.0.113.77"));
+        // the collector's output passes untouched (the text is not rewritten)
+        let (mut ev, mut rej) = parse(event(ids.clone(), json!({"ip": "203.0.113.0", "z": 1})));
+        let before = ev.context.as_str().to_string();
+        protector(&[], &[], IpPolicy::Truncate).protect(
+            &Graph::default(),
+            &mut ev,
+            &mut rej,
+            &Normalizer::default(),
+        );
+        assert_eq!(ev.context.as_str(), before);
+        // not a string, null: dropped under truncate; null removed under drop
+        for (ctx, policy) in [
+            (json!({"ip": 42}), IpPolicy::Truncate),
+            (json!({"ip": null}), IpPolicy::Drop),
+        ] {
+            let (mut ev, mut rej) = parse(event(ids.clone(), ctx));
+            protector(&[], &[], policy).protect(
+                &Graph::default(),
+                &mut ev,
+                &mut rej,
+                &Normalizer::default(),
+            );
+            assert!(!ev.context.to_map().contains_key("ip"), "{policy:?}");
+        }
         // an escaped key is still found
         let (mut ev, mut rej) = parse(event(ids.clone(), json!({})));
         ev.context = serde_json::from_str(r#"{"\u0069p": "198.51.100.7"}"#).expect("json");
