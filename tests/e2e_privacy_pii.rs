@@ -223,6 +223,20 @@ fn hashed_identifiers_and_traits_are_all_that_is_stored_and_lookups_still_work()
         explain.contains(&ann) && explain.contains("user_id:u-ann"),
         "{explain}"
     );
+    // an unlink typed in clear detaches the hashed identifier
+    w.cli_ok(&[
+        "identity",
+        "unlink",
+        "phone:(415) 555-0123",
+        "--note",
+        "pii test",
+    ]);
+    let phone_owner = w.customer_of("phone", &h_phone);
+    assert!(
+        !phone_owner.is_empty() && phone_owner != ann,
+        "{phone_owner}"
+    );
+    assert_eq!(w.customer_of("email", &h_email), ann);
 
     let base = w.start_api(api_port);
     let get = |path: &str| {
