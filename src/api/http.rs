@@ -11,8 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use socialcrm_schemas::secret::KeyRing;
 
 use super::filter::{order_by, SegmentFilter};
 use super::queries::{Queries, QueryError, CSV_HEADER};
@@ -30,8 +29,8 @@ struct AppState {
     q: Queries,
     /// The whole config: erasures reach Kafka and ClickHouse (docs/privacy.md).
     config: Arc<crate::config::Config>,
-    /// SHA-256 of each key (compared in constant time, whatever the lengths).
-    keys: Vec<([u8; 32], String, Vec<Scope>)>,
+    /// Each key's name and scopes, by digest (compared in constant time, whatever the lengths).
+    keys: KeyRing<(String, Vec<Scope>)>,
     max_page_rows: u64,
     max_export_rows: u64,
 }
@@ -84,17 +83,11 @@ pub fn router(q: Queries, config: &crate::config::Config) -> Router {
     let state = Arc::new(AppState {
         q,
         config: Arc::new(config.clone()),
-        keys: cfg
-            .keys
-            .iter()
-            .map(|k| {
-                (
-                    Sha256::digest(k.key.as_bytes()).into(),
-                    k.name.clone(),
-                    k.scopes.clone(),
-                )
-            })
-            .collect(),
+        keys: KeyRing::new(
+            cfg.keys
+                .iter()
+                .map(|k| (k.key.clone(), (k.name.clone(), k.scopes.clone()))),
+        ),
         max_page_rows: cfg.max_page_rows,
         max_export_rows: cfg.max_export_rows,
     });
@@ -216,21 +209,14 @@ fn authorize(state: &AppState, h: &HeaderMap, need: Scope) -> Result<KeyInfo, Ap
             "an API key is required (Authorization: Bearer <key>)".into(),
         ));
     };
-    let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
     // every key is compared, so timing says nothing about which one matched
-    let mut found: Option<&(_, String, Vec<Scope>)> = None;
-    for k in &state.keys {
-        if bool::from(k.0.ct_eq(&digest)) {
-            found = Some(k);
-        }
-    }
-    match found {
+    match state.keys.find(key) {
         None => Err(ApiError(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "invalid API key".into(),
         )),
-        Some((_, name, scopes)) if !scopes.contains(&need) => {
+        Some((name, scopes)) if !scopes.contains(&need) => {
             tracing::info!(key = %name, ?need, "request refused: key lacks the scope");
             Err(ApiError(
                 StatusCode::FORBIDDEN,
@@ -238,7 +224,7 @@ fn authorize(state: &AppState, h: &HeaderMap, need: Scope) -> Result<KeyInfo, Ap
                 format!("this key lacks the `{}` scope", scope_name(need)),
             ))
         }
-        Some((_, name, scopes)) => Ok(KeyInfo {
+        Some((name, scopes)) => Ok(KeyInfo {
             name: name.clone(),
             scopes: scopes.clone(),
         }),
