@@ -20,9 +20,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 use socialcrm_pipeline::privacy::{ErasureKeyRow, ErasureRow, Status};
 use socialcrm_pipeline::rows::ProfileRow;
-use socialcrm_schemas::messages::{EraseCommand, HashedIdentifier, PrivacyAction};
+use socialcrm_schemas::messages::{EraseCommand, HashedIdentifier, IdentityCommand, PrivacyAction};
 use socialcrm_schemas::suppression::SuppressionHasher;
-use socialcrm_schemas::SCHEMA_VERSION;
+use socialcrm_schemas::{Identifier, SCHEMA_VERSION};
 
 use crate::api::queries::{profile_json, Queries, QueryError};
 use crate::config::Config;
@@ -338,6 +338,11 @@ pub async fn request(cfg: &Config, subject: &str, requested_by: &str) -> PResult
 
 /// Sends one keyed message and waits for Kafka's acknowledgement.
 pub async fn send(cfg: &Config, topic: &str, key: &str, payload: &[u8]) -> PResult<()> {
+    send_opt(cfg, topic, key, Some(payload)).await
+}
+
+/// [`send`] of a value or (`None`) a tombstone.
+async fn send_opt(cfg: &Config, topic: &str, key: &str, payload: Option<&[u8]>) -> PResult<()> {
     let producer: FutureProducer = cfg
         .kafka
         .client_config()
@@ -346,11 +351,12 @@ pub async fn send(cfg: &Config, topic: &str, key: &str, payload: &[u8]) -> PResu
         .set("message.timeout.ms", "30000")
         .create()
         .map_err(|e| PrivacyError::Unavailable(format!("creating the Kafka producer: {e}")))?;
+    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key);
+    if let Some(p) = payload {
+        record = record.payload(p);
+    }
     producer
-        .send(
-            FutureRecord::to(topic).key(key).payload(payload),
-            Duration::from_secs(30),
-        )
+        .send(record, Duration::from_secs(30))
         .await
         .map_err(|(e, _)| PrivacyError::Unavailable(format!("sending to {topic}: {e}")))?;
     Ok(())
@@ -391,6 +397,105 @@ fn fold(rows: Vec<ErasureRow>) -> Option<ErasureRow> {
         });
     }
     out
+}
+
+/// Unlink and split commands stay on the compacted `crm.identity.commands` for
+/// good, with the identifiers they name. Each one that names an erased key is
+/// rewritten without it (same key: compaction keeps the new value), or withdrawn
+/// with a tombstone when one of its sides is left empty. Answers (rewritten,
+/// withdrawn).
+pub async fn scrub_commands(cfg: &Config, keys: &BTreeSet<String>) -> PResult<(usize, usize)> {
+    let topic = cfg.kafka.topics.commands.clone();
+    let kafka = cfg.kafka.clone();
+    let latest = tokio::task::spawn_blocking(move || read_compacted(&kafka, &topic))
+        .await
+        .map_err(|e| PrivacyError::Unavailable(format!("reading the commands topic: {e}")))??;
+    let (mut rewritten, mut withdrawn) = (0, 0);
+    for (key, payload) in latest {
+        let Some(payload) = payload else { continue };
+        let Ok(mut cmd) = serde_json::from_slice::<IdentityCommand>(&payload) else {
+            continue; // not a command (the pipeline sent it to crm.dlq)
+        };
+        let named = |ids: &[Identifier]| ids.iter().any(|i| keys.contains(&i.key()));
+        if !named(&cmd.identifiers) && !named(&cmd.others) {
+            continue;
+        }
+        cmd.identifiers.retain(|i| !keys.contains(&i.key()));
+        cmd.others.retain(|i| !keys.contains(&i.key()));
+        let topic = &cfg.kafka.topics.commands;
+        if cmd.identifiers.is_empty() || cmd.others.is_empty() {
+            send_opt(cfg, topic, &key, None).await?;
+            withdrawn += 1;
+        } else {
+            let payload = serde_json::to_vec(&cmd)
+                .map_err(|e| PrivacyError::Unavailable(format!("encoding a command: {e}")))?;
+            send_opt(cfg, topic, &key, Some(&payload)).await?;
+            rewritten += 1;
+        }
+    }
+    Ok((rewritten, withdrawn))
+}
+
+/// The latest value of every key of a (compacted) topic, read from the beginning
+/// to the end it had when called.
+fn read_compacted(
+    kafka: &socialcrm_schemas::kafka::KafkaConfig,
+    topic: &str,
+) -> PResult<std::collections::BTreeMap<String, Option<Vec<u8>>>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let err = |e: rdkafka::error::KafkaError| PrivacyError::Unavailable(format!("{topic}: {e}"));
+    let c: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", "socialcrm-privacy-scrub")
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(err)?;
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(err)?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut ends = std::collections::BTreeMap::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = c
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+            .map_err(err)?;
+        if high > low {
+            tpl.add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+                .map_err(err)?;
+            ends.insert(p.id(), high);
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    if ends.is_empty() {
+        return Ok(out);
+    }
+    c.assign(&tpl).map_err(err)?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() {
+        if Instant::now() >= deadline {
+            return Err(PrivacyError::Unavailable(format!(
+                "{topic}: not read to its end within 60 s"
+            )));
+        }
+        let Some(m) = c.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        let m = m.map_err(err)?;
+        if let Some(k) = m.key() {
+            out.insert(
+                String::from_utf8_lossy(k).into_owned(),
+                m.payload().map(<[u8]>::to_vec),
+            );
+        }
+        if ends
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() + 1 >= *end)
+        {
+            ends.remove(&m.partition());
+        }
+    }
+    Ok(out)
 }
 
 /// The current state of a request.
@@ -611,12 +716,20 @@ pub async fn finish(cfg: &Config, request_id: &str, wait: Duration) -> PResult<E
         )
         .await;
     }
+    let keys: Vec<String> = ch
+        .query("SELECT key FROM erasure_keys WHERE request_id = ? AND kind = 'id'")
+        .bind(request_id)
+        .fetch_all()
+        .await?;
+    let (rewritten, withdrawn) = scrub_commands(cfg, &keys.into_iter().collect()).await?;
     let removed: u64 = before.iter().sum();
     let row = record(
         &ch,
         &row,
         Status::Verified,
-        format!("{removed} rows deleted or blanked; every table counted 0 afterwards"),
+        format!(
+            "{removed} rows deleted or blanked, every table counted 0 afterwards; identity commands rewritten {rewritten}, withdrawn {withdrawn}"
+        ),
     )
     .await?;
     // the keys have served: nothing of the person is left but hashes

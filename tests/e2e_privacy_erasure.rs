@@ -185,6 +185,25 @@ fn erasure_is_complete_and_replays_and_rebuilds_do_not_bring_the_person_back() {
             "SELECT count() FROM scores WHERE customer_id = '{ann}'"
         )) > 0
     });
+    // a tablet the family shares was linked to Ann, and an operator unlinked it:
+    // the unlink command (kept for good on the compacted commands topic) names her
+    let r = w.post(
+        "/v1/identify",
+        &json!({"anonymousId": "family-tablet", "userId": "ann-1", "messageId": "t1",
+                "timestamp": ts(8, 10)}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_until(Duration::from_secs(60), "the tablet's event", || {
+        customer(&w, "anonymous_id", "family-tablet") == ann
+    });
+    w.cli_ok(&["identity", "unlink", "anonymous_id:family-tablet"]);
+    let unlinks: Vec<String> = consume_all(&topics.commands, 1, Duration::from_secs(10))
+        .into_iter()
+        .filter_map(|(k, p)| {
+            k.filter(|_| p.is_some_and(|p| String::from_utf8_lossy(&p).contains("ann-1")))
+        })
+        .collect();
+    assert_eq!(unlinks.len(), 1, "the unlink names Ann's login");
     // the scan below is able to see Ann
     let before = traces_of_ann(&w);
     for t in [
@@ -261,7 +280,9 @@ fn erasure_is_complete_and_replays_and_rebuilds_do_not_bring_the_person_back() {
     assert!(kept > 0, "ledger entries stay, without personal values");
     assert_eq!(
         w.query_u64(&format!(
-            "SELECT countIf(id_value != '' AND NOT startsWith(id_value, 'sha256:')) FROM identity_ledger FINAL WHERE customer_id = '{ann}'"
+            // (the tablet, unlinked before, is not Ann's: its entries keep its value)
+            "SELECT countIf(id_value NOT IN ('', 'family-tablet') AND NOT startsWith(id_value, 'sha256:')) \
+             FROM identity_ledger FINAL WHERE customer_id = '{ann}'"
         )),
         0
     );
@@ -328,6 +349,15 @@ fn erasure_is_complete_and_replays_and_rebuilds_do_not_bring_the_person_back() {
     assert_all_valid(json_schema::ERASE_COMMAND, &cmds, "crm.privacy.commands");
     let text = String::from_utf8_lossy(&cmds[0]);
     assert!(ANN.iter().all(|v| !text.contains(v)), "{text}");
+    // the unlink lost its whole staying side: withdrawn (a tombstone under its key)
+    let commands = consume_all(&topics.commands, 1, Duration::from_secs(10));
+    let last = commands
+        .iter()
+        .rev()
+        .find(|(k, _)| k.as_ref() == Some(&unlinks[0]));
+    assert!(matches!(last, Some((_, None))), "{commands:?}");
+    // the tablet, no longer Ann's, keeps its own profile
+    assert!(customer(&w, "anonymous_id", "family-tablet").starts_with("c_"));
 
     // replay: the same messages again, plus new ones with her address and her login
     let suppressed_before = metric(

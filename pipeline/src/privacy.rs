@@ -333,6 +333,16 @@ impl Privacy {
     }
 }
 
+/// A tombstone on the commands topic (key `command_id`): the command's wall goes.
+pub fn withdraw_command(graph: &mut Graph, key: Option<&[u8]>) {
+    let Some(key) = key else { return };
+    let id = link_key(&[format!("wall:{}", String::from_utf8_lossy(key))]);
+    if graph.walls.remove(id).is_some() {
+        graph.dirty_walls.insert(id);
+        tracing::info!(command = %String::from_utf8_lossy(key), "identity command withdrawn");
+    }
+}
+
 /// At start: adds ClickHouse's suppression list to the store's (a writer rebuilt
 /// with an empty store meets every erasure again before it reads any event), and
 /// refuses a list made under another salt (its hashes could no longer match).

@@ -585,7 +585,12 @@ fn prepare(
         }
         let payload = m.payload().unwrap_or_default();
         if m.topic() == commands_topic {
-            apply_command(m, payload, graph, &mut p, now);
+            match m.payload() {
+                Some(_) => apply_command(m, payload, graph, &mut p, now),
+                // a tombstone: an erasure withdrew a command whose wall it emptied
+                // (docs/privacy.md); a rebuilt writer that met the command drops it
+                None => crate::privacy::withdraw_command(graph, m.key()),
+            }
             continue;
         }
         if m.topic() == privacy.topic {
@@ -807,7 +812,10 @@ async fn reattribute(
     policy: &RetryPolicy,
 ) -> Result<(), PipelineError> {
     let now = Utc::now();
-    let move_id = format!("{version}-{}", now.timestamp_nanos_opt().unwrap_or_default());
+    let move_id = format!(
+        "{version}-{}",
+        now.timestamp_nanos_opt().unwrap_or_default()
+    );
     let rows: Vec<crate::rows::EventMoveRow> = moved
         .iter()
         .map(|(k, c)| crate::rows::EventMoveRow {

@@ -518,6 +518,11 @@ impl Graph {
         cmd: &IdentityCommand,
     ) -> Vec<IdentityMessage> {
         let id = super::link_key(&[format!("wall:{}", cmd.command_id)]);
+        if self.walls.list.contains_key(&id) {
+            // applied already: a command rewritten on the topic after an erasure
+            // (docs/privacy.md) changes nothing here
+            return Vec::new();
+        }
         let cause = Cause {
             event_id: format!("command:{}", cmd.command_id),
             fp: id,
