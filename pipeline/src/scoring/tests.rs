@@ -307,8 +307,20 @@ proptest! {
         prop_assert!(a.amplification > b.amplification);
         prop_assert!(a.pagerank >= b.pagerank * (1.0 - 1e-9) || b.pagerank == 0.0,
             "pagerank {} -> {}", b.pagerank, a.pagerank);
-        prop_assert!(a.influence_score >= b.influence_score - 1e-9,
-            "influence {} -> {}", b.influence_score, a.influence_score);
+        // p0's raw influence mixes the percentiles of its own reach, amplification and
+        // PageRank; it cannot fall unless another customer's PageRank overtakes p0's.
+        // The 0–100 score is the percentile of that raw value among all customers,
+        // and it can fall: PageRank flows on from p0 and reorders the others, so one
+        // of them may pass p0 (found by this test: p1 drops below p6 in PageRank,
+        // which lifts p6's raw influence above p0's). docs/scoring.md says so.
+        let above = |s: &[Scored], p: f64| -> Vec<String> {
+            s.iter().filter(|x| x.customer_id != "p0" && x.pagerank > p).map(|x| x.customer_id.clone()).collect()
+        };
+        let (ab, aa) = (above(&before, b.pagerank), above(&after, a.pagerank));
+        if aa.iter().all(|c| ab.contains(c)) {
+            prop_assert!(a.influence_raw >= b.influence_raw - 1e-9,
+                "raw influence {} -> {}", b.influence_raw, a.influence_raw);
+        }
     }
 
     #[test]
@@ -361,3 +373,4 @@ fn large_workspaces_are_scored_in_parallel_in_input_order() {
     let one = score_all(&facts[..1], NOW, &cfg);
     assert_eq!(one[0].frequency, s[0].frequency);
 }
+
