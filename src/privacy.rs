@@ -318,6 +318,8 @@ pub async fn request(cfg: &Config, subject: &str, requested_by: &str) -> PResult
             })
             .collect(),
         salt_id: hasher.salt_id(),
+        requested_by: requested_by.to_string(),
+        subject: s.recorded_as.clone(),
         requested_at: now,
     };
     let payload = serde_json::to_vec(&cmd)

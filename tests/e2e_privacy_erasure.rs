@@ -453,6 +453,19 @@ fn erasure_is_complete_and_replays_and_rebuilds_do_not_bring_the_person_back() {
     let out = w.cli(&["privacy", "export", "email:ann@example.com"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no profile"));
+    // ClickHouse keeps only the newest status row of a request: it still says
+    // who asked and for what
+    w.query("OPTIMIZE TABLE erasures FINAL");
+    let listed: Value =
+        serde_json::from_str(&w.cli_ok(&["privacy", "erasures", "--json"])).expect("json");
+    assert_eq!(listed[0]["request_id"], request.as_str(), "{listed}");
+    assert_eq!(listed[0]["requested_by"], "cli", "{listed}");
+    assert!(
+        listed[0]["subject"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sha256:")),
+        "{listed}"
+    );
     let list = w.cli_ok(&["privacy", "erasures"]);
     assert!(
         list.contains(&request) && list.contains("verified"),

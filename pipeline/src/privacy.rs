@@ -321,6 +321,10 @@ impl Privacy {
             version,
             requested_at: secs(cmd.requested_at),
             updated_at: at,
+            // every status row carries what the request said: ReplacingMergeTree
+            // keeps only the newest row of a request
+            requested_by: cmd.requested_by.clone(),
+            subject: cmd.subject.clone(),
             customer_ids: cids.clone(),
             identifiers: keys.len().max(cmd.identifiers.len()) as u32,
             message,
@@ -409,6 +413,8 @@ mod tests {
                 })
                 .collect(),
             salt_id: p.hasher.salt_id(),
+            requested_by: "cli".into(),
+            subject: String::new(),
             requested_at: Utc::now(),
         })
         .expect("json")
@@ -450,6 +456,7 @@ mod tests {
         assert_eq!(batch.keys.len(), 2);
         assert_eq!(batch.suppressions.len(), 2);
         assert_eq!(batch.applied[0].status, "applied");
+        assert_eq!(batch.applied[0].requested_by, "cli", "the newest row keeps who asked");
         assert!(p.suppressed(g, &ann));
         assert!(p.suppressed(
             g,

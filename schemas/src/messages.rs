@@ -269,6 +269,12 @@ pub struct EraseCommand {
     pub identifiers: Vec<HashedIdentifier>,
     /// Fingerprint of the salt of the hashes (the writer refuses other salts).
     pub salt_id: String,
+    /// Who asked (`cli`, `api:<key name>`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub requested_by: String,
+    /// What was asked for: the hash of an identifier, or a customer id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub subject: String,
     pub requested_at: DateTime<Utc>,
 }
 
@@ -354,6 +360,8 @@ mod tests {
                 hash: format!("sha256:{}", "ab".repeat(32)),
             }],
             salt_id: "0011223344556677".into(),
+            requested_by: "api:dpo".into(),
+            subject: "c_0123456789abcdef".into(),
             requested_at: Utc::now(),
         };
         let mut j = serde_json::to_value(&cmd).expect("serialise");
