@@ -6,6 +6,8 @@
 //! - [`runtime`]: the loop every pull connector runs in (cursors, retries, DLQ,
 //!   progress, metrics); [`registry`] lists the pull connectors.
 
+#[cfg(test)]
+mod fuzz_seeds;
 pub mod mastodon;
 pub mod producer;
 pub mod registry;

@@ -278,12 +278,25 @@ impl Normalizer {
                 "no country code and no default region configured",
             ));
         }
-        let parsed = phonenumber::parse(self.default_region, &cleaned)
-            .map_err(|e| invalid(IdType::Phone, &format!("not a phone number ({e})")))?;
-        if !phonenumber::is_valid(&parsed) {
-            return Err(invalid(IdType::Phone, "not a valid number for its region"));
+        // A number with its country code is read the same whatever the default
+        // region: the phonenumber crate would read it with the default region's
+        // national prefix (a US default strips the `1` of `+44 1632 ...`).
+        let region = if cleaned.starts_with('+') {
+            None
+        } else {
+            self.default_region
+        };
+        let e164 = to_e164(region, &cleaned)?;
+        // The stored form must read back as itself (normalisation is idempotent and
+        // the same under every default region); a few numbers written with a
+        // national prefix inside (`8 800 ...` in Russia) do not, and are refused
+        // rather than stored in a form nothing else reproduces.
+        if e164 != cleaned && to_e164(None, &e164).as_deref() != Ok(e164.as_str()) {
+            return Err(invalid(
+                IdType::Phone,
+                "ambiguous number: its E.164 form reads as another number",
+            ));
         }
-        let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
         if e164.trim_start_matches('+').chars().all(|c| c == '0') {
             return Err(IdError::Blocked {
                 id_type: IdType::Phone,
@@ -292,6 +305,16 @@ impl Normalizer {
         }
         Ok(e164)
     }
+}
+
+/// The E.164 form of a cleaned number (`region` for numbers without `+`).
+fn to_e164(region: Option<phonenumber::country::Id>, cleaned: &str) -> Result<String, IdError> {
+    let parsed = phonenumber::parse(region, cleaned)
+        .map_err(|e| invalid(IdType::Phone, &format!("not a phone number ({e})")))?;
+    if !phonenumber::is_valid(&parsed) {
+        return Err(invalid(IdType::Phone, "not a valid number for its region"));
+    }
+    Ok(parsed.format().mode(phonenumber::Mode::E164).to_string())
 }
 
 /// Phone parse results by (default region, raw input).
@@ -592,6 +615,47 @@ mod tests {
             let once = n.normalize(t, v).expect("valid");
             let twice = n.normalize(t, &once.value).expect("still valid");
             assert_eq!(once, twice);
+        }
+    }
+
+    /// Found by the `normalize` fuzz target: `0 0780 01818479` with a US default
+    /// region became `+78001818479`, which a normaliser without a default region
+    /// (or this one, again) refused; and a number with its country code was read
+    /// with the default region's national prefix.
+    #[test]
+    fn phone_normal_forms_are_fixed_points_under_every_region() {
+        let us = Normalizer::new(Some("US")).expect("region");
+        let none = Normalizer::default();
+        let ru = Normalizer::new(Some("RU")).expect("region");
+        for raw in [
+            "0  0780  01818479",
+            "+7 800 181 84 79",
+            "8 800 181 84 79",
+            "+44 113 496 0000",
+            "+44 (0) 20 7946 0958",
+            "(415) 555-0123",
+            "+1 415 555 0123",
+        ] {
+            for n in [&us, &none, &ru] {
+                let Ok(v) = n.normalize_value(IdType::Phone, raw) else {
+                    continue;
+                };
+                for m in [&us, &none, &ru] {
+                    assert_eq!(
+                        m.normalize_value(IdType::Phone, &v).as_ref(),
+                        Ok(&v),
+                        "{raw} -> {v}"
+                    );
+                }
+            }
+        }
+        // a country code is read the same whatever the default region
+        for n in [&us, &none, &ru] {
+            assert_eq!(
+                n.normalize_value(IdType::Phone, "+44 113 496 0000")
+                    .as_deref(),
+                Ok("+441134960000")
+            );
         }
     }
 

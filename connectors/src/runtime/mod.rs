@@ -85,6 +85,28 @@ impl Rejected {
             raw: serde_json::to_vec(raw).unwrap_or_default(),
         }
     }
+
+    /// Its `crm.dlq` message. An object without a usable id (an empty `id` in the
+    /// provider's JSON) is named `?`: the DLQ schema requires a non-empty id.
+    pub fn dlq_message(&self, instance: &str, now: DateTime<Utc>) -> DlqMessage {
+        let object_id = if self.object_id.is_empty() {
+            "?".to_string()
+        } else {
+            self.object_id.clone()
+        };
+        DlqMessage::new(
+            "bad_object",
+            self.reason.clone(),
+            "connector",
+            DlqOrigin {
+                connector: Some(instance.to_string()),
+                object_id: Some(object_id),
+                ..DlqOrigin::default()
+            },
+            &self.raw,
+            now,
+        )
+    }
 }
 
 /// Why a fetch failed.
@@ -492,18 +514,7 @@ async fn dlq_send(
     for r in rejected {
         tracing::warn!(connector = %instance, object_id = %r.object_id, reason = %r.reason,
             "provider object skipped (sent to the DLQ)");
-        let msg = DlqMessage::new(
-            "bad_object",
-            r.reason.clone(),
-            "connector",
-            DlqOrigin {
-                connector: Some(instance.to_string()),
-                object_id: Some(r.object_id.clone()),
-                ..DlqOrigin::default()
-            },
-            &r.raw,
-            now,
-        );
+        let msg = r.dlq_message(instance, now);
         out.push(crate::producer::Encoded {
             event_id: r.object_id.clone(),
             key: format!("{instance}:{}", r.object_id),

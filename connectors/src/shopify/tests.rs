@@ -1050,3 +1050,23 @@ fn query_costs_fit_with_the_defaults() {
             <= client::MAX_QUERY_COST
     );
 }
+
+/// Found by the `shopify` fuzz target: a customer whose `id` is empty is
+/// rejected, and its DLQ message must still validate (the schema wants a
+/// non-empty `origin.object_id`; it is named `?`).
+#[test]
+fn a_customer_with_an_empty_id_goes_to_the_dlq_as_a_valid_message() {
+    let n = Normalizer::default();
+    let node: Value = serde_json::from_str(
+        r#"{"amountSpent":{"amount":"456.50","currencyCode":"EUR"},"createdAt":"2026-01-05T00:00:37Z","defaultAddress":{"city":"Vienna","countryCodeV2":"AT","provinceCode":"9"},"defaultEmailAddress":{"emailAddress":"david.schmidt3@example.com","":{"markgState":"NOT_SUBSCRIBED"},"tingState":"NOT_SUBSCRIBED","phoneNumber":"+16175549999"},"displayName":"David Schmidt","firstName":"David","id":"","tags":["vip"],"updatedAt":"2026-01-05T00:00:37Z","verifiedEmail":true}"#,
+    )
+    .expect("json");
+    let r = mapping::map_customer(&node, &ctx(&n)).expect_err("an empty id is refused");
+    assert!(r.reason.contains("gid://shopify/Customer"), "{}", r.reason);
+    let msg = serde_json::to_value(r.dlq_message("shop_eu", at("2026-11-20T12:00:00Z")))
+        .expect("encodes");
+    let dlq: Value = serde_json::from_str(json_schema::DLQ).expect("schema");
+    let v = jsonschema::validator_for(&dlq).expect("validator");
+    assert!(v.is_valid(&msg), "{msg}");
+    assert_eq!(msg["origin"]["object_id"], "?");
+}
