@@ -33,6 +33,7 @@ SOCIALCRM_TOPIC_DLQ="${SOCIALCRM_TOPIC_DLQ:-crm.dlq}"
 SOCIALCRM_TOPIC_IDENTITY="${SOCIALCRM_TOPIC_IDENTITY:-crm.identity}"
 SOCIALCRM_TOPIC_PROFILES="${SOCIALCRM_TOPIC_PROFILES:-crm.profiles}"
 SOCIALCRM_TOPIC_COMMANDS="${SOCIALCRM_TOPIC_COMMANDS:-crm.identity.commands}"
+SOCIALCRM_TOPIC_PRIVACY_COMMANDS="${SOCIALCRM_TOPIC_PRIVACY_COMMANDS:-crm.privacy.commands}"
 
 # --- helpers ------------------------------------------------------------------
 log()  { printf '[local] %s\n' "$*" >&2; }
