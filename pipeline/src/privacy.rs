@@ -456,7 +456,10 @@ mod tests {
         assert_eq!(batch.keys.len(), 2);
         assert_eq!(batch.suppressions.len(), 2);
         assert_eq!(batch.applied[0].status, "applied");
-        assert_eq!(batch.applied[0].requested_by, "cli", "the newest row keeps who asked");
+        assert_eq!(
+            batch.applied[0].requested_by, "cli",
+            "the newest row keeps who asked"
+        );
         assert!(p.suppressed(g, &ann));
         assert!(p.suppressed(
             g,
