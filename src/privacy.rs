@@ -251,11 +251,7 @@ async fn insert<T>(ch: &clickhouse::Client, table: &str, rows: &[T]) -> PResult<
 where
     T: clickhouse::Row + serde::Serialize + for<'a> clickhouse::RowWrite<Value<'a> = T>,
 {
-    let mut ins = ch.insert::<T>(table).await?;
-    for r in rows {
-        ins.write(r).await?;
-    }
-    Ok(ins.end().await?)
+    Ok(socialcrm_pipeline::privacy::insert(ch, table, rows).await?)
 }
 
 /// A recorded and sent request.

@@ -129,7 +129,8 @@ impl BatchPrivacy {
     }
 }
 
-async fn insert<T>(
+/// Inserts `rows` into `table` (nothing when there are none).
+pub async fn insert<T>(
     ch: &clickhouse::Client,
     table: &str,
     rows: &[T],
