@@ -239,6 +239,14 @@ default_phone_region = "US"
             .unwrap_or_else(|_| panic!("not a number from {sql}: {t:?}"))
     }
 
+    /// The pipeline's `/metrics` text (Prometheus).
+    pub fn pipeline_metrics(&self) -> String {
+        let url = format!("http://{}/metrics", self.metrics_addr);
+        let r = http::request("GET", &url, &[], b"").expect("pipeline /metrics reachable");
+        assert_eq!(r.status, 200, "GET {url}: {}", r.body);
+        r.body
+    }
+
     pub fn collector_url(&self, path: &str) -> String {
         format!("http://{}{}", self.collector_addr, path)
     }

@@ -55,6 +55,19 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/{kind}", post(handle))
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        // other paths and methods get a reason too, not an empty answer
+        .fallback(|| async {
+            reject(
+                StatusCode::NOT_FOUND,
+                "no such endpoint: POST /v1/{identify,track,page,screen,group,alias,batch}",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            reject(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed: send events with POST",
+            )
+        })
         // SDKs may gzip their batches (Content-Encoding: gzip); limits apply after decompression
         .layer(tower_http::decompression::RequestDecompressionLayer::new())
         .with_state(state)
