@@ -96,7 +96,8 @@ fn anonymous_visits_identify_and_second_device_merge_into_one_customer() {
     let merged = w.query("SELECT count() FROM customer_aliases FINAL");
     assert_eq!(merged.trim(), "1");
 
-    // the CLI
+    // the CLI (profiles are inserted beside identities: read them once caught up)
+    w.wait_caught_up();
     let p = w.profile_json("email: ANN.LEE@example.com");
     assert_eq!(p["customer_id"], cid.as_str());
     let ids = profile_identifiers(&p);
