@@ -373,4 +373,3 @@ fn large_workspaces_are_scored_in_parallel_in_input_order() {
     let one = score_all(&facts[..1], NOW, &cfg);
     assert_eq!(one[0].frequency, s[0].frequency);
 }
-
