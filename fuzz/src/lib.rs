@@ -136,7 +136,7 @@ pub fn assert_dlq(code: &str, reason: &str, stage: &str, origin: DlqOrigin, payl
 /// `payload` (up to the DLQ's limit).
 pub fn assert_dlq_message(msg: &DlqMessage, payload: &[u8]) {
     use base64::Engine as _;
-    let doc = serde_json::to_value(&msg).expect("a DLQ message encodes");
+    let doc = serde_json::to_value(msg).expect("a DLQ message encodes");
     let errors = schema_errors(dlq_schema(), &doc);
     assert!(errors.is_empty(), "DLQ schema: {errors:?} in {doc}");
     let back: DlqMessage = serde_json::from_value(doc).expect("a DLQ message parses back");
