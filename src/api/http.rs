@@ -71,6 +71,10 @@ impl From<QueryError> for ApiError {
     }
 }
 
+fn not_found(m: String) -> ApiError {
+    ApiError(StatusCode::NOT_FOUND, "not_found", m)
+}
+
 fn bad(m: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, "bad_request", m.into())
 }
@@ -104,18 +108,24 @@ pub fn router(q: Queries, config: &crate::config::Config) -> Router {
         .route("/v1/reports/campaigns", get(report_campaigns))
         .route("/v1/reports/products", get(report_products))
         .route("/v1/reports/distributions", get(report_distributions))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_read));
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), Scope::Read),
+            require,
+        ));
     let export = Router::new()
         .route("/v1/segments/export.csv", get(segment_export))
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            require_export,
+            (state.clone(), Scope::Export),
+            require,
         ));
     let admin = Router::new()
         .route("/v1/privacy/erase", post(privacy_erase))
         .route("/v1/privacy/erasures", get(privacy_erasures))
         .route("/v1/privacy/export", get(privacy_export))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_admin));
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), Scope::Admin),
+            require,
+        ));
     Router::new()
         .route("/health", get(|| async { "ok" }))
         .route("/openapi.json", get(openapi))
@@ -134,13 +144,7 @@ pub fn router(q: Queries, config: &crate::config::Config) -> Router {
         .merge(read)
         .merge(export)
         .merge(admin)
-        .fallback(|| async {
-            ApiError(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "no such endpoint; see /openapi.json".into(),
-            )
-        })
+        .fallback(|| async { not_found("no such endpoint; see /openapi.json".into()) })
         .layer(middleware::from_fn(observe))
         .with_state(state)
 }
@@ -239,25 +243,14 @@ fn scope_name(s: Scope) -> &'static str {
     }
 }
 
-async fn require_read(State(s): St, mut req: Request, next: Next) -> Response {
-    match authorize(&s, req.headers(), Scope::Read) {
-        Ok(k) => {
-            req.extensions_mut().insert(k);
-            next.run(req).await
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn require_export(State(s): St, req: Request, next: Next) -> Response {
-    match authorize(&s, req.headers(), Scope::Export) {
-        Ok(_) => next.run(req).await,
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn require_admin(State(s): St, mut req: Request, next: Next) -> Response {
-    match authorize(&s, req.headers(), Scope::Admin) {
+/// Lets a request through when its key has the scope `need` (the key's name and
+/// scopes then travel with it as a [`KeyInfo`] extension).
+async fn require(
+    State((s, need)): State<(Arc<AppState>, Scope)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    match authorize(&s, req.headers(), need) {
         Ok(k) => {
             req.extensions_mut().insert(k);
             next.run(req).await
@@ -325,44 +318,34 @@ async fn lookup(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>>
     let p = only(&all, &["id"])?;
     let id = param(&p, "id")
         .ok_or_else(|| bad("`id` is required: type:value, e.g. email:ann@example.com"))?;
-    let prof = s.q.lookup(id).await?.ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no profile has the identifier {id}"),
-        )
-    })?;
+    let prof =
+        s.q.lookup(id)
+            .await?
+            .ok_or_else(|| not_found(format!("no profile has the identifier {id}")))?;
     Ok(Json(s.q.profile_detail(&prof).await?))
 }
 
+/// The live profile of a customer id (merges followed), or 404.
+async fn customer(s: &AppState, cid: &str) -> ApiResult<socialcrm_pipeline::rows::ProfileRow> {
+    s.q.by_customer(cid)
+        .await?
+        .ok_or_else(|| not_found(format!("no customer {cid}")))
+}
+
 async fn by_customer(State(s): St, Path(cid): Path<String>) -> ApiResult<Json<Value>> {
-    let prof = s.q.by_customer(&cid).await?.ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no customer {cid}"),
-        )
-    })?;
+    let prof = customer(&s, &cid).await?;
     Ok(Json(s.q.profile_detail(&prof).await?))
 }
 
 async fn ledger(State(s): St, Path(cid): Path<String>) -> ApiResult<Json<Value>> {
-    let prof = s.q.by_customer(&cid).await?.ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no customer {cid}"),
-        )
-    })?;
+    let prof = customer(&s, &cid).await?;
     let entries: Vec<Value> =
         s.q.ledger(&prof)
             .await?
             .iter()
             .map(|e| {
                 let mut v = json!(e);
-                v["at"] = json!(chrono::DateTime::from_timestamp(i64::from(e.at), 0)
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_default());
+                v["at"] = json!(super::queries::time(e.at));
                 v
             })
             .collect();
@@ -516,7 +499,7 @@ impl From<crate::privacy::PrivacyError> for ApiError {
     fn from(e: crate::privacy::PrivacyError) -> Self {
         use crate::privacy::PrivacyError as P;
         match e {
-            P::NotFound(m) => ApiError(StatusCode::NOT_FOUND, "not_found", m),
+            P::NotFound(m) => not_found(m),
             P::BadRequest(m) => bad(m),
             P::Unavailable(m) => QueryError::Storage(m).into(),
         }

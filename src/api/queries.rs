@@ -53,7 +53,8 @@ pub struct Queries {
     pub campaign_costs: BTreeMap<String, CampaignCost>,
 }
 
-fn time(secs: u32) -> String {
+/// RFC 3339 of unix seconds (how every time in the API is written).
+pub fn time(secs: u32) -> String {
     chrono::DateTime::from_timestamp(i64::from(secs), 0)
         .map(|t| t.to_rfc3339())
         .unwrap_or_default()

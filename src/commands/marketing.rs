@@ -113,27 +113,24 @@ pub enum SegmentCommand {
     },
 }
 
+/// Options of a leaderboard.
+#[derive(Debug, Args)]
+pub struct LeaderboardArgs {
+    /// Only customers present on this network (mastodon, x, telegram, ...).
+    #[arg(long)]
+    network: Option<String>,
+    #[arg(long, default_value_t = 20)]
+    limit: u64,
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TopCommand {
     /// Customers by influence score (newest scoring run).
-    Influencers {
-        /// Only customers present on this network (mastodon, x, telegram, ...).
-        #[arg(long)]
-        network: Option<String>,
-        #[arg(long, default_value_t = 20)]
-        limit: u64,
-        #[arg(long)]
-        json: bool,
-    },
+    Influencers(LeaderboardArgs),
     /// Customers by weighted advocacy actions toward the brand.
-    Advocates {
-        #[arg(long)]
-        network: Option<String>,
-        #[arg(long, default_value_t = 20)]
-        limit: u64,
-        #[arg(long)]
-        json: bool,
-    },
+    Advocates(LeaderboardArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -263,29 +260,18 @@ fn cut(s: &str, n: usize) -> String {
 pub async fn top(cfg: &Config, cmd: TopCommand) -> Result<()> {
     let q = crate::api::queries(cfg)?;
     let (v, json, influencers) = match cmd {
-        TopCommand::Influencers {
-            network,
-            limit,
-            json,
-        } => (
-            q.top_influencers(network.as_deref(), limit)
-                .await
-                .map_err(q_err)?,
-            json,
+        TopCommand::Influencers(a) => (
+            q.top_influencers(a.network.as_deref(), a.limit).await,
+            a.json,
             true,
         ),
-        TopCommand::Advocates {
-            network,
-            limit,
-            json,
-        } => (
-            q.top_advocates(network.as_deref(), limit)
-                .await
-                .map_err(q_err)?,
-            json,
+        TopCommand::Advocates(a) => (
+            q.top_advocates(a.network.as_deref(), a.limit).await,
+            a.json,
             false,
         ),
     };
+    let v = v.map_err(q_err)?;
     if json {
         return print_json(&v);
     }

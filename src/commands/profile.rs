@@ -5,7 +5,7 @@ use clap::Subcommand;
 use serde_json::{json, Value};
 use socialcrm_pipeline::rows::ProfileRow;
 
-use crate::api::queries::profile_json;
+use crate::api::queries::{profile_json, time};
 
 use crate::config::Config;
 
@@ -26,12 +26,6 @@ pub enum ProfileCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-fn time(secs: u32) -> String {
-    chrono::DateTime::from_timestamp(i64::from(secs), 0)
-        .map(|t| t.to_rfc3339())
-        .unwrap_or_default()
 }
 
 /// The CLI's text form of a stored profile row.
