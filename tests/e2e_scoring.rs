@@ -195,9 +195,10 @@ fn score_of(w: &World, ident: &str) -> Value {
     serde_json::from_slice(&out.stdout).expect("explain json")
 }
 
-#[test]
-fn scores_from_clickhouse_match_hand_computed_values() {
-    let mut w = World::new("scoring");
+/// The small world through the pipeline, scored by `score run --as-of AS_OF`:
+/// the world and the run's report.
+fn scored_world(name: &str) -> (World, Value) {
+    let mut w = World::new(name);
     // no schedule here (runs are explicit), but apply completed runs quickly
     w.append_config("[scoring]\ninterval_secs = 0\napply_poll_secs = 1");
     let t = w.topics();
@@ -217,6 +218,13 @@ fn scores_from_clickhouse_match_hand_computed_values() {
         String::from_utf8_lossy(&out.stderr)
     );
     let report: Value = serde_json::from_slice(&out.stdout).expect("report");
+    (w, report)
+}
+
+#[test]
+fn scores_from_clickhouse_match_hand_computed_values() {
+    let (w, report) = scored_world("scoring");
+    let t = w.topics();
     let customers = w.query_u64("SELECT uniqExact(customer_id) FROM v_events");
     assert_eq!(report["customers"].as_u64(), Some(customers));
     assert_eq!(w.query_u64("SELECT count() FROM v_scores"), customers);
@@ -360,4 +368,77 @@ fn the_pipeline_runs_scoring_on_its_schedule() {
     }
     assert!(w.query_u64("SELECT count() FROM score_runs") >= 1);
     assert!(w.log("pipeline").contains("scheduled scoring run done"));
+}
+
+#[test]
+fn new_events_update_scores_between_runs() {
+    let (w, run) = scored_world("scoring_incr");
+    let t = w.topics();
+    let run_id = run["run_id"].as_str().expect("run id").to_string();
+    assert_eq!(
+        w.query_u64(&format!(
+            "SELECT count() FROM score_models WHERE run_id = '{run_id}'"
+        )),
+        1
+    );
+    let profile = |w: &World| -> Value {
+        let out = w.cli(&["profile", "get", "mastodon:@carl@m.social", "--json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    // the run's scores reach carl's profile (no order yet: a prospect)
+    wait_until(Duration::from_secs(60), "the run applied", || {
+        profile(&w)["score_components"]["run_id"] == run_id.as_str()
+    });
+    let before = profile(&w);
+    assert_eq!(before["lifecycle_stage"], "prospect", "{before:#}");
+    assert!(before["score_components"]["incremental_at"].is_null());
+    let engagement_before = before["engagement_score"].as_f64().expect("score");
+
+    // carl orders today (his e-mail and handle together): no new run, and yet
+    let now = chrono::Utc::now();
+    let order = json!({
+        "schema_version": 1,
+        "event_id": "s:carl:order-today",
+        "source": "web",
+        "channel": "shop",
+        "type": "order",
+        "occurred_at": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "received_at": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "identifiers": [{"type": "email", "value": "carl@example.com"},
+                        {"type": "mastodon", "value": "@carl@m.social"}],
+        "revenue": {"amount": 120.0, "currency": "EUR"},
+    });
+    let t0 = std::time::Instant::now();
+    produce_raw(
+        &t.events,
+        &[(
+            "s:carl:order-today".to_string(),
+            serde_json::to_vec(&order).expect("json"),
+        )],
+    );
+    wait_until(Duration::from_secs(60), "carl rescored", || {
+        profile(&w)["lifecycle_stage"] == "new_customer"
+    });
+    let after = profile(&w);
+    eprintln!(
+        "order visible in carl's scores {:.1} s after it was produced",
+        t0.elapsed().as_secs_f64()
+    );
+    let sc = &after["score_components"];
+    assert_eq!(sc["run_id"], run_id.as_str(), "no new run: {sc:#}");
+    assert!(sc["incremental_at"].as_i64().is_some(), "{sc:#}");
+    // the newest buyer: top recency quintile
+    assert_eq!(sc["rfm"][0], 5, "{sc:#}");
+    let engagement_after = after["engagement_score"].as_f64().expect("score");
+    assert!(
+        engagement_after > engagement_before,
+        "{engagement_after} !> {engagement_before}"
+    );
+    assert!(
+        after["top_channels"].to_string().contains("shop")
+            || sc["top_channels"].to_string().contains("shop"),
+        "{after:#}"
+    );
+    // the run's history is untouched: incremental updates are not runs
+    assert_eq!(w.query_u64("SELECT count() FROM score_runs"), 1);
 }

@@ -3,6 +3,7 @@
 //! newest-trait-wins by event time), so the result does not depend on event order.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,172 @@ pub struct ProfileScores {
     pub rfm: [u8; 3],
     pub top_categories: Vec<String>,
     pub top_channels: Vec<String>,
+    /// Unix seconds of the newest incremental update (engagement, RFM, lifecycle and
+    /// top channels recomputed from this profile's events against the run's
+    /// distributions, `scoring::incremental`); absent: the values are the run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incremental_at: Option<i64>,
+}
+
+/// Unix seconds of 2020-01-01: the origin of the decayed sums' exponents.
+pub const DECAY_ORIGIN: i64 = 1_577_836_800;
+/// Days of per-day event counts kept before a profile's newest event (the longest
+/// `scoring.window_days` the incremental update supports).
+pub const ACTIVITY_DAYS: u32 = 366;
+
+static HALF_LIFE_BITS: AtomicU64 = AtomicU64::new(0);
+
+/// The half-life (days) new events' decayed sums use: the pipeline sets
+/// `scoring.half_life_days` at start; 30 when unset.
+pub fn activity_half_life_days() -> f64 {
+    match HALF_LIFE_BITS.load(Ordering::Relaxed) {
+        0 => 30.0,
+        b => f64::from_bits(b),
+    }
+}
+
+/// Sets the half-life of the decayed sums (the pipeline, at start).
+pub fn set_activity_half_life_days(days: f64) {
+    if days.is_finite() && days > 0.0 {
+        HALF_LIFE_BITS.store(days.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// log2(2^a + 2^b), exact for far-apart exponents.
+fn log2_add(a: f64, b: f64) -> f64 {
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    hi + (1.0 + (lo - hi).exp2()).log2()
+}
+
+/// What the incremental score update needs about a profile's events, kept as
+/// additive summaries so merges, splits and contributions stay exact
+/// (docs/scoring.md, "Between runs").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Half-life (days) of `decayed`; `None` when sums built with different
+    /// half-lives were added (then engagement waits for the next run).
+    pub half_life_days: Option<f64>,
+    /// Per event type: log2 Σ 2^((t − DECAY_ORIGIN) / half-life) over its events.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub decayed: BTreeMap<String, f64>,
+    /// Events per day (days since 1970-01-01), the last `ACTIVITY_DAYS` days before
+    /// the newest event.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub days: BTreeMap<u32, u32>,
+    /// Newest event per channel (unix seconds).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channel_last: BTreeMap<String, i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_order_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_order_at: Option<i64>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            half_life_days: Some(activity_half_life_days()),
+            decayed: BTreeMap::new(),
+            days: BTreeMap::new(),
+            channel_last: BTreeMap::new(),
+            first_order_at: None,
+            last_order_at: None,
+        }
+    }
+}
+
+impl Activity {
+    /// Counts one event of `event_type` on `channel` at unix second `at`.
+    pub fn add_event(&mut self, event_type: &str, channel: &str, at: i64) {
+        if let Some(h) = self.half_life_days {
+            let x = (at - DECAY_ORIGIN) as f64 / (h * 86_400.0);
+            match self.decayed.get_mut(event_type) {
+                Some(l) => *l = log2_add(*l, x),
+                None => {
+                    self.decayed.insert(event_type.to_string(), x);
+                }
+            }
+        }
+        *self.days.entry(day_of(at)).or_default() += 1;
+        self.prune_days();
+        match self.channel_last.get_mut(channel) {
+            Some(t) => *t = (*t).max(at),
+            None => {
+                self.channel_last.insert(channel.to_string(), at);
+            }
+        }
+        if event_type == "order" {
+            self.first_order_at = Some(self.first_order_at.map_or(at, |f| f.min(at)));
+            self.last_order_at = Some(self.last_order_at.map_or(at, |l| l.max(at)));
+        }
+    }
+
+    /// Adds `other` (a merge, or a contribution).
+    pub fn add(&mut self, other: &Activity) {
+        if self.half_life_days != other.half_life_days {
+            self.half_life_days = None;
+        }
+        if self.half_life_days.is_none() {
+            self.decayed.clear();
+        } else {
+            for (t, l) in &other.decayed {
+                let v = self.decayed.get(t).map_or(*l, |m| log2_add(*m, *l));
+                self.decayed.insert(t.clone(), v);
+            }
+        }
+        for (d, n) in &other.days {
+            *self.days.entry(*d).or_default() += n;
+        }
+        self.prune_days();
+        for (c, t) in &other.channel_last {
+            let v = self.channel_last.get(c).map_or(*t, |m| (*m).max(*t));
+            self.channel_last.insert(c.clone(), v);
+        }
+        self.first_order_at = min_opt(self.first_order_at, other.first_order_at);
+        self.last_order_at = match (self.last_order_at, other.last_order_at) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// Σ 2^(−age/half-life) of `event_type`'s events at unix second `now`.
+    pub fn decayed_at(&self, event_type: &str, now: i64) -> Option<f64> {
+        let h = self.half_life_days?;
+        let l = self.decayed.get(event_type)?;
+        Some((l - (now - DECAY_ORIGIN) as f64 / (h * 86_400.0)).exp2())
+    }
+
+    /// Events on days from the one holding `since` (unix seconds) on.
+    pub fn events_since(&self, since: i64) -> u64 {
+        self.days
+            .range(day_of(since)..)
+            .map(|(_, n)| *n as u64)
+            .sum()
+    }
+
+    fn prune_days(&mut self) {
+        if let Some((&newest, _)) = self.days.last_key_value() {
+            let keep_from = newest.saturating_sub(ACTIVITY_DAYS);
+            while self
+                .days
+                .first_key_value()
+                .is_some_and(|(d, _)| *d < keep_from)
+            {
+                self.days.pop_first();
+            }
+        }
+    }
+}
+
+fn day_of(unix_secs: i64) -> u32 {
+    unix_secs.div_euclid(86_400).clamp(0, u32::MAX as i64) as u32
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// Persistent state of one customer.
@@ -69,6 +236,10 @@ pub struct ProfileState {
     /// separately (docs/identity.md §1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sole_primary: Option<String>,
+    /// Summaries of the events for the incremental score update (absent in stores
+    /// written before it: such profiles keep the run's scores until the next run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity: Option<Activity>,
 }
 
 impl ProfileState {
@@ -92,6 +263,7 @@ impl ProfileState {
             flags: BTreeSet::new(),
             conflicted: false,
             sole_primary: None,
+            activity: Some(Activity::default()),
         }
     }
 
@@ -117,6 +289,7 @@ impl ProfileState {
         self.channel_counts.clear();
         self.order_count = 0;
         self.revenue.clear();
+        self.activity = Some(Activity::default());
     }
 
     pub fn is_active(&self) -> bool {
@@ -135,6 +308,13 @@ impl ProfileState {
             .or_default() += 1;
         if !self.sources.contains(&ev.source) {
             self.sources.insert(ev.source.clone());
+        }
+        if let Some(a) = self.activity.as_mut() {
+            a.add_event(
+                &ev.event_type,
+                ev.channel.as_str(),
+                ev.occurred_at.timestamp(),
+            );
         }
         match ev.event_type.as_str() {
             "order" => {
@@ -211,6 +391,15 @@ impl ProfileState {
         for (c, a) in &other.revenue {
             *self.revenue.entry(c.clone()).or_default() += a;
         }
+        // a profile from an older store has no activity: neither has the sum
+        self.activity = match (self.activity.take(), &other.activity) {
+            (Some(mut a), Some(b)) => {
+                a.add(b);
+                Some(a)
+            }
+            (mine, None) if other.event_count == 0 => mine,
+            _ => None,
+        };
     }
 
     /// Lifecycle stage from order history (provisional rules until scoring lands):
@@ -239,6 +428,9 @@ impl ProfileState {
             Value::from(s.top_categories.clone()),
         );
         m.insert("top_channels".into(), Value::from(s.top_channels.clone()));
+        if let Some(at) = s.incremental_at {
+            m.insert("incremental_at".into(), Value::from(at));
+        }
         m.insert(
             "details".into(),
             Value::from("crm.v_scores, or socialcrm score explain <type:value>"),

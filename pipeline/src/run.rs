@@ -29,6 +29,7 @@ use crate::identity::Graph;
 use crate::pii::Protector;
 use crate::privacy::{BatchPrivacy, Privacy};
 use crate::rows::{secs, AliasRow, EventRow, IdentityRow, LedgerRow, ProfileRow};
+use crate::scoring::incremental::IncrementalModel;
 use crate::store::{offset_key, Delta, Intent, Store, StoreError};
 
 /// Largest original payload copied into a DLQ message; longer ones are truncated
@@ -210,7 +211,11 @@ pub async fn run(
 
     // scores of completed scoring runs flow into the profiles (and the schedule runs
     // the scoring job itself, when configured)
-    let (scores_tx, mut scores_rx) = tokio::sync::mpsc::channel::<ScoreUpdates>(4);
+    let (scores_tx, mut scores_rx) = tokio::sync::mpsc::channel::<ScoreUpdate>(4);
+    // new events' decayed sums use the configured half-life (profile::Activity)
+    crate::profile::set_activity_half_life_days(s.scoring.half_life_days);
+    // the last run's distributions: profiles that events touch are rescored
+    let mut model: Option<Arc<IncrementalModel>> = None;
     tokio::spawn(crate::scoring::apply::watch(
         s.clickhouse.clone(),
         s.scoring.clone(),
@@ -252,9 +257,12 @@ pub async fn run(
                 Err(_) => None,
             }
         };
-        let mut pending_scores: ScoreUpdates = Vec::new();
-        while let Ok(mut u) = scores_rx.try_recv() {
-            pending_scores.append(&mut u);
+        let mut pending_scores = Vec::new();
+        while let Ok(u) = scores_rx.try_recv() {
+            match u {
+                ScoreUpdate::Model(m) => model = Some(m),
+                ScoreUpdate::Scores(mut v) => pending_scores.append(&mut v),
+            }
         }
         let first = match first {
             Some(m) => Some(m),
@@ -311,14 +319,25 @@ pub async fn run(
         let privacy = privacy.clone();
         let applied_now = applied.clone();
         let commands_topic = s.kafka.topics.commands.clone();
+        let model_now = model.clone();
         let (g, p, batch_stats) = tokio::task::spawn_blocking(move || {
             let mut st = RunStats::default();
+            // profiles that got a run's scores in this batch are rescored only if
+            // events touch them too
+            let mut from_run: rustc_hash::FxHashSet<String> = Default::default();
             if !pending_scores.is_empty() {
                 let n = pending_scores.len();
+                from_run = g.dirty_profiles.clone();
                 let applied_to = pending_scores
                     .into_iter()
                     .filter(|(cid, sc)| g.apply_scores(cid, sc.clone()))
                     .count();
+                from_run = g
+                    .dirty_profiles
+                    .iter()
+                    .filter(|c| !from_run.contains(*c))
+                    .cloned()
+                    .collect();
                 tracing::info!(
                     scores = n,
                     profiles = applied_to,
@@ -336,6 +355,7 @@ pub async fn run(
                 version,
                 Utc::now(),
                 &mut st,
+                model_now.as_deref().map(|m| (m, &from_run)),
             );
             (g, p, st)
         })
@@ -395,8 +415,13 @@ pub async fn run(
     Ok(stats)
 }
 
-/// Scores of one completed run: (customer_id, scores), in chunks.
-pub type ScoreUpdates = Vec<(String, crate::profile::ProfileScores)>;
+/// What the scoring watcher hands the identity writer.
+pub enum ScoreUpdate {
+    /// The distributions of a newly completed run (sent before its scores).
+    Model(Arc<IncrementalModel>),
+    /// Scores of the run: (customer_id, scores), in chunks.
+    Scores(Vec<(String, crate::profile::ProfileScores)>),
+}
 
 /// Idle: finish the batch in flight so its offsets are stored.
 #[allow(clippy::too_many_arguments)]
@@ -562,6 +587,7 @@ fn prepare(
     version: u64,
     now: DateTime<Utc>,
     stats: &mut RunStats,
+    rescore: Option<(&IncrementalModel, &rustc_hash::FxHashSet<String>)>,
 ) -> Result<Prepared, PipelineError> {
     let mut p = Prepared {
         version,
@@ -656,6 +682,30 @@ fn prepare(
         let k = offset_key(t, *part);
         let e = p.applied.entry(k).or_insert(*o);
         *e = (*e).max(*o);
+    }
+    // between scoring runs: the profiles this batch changed get new engagement,
+    // RFM and lifecycle (docs/scoring.md, "Between runs")
+    if let Some((model, from_run)) = rescore {
+        let changed: Vec<String> = graph
+            .dirty_profiles
+            .iter()
+            .filter(|c| !from_run.contains(*c))
+            .cloned()
+            .collect();
+        let t = std::time::Instant::now();
+        let n = graph.rescore(
+            changed
+                .iter()
+                .map(String::as_str)
+                .chain(p.events.iter().map(|e| e.customer_id.as_str())),
+            model,
+            now.timestamp(),
+        );
+        if n > 0 {
+            metrics::counter!("socialcrm_pipeline_incremental_scores_total").increment(n as u64);
+            metrics::histogram!("socialcrm_pipeline_incremental_score_seconds")
+                .record(t.elapsed().as_secs_f64() / n as f64);
+        }
     }
     p.delta = graph.take_delta();
     Ok(p)

@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "event_moves",
         sql: include_str!("../migrations/0011_event_moves.sql"),
     },
+    Migration {
+        version: 12,
+        name: "score_models",
+        sql: include_str!("../migrations/0012_score_models.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

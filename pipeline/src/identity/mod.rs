@@ -824,11 +824,62 @@ impl Graph {
         if cid != customer_id && p.scores.as_ref().is_some_and(|s| s.run_id >= scores.run_id) {
             return false;
         }
+        // an incremental update since this run is newer than the run (a restart
+        // hands the run over again)
+        if p.scores
+            .as_ref()
+            .is_some_and(|s| s.run_id == scores.run_id && s.incremental_at.is_some())
+        {
+            return true;
+        }
         if p.scores.as_ref() != Some(&scores) {
             p.scores = Some(scores);
             self.dirty_profiles.insert(cid);
         }
         true
+    }
+
+    /// Rescores the live profiles of `customers` (following merges) against the
+    /// last run's distributions at unix second `now`; marks the changed ones for
+    /// writing. Returns how many were rescored.
+    pub fn rescore<'a>(
+        &mut self,
+        customers: impl IntoIterator<Item = &'a str>,
+        model: &crate::scoring::incremental::IncrementalModel,
+        now: i64,
+    ) -> usize {
+        let mut done: FxHashSet<String> = FxHashSet::default();
+        for c in customers {
+            let mut cid = c;
+            for _ in 0..16 {
+                match self
+                    .profiles
+                    .get(cid)
+                    .and_then(|p| p.merged_into.as_deref())
+                {
+                    Some(next) => cid = next,
+                    None => break,
+                }
+            }
+            if done.contains(cid) {
+                continue;
+            }
+            let cid = cid.to_string();
+            let Some(p) = self.profiles.get_mut(&cid) else {
+                continue;
+            };
+            if p.merged_into.is_some() || p.event_count == 0 {
+                continue;
+            }
+            if let Some(new) = model.rescore(p, p.scores.as_ref(), now) {
+                if p.scores.as_ref() != Some(&new) {
+                    Arc::make_mut(p).scores = Some(new);
+                    self.dirty_profiles.insert(cid.clone());
+                }
+            }
+            done.insert(cid);
+        }
+        done.len()
     }
 
     /// The live profile an identifier belongs to.

@@ -45,6 +45,7 @@ fn scores_follow_merges_and_only_changes_are_written() {
         rfm: [0, 0, 0],
         top_categories: vec![],
         top_channels: vec![],
+        incremental_at: None,
     };
     assert!(g.apply_scores(&young, s("r1", 50.0)));
     assert_eq!(g.take_delta().profiles.len(), 1);

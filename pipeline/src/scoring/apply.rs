@@ -12,8 +12,10 @@ use socialcrm_schemas::clickhouse_config::ClickHouseConfig;
 use tokio::sync::{mpsc, watch};
 
 use super::config::ScoringConfig;
+use super::incremental::IncrementalModel;
+use super::job::ModelRow;
 use crate::profile::ProfileScores;
-use crate::run::ScoreUpdates;
+use crate::run::ScoreUpdate;
 
 /// Scores handed over per message.
 const CHUNK: usize = 50_000;
@@ -41,7 +43,7 @@ struct ScoreLine {
 pub async fn watch(
     ch: ClickHouseConfig,
     cfg: ScoringConfig,
-    tx: mpsc::Sender<ScoreUpdates>,
+    tx: mpsc::Sender<ScoreUpdate>,
     mut stop: watch::Receiver<bool>,
 ) {
     let client = ch.client();
@@ -80,7 +82,7 @@ pub async fn watch(
 
 async fn hand_over(
     client: &clickhouse::Client,
-    tx: &mpsc::Sender<ScoreUpdates>,
+    tx: &mpsc::Sender<ScoreUpdate>,
     applied: &mut Option<String>,
 ) -> Result<(), clickhouse::error::Error> {
     let latest: Option<Latest> = client
@@ -93,11 +95,37 @@ async fn hand_over(
     if applied.as_deref() == Some(latest.run_id.as_str()) {
         return Ok(());
     }
+    // the run's distributions first: profiles that events touch while its scores
+    // are handed over are already rescored against them
+    let model: Option<ModelRow> = client
+        .query("SELECT ?fields FROM score_models WHERE run_id = ? LIMIT 1")
+        .bind(&latest.run_id)
+        .fetch_optional()
+        .await?;
+    match model.map(|m| serde_json::from_str::<IncrementalModel>(&m.model)) {
+        Some(Ok(m)) => {
+            if tx
+                .send(ScoreUpdate::Model(std::sync::Arc::new(m)))
+                .await
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+        Some(Err(e)) => tracing::warn!(
+            run_id = %latest.run_id, error = %e,
+            "unreadable score model; incremental updates keep the previous run's"
+        ),
+        None => tracing::warn!(
+            run_id = %latest.run_id,
+            "the run has no score model (written by an older version); incremental updates keep the previous run's"
+        ),
+    }
     let mut cursor = client
         .query("SELECT ?fields FROM scores WHERE run_id = ?")
         .bind(&latest.run_id)
         .fetch::<ScoreLine>()?;
-    let mut chunk: ScoreUpdates = Vec::with_capacity(CHUNK);
+    let mut chunk = Vec::with_capacity(CHUNK);
     let mut n = 0usize;
     while let Some(l) = cursor.next().await? {
         n += 1;
@@ -112,13 +140,19 @@ async fn hand_over(
                 rfm: [l.rfm_r, l.rfm_f, l.rfm_m],
                 top_categories: l.top_categories,
                 top_channels: l.top_channels,
+                incremental_at: None,
             },
         ));
-        if chunk.len() >= CHUNK && tx.send(std::mem::take(&mut chunk)).await.is_err() {
+        if chunk.len() >= CHUNK
+            && tx
+                .send(ScoreUpdate::Scores(std::mem::take(&mut chunk)))
+                .await
+                .is_err()
+        {
             return Ok(());
         }
     }
-    if !chunk.is_empty() && tx.send(chunk).await.is_err() {
+    if !chunk.is_empty() && tx.send(ScoreUpdate::Scores(chunk)).await.is_err() {
         return Ok(());
     }
     tracing::info!(run_id = %latest.run_id, scores = n, "scores of a completed run handed to the identity writer");

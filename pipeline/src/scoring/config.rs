@@ -352,8 +352,11 @@ impl ScoringConfig {
             }
         };
         pos(self.half_life_days, "half_life_days")?;
-        if self.window_days == 0 {
-            return Err("scoring.window_days must be at least 1".into());
+        if self.window_days == 0 || self.window_days > crate::profile::ACTIVITY_DAYS {
+            return Err(format!(
+                "scoring.window_days must be 1 to {} (the days of activity profiles keep)",
+                crate::profile::ACTIVITY_DAYS
+            ));
         }
         if self.dispersion_full_channels == 0 {
             return Err("scoring.dispersion_full_channels must be at least 1".into());

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use socialcrm_schemas::clickhouse_config::ClickHouseConfig;
 
 use super::config::ScoringConfig;
+use super::incremental::IncrementalModel;
 use super::model::{score_all, CustomerFacts, Scored, TypeAgg};
 use super::pagerank::{pagerank, Graph};
 
@@ -100,6 +101,15 @@ struct RunRow {
     pagerank_delta: f64,
     seconds: f64,
     config: String,
+}
+
+/// One row of `crm.score_models`: the distributions of a run, for the pipeline's
+/// incremental updates (`incremental::IncrementalModel`, JSON).
+#[derive(Debug, Row, Serialize, Deserialize)]
+pub struct ModelRow {
+    pub run_id: String,
+    pub as_of: u32,
+    pub model: String,
 }
 
 /// What a run did.
@@ -316,14 +326,18 @@ pub async fn run(
     );
     let t = Instant::now();
     let now_s = now.timestamp().max(0);
-    let scored = tokio::task::block_in_place(|| score_all(&facts, now_s, cfg));
-    drop(facts);
-    let compute_secs = t.elapsed().as_secs_f64();
     let run_id = format!(
         "{}-{:08x}",
         started.format("%Y%m%dT%H%M%S%.3fZ"),
         rand_suffix()
     );
+    let (scored, model) = tokio::task::block_in_place(|| {
+        let scored = score_all(&facts, now_s, cfg);
+        let model = IncrementalModel::from_run(&run_id, now_s, cfg, &facts, &scored);
+        (scored, model)
+    });
+    drop(facts);
+    let compute_secs = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let customers = scored.len();
     let at = now_s as u32;
@@ -346,6 +360,20 @@ pub async fn run(
         insert.end().await.map_err(ch("insert scores"))?;
         tracing::info!(written, customers, "scores written");
     }
+    // the model of the incremental updates, before the run counts as complete
+    let mut insert = client
+        .insert::<ModelRow>("score_models")
+        .await
+        .map_err(ch("insert score_models"))?;
+    insert
+        .write(&ModelRow {
+            run_id: run_id.clone(),
+            as_of: at,
+            model: serde_json::to_string(&model)?,
+        })
+        .await
+        .map_err(ch("insert score_models"))?;
+    insert.end().await.map_err(ch("insert score_models"))?;
     let write_secs = t.elapsed().as_secs_f64();
     let finished = Utc::now();
     let mut insert = client

@@ -5,10 +5,13 @@
 //! - [`model`]: the formulas, pure functions over per-customer facts;
 //! - [`pagerank`]: weighted PageRank by power iteration;
 //! - [`job`]: `socialcrm score run`, reading facts from ClickHouse and writing
-//!   `crm.scores`.
+//!   `crm.scores`;
+//! - [`incremental`]: between runs, the profiles that events touch, against the
+//!   last run's distributions.
 
 pub mod apply;
 pub mod config;
+pub mod incremental;
 pub mod job;
 pub mod model;
 pub mod pagerank;

@@ -190,11 +190,32 @@ pub fn lifecycle(f: &CustomerFacts, now: i64, cfg: &ScoringConfig) -> (String, V
     )
 }
 
-fn round3(x: f64) -> f64 {
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
-fn top_n(mut items: Vec<(String, f64)>, n: usize) -> Vec<String> {
+/// The RFM segment of R and FM (`""` for R = 0: no orders).
+pub fn rfm_segment(cfg: &ScoringConfig, r: u8, fm: u8) -> String {
+    if r == 0 {
+        return String::new();
+    }
+    cfg.rfm_segments
+        .iter()
+        .find(|s| (s.r[0]..=s.r[1]).contains(&r) && (s.fm[0]..=s.fm[1]).contains(&fm))
+        .map(|s| s.name.clone())
+        .unwrap_or_else(|| "unclassified".into())
+}
+
+/// FM = ⌈(F + M) / 2⌉ (0 when R is 0).
+pub fn rfm_fm(r: u8, f: u8, m: u8) -> u8 {
+    if r == 0 {
+        0
+    } else {
+        (f as u32 + m as u32).div_ceil(2) as u8
+    }
+}
+
+pub(crate) fn top_n(mut items: Vec<(String, f64)>, n: usize) -> Vec<String> {
     items.retain(|(_, w)| *w > 0.0);
     items.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     items.into_iter().take(n).map(|(k, _)| k).collect()
@@ -287,20 +308,8 @@ pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<
         let f = &facts[i];
         let (recency_days, recency, channels_n, dispersion) = parts[i];
         let (r, fr, m) = rfm[i];
-        let fm = if r == 0 {
-            0
-        } else {
-            (fr as u32 + m as u32).div_ceil(2) as u8
-        };
-        let segment = if r == 0 {
-            String::new()
-        } else {
-            cfg.rfm_segments
-                .iter()
-                .find(|s| (s.r[0]..=s.r[1]).contains(&r) && (s.fm[0]..=s.fm[1]).contains(&fm))
-                .map(|s| s.name.clone())
-                .unwrap_or_else(|| "unclassified".into())
-        };
+        let fm = rfm_fm(r, fr, m);
+        let segment = rfm_segment(cfg, r, fm);
         let (stage, stage_why) = lifecycle(f, now, cfg);
 
         let mut channel_counts: BTreeMap<&str, f64> = BTreeMap::new();

@@ -12,6 +12,47 @@ const NOW: i64 = 1_800_000_000;
 /// One event of a small world: (customer, type, channel, days ago, revenue).
 type Ev<'a> = (&'a str, &'a str, &'a str, f64, f64);
 
+/// Counts one event at unix second `at` into `f` as the scoring job's SQL does at
+/// `now` (refunds are left to the caller).
+pub(super) fn fold_event(
+    f: &mut CustomerFacts,
+    t: &str,
+    ch: &str,
+    at: i64,
+    rev: f64,
+    now: i64,
+    cfg: &ScoringConfig,
+) {
+    let d = decay((now - at) as f64, cfg.half_life_days);
+    let in_window = u64::from(now - at <= i64::from(cfg.window_days) * DAY);
+    match f
+        .aggs
+        .iter_mut()
+        .find(|a| a.event_type == t && a.channel == ch)
+    {
+        Some(a) => {
+            a.count += 1;
+            a.decayed += d;
+            a.in_window += in_window;
+            a.last_at = a.last_at.max(at);
+        }
+        None => f.aggs.push(TypeAgg {
+            event_type: t.into(),
+            channel: ch.into(),
+            count: 1,
+            decayed: d,
+            in_window,
+            last_at: at,
+        }),
+    }
+    if t == "order" {
+        f.orders += 1;
+        f.monetary += rev;
+        f.first_order_at = Some(f.first_order_at.map_or(at, |x| x.min(at)));
+        f.last_order_at = Some(f.last_order_at.map_or(at, |x| x.max(at)));
+    }
+}
+
 /// The per-customer facts the scoring job's SQL computes, computed here from raw
 /// events (interactions between customers given separately as edges).
 fn world(
@@ -36,35 +77,7 @@ fn world(
     for &(c, t, ch, days, rev) in events {
         let i = idx(c, &mut facts);
         let at = NOW - (days * DAY as f64) as i64;
-        let f = &mut facts[i];
-        let d = decay((NOW - at) as f64, cfg.half_life_days);
-        let in_window = u64::from(NOW - at <= i64::from(cfg.window_days) * DAY);
-        match f
-            .aggs
-            .iter_mut()
-            .find(|a| a.event_type == t && a.channel == ch)
-        {
-            Some(a) => {
-                a.count += 1;
-                a.decayed += d;
-                a.in_window += in_window;
-                a.last_at = a.last_at.max(at);
-            }
-            None => f.aggs.push(TypeAgg {
-                event_type: t.into(),
-                channel: ch.into(),
-                count: 1,
-                decayed: d,
-                in_window,
-                last_at: at,
-            }),
-        }
-        if t == "order" {
-            f.orders += 1;
-            f.monetary += rev;
-            f.first_order_at = Some(f.first_order_at.map_or(at, |x| x.min(at)));
-            f.last_order_at = Some(f.last_order_at.map_or(at, |x| x.max(at)));
-        }
+        fold_event(&mut facts[i], t, ch, at, rev, NOW, cfg);
     }
     for &(c, net, n) in followers {
         let i = idx(c, &mut facts);
