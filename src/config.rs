@@ -304,6 +304,23 @@ mod tests {
     }
 
     #[test]
+    fn api_read_model_is_memory_or_clickhouse() {
+        let c = Config::parse("[api]\nread_model = \"clickhouse\"\n", |_| None).expect("ok");
+        assert_eq!(c.api.read_model, crate::api::ReadModelMode::Clickhouse);
+        assert_eq!(
+            Config::default().api.read_model,
+            crate::api::ReadModelMode::Memory
+        );
+        let e = Config::parse("[api]\nread_model = \"redis\"\n", |_| None).expect_err("bad");
+        let m = format!("{e:#}");
+        assert!(m.contains("read_model") && m.contains("redis"), "{m}");
+        let e = Config::parse("[api]\nread_model_poll_ms = 0\n", |_| None).expect_err("bad");
+        assert!(format!("{e:#}").contains("read_model_poll_ms"), "{e:#}");
+        let e = Config::parse("[api]\nread_modle = \"memory\"\n", |_| None).expect_err("typo");
+        assert!(format!("{e:#}").contains("read_modle"), "{e:#}");
+    }
+
+    #[test]
     fn bad_api_keys_fail_with_the_field_named() {
         let e = Config::parse(
             "[api]\nkeys = [{ name = \"a\", key = \"short\" }]\n",

@@ -520,8 +520,23 @@ fn erasure_is_complete_and_replays_and_rebuilds_do_not_bring_the_person_back() {
         &json!({"subject": "bob"}),
     );
     assert_eq!(st, 400, "{body}");
+    // the read model (the default) serves bob until his erasure; ann, erased
+    // before the server started, is not served
+    wait_until(Duration::from_secs(60), "read model loaded", || {
+        http::get_with_key(&format!("{base}/health"), READ_KEY)
+            .body
+            .contains("\"loaded\":true")
+    });
+    let lookup = |id: &str| {
+        http::get_with_key(&format!("{base}/v1/profiles/lookup?id={id}"), READ_KEY).status
+    };
+    assert_eq!(lookup("user_id:bob-1"), 200);
+    assert_eq!(lookup("email:ann@example.com"), 404);
     let (st, body) = call("POST", "/v1/privacy/erase", ADMIN_KEY, &erase_bob);
     assert_eq!(st, 200, "{body}\nserve log:\n{}", w.log("serve"));
+    wait_until(Duration::from_secs(10), "erased person not served", || {
+        lookup("user_id:bob-1") == 404
+    });
     let done: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(done["status"], "verified", "{done}");
     assert_eq!(done["requested_by"], "api:dpo");

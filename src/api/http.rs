@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use socialcrm_schemas::secret::KeyRing;
 
 use super::filter::{order_by, SegmentFilter};
+use super::model::Profiles;
 use super::queries::{Queries, QueryError, CSV_HEADER};
 use super::{ApiConfig, Scope};
 
@@ -27,6 +28,8 @@ const CSV_CHUNK_ROWS: usize = 2000;
 
 struct AppState {
     q: Queries,
+    /// Profile lookups: the read model, or ClickHouse.
+    profiles: Profiles,
     /// The whole config: erasures reach Kafka and ClickHouse (docs/privacy.md).
     config: Arc<crate::config::Config>,
     /// Each key's name and scopes, by digest (compared in constant time, whatever the lengths).
@@ -82,10 +85,11 @@ fn bad(m: impl Into<String>) -> ApiError {
 type ApiResult<T> = Result<T, ApiError>;
 
 /// The whole app: public `/health`, `/openapi.json` and web page; `/v1/*` behind keys.
-pub fn router(q: Queries, config: &crate::config::Config) -> Router {
+pub fn router(profiles: Profiles, config: &crate::config::Config) -> Router {
     let cfg: &ApiConfig = &config.api;
     let state = Arc::new(AppState {
-        q,
+        q: profiles.q.clone(),
+        profiles,
         config: Arc::new(config.clone()),
         keys: KeyRing::new(
             cfg.keys
@@ -127,7 +131,7 @@ pub fn router(q: Queries, config: &crate::config::Config) -> Router {
             require,
         ));
     Router::new()
-        .route("/health", get(|| async { "ok" }))
+        .route("/health", get(health))
         .route("/openapi.json", get(openapi))
         .route(
             "/",
@@ -164,6 +168,12 @@ fn static_file(content_type: &'static str, body: &'static str) -> Response {
         body,
     )
         .into_response()
+}
+
+/// Liveness, and the read model's state: the process answers lookups from
+/// ClickHouse until the model is loaded, so this is 200 either way.
+async fn health(State(s): St) -> Json<Value> {
+    Json(json!({"status": "ok", "read_model": s.profiles.health()}))
 }
 
 async fn openapi() -> Response {
@@ -318,11 +328,12 @@ async fn lookup(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>>
     let p = only(&all, &["id"])?;
     let id = param(&p, "id")
         .ok_or_else(|| bad("`id` is required: type:value, e.g. email:ann@example.com"))?;
-    let prof =
-        s.q.lookup(id)
-            .await?
-            .ok_or_else(|| not_found(format!("no profile has the identifier {id}")))?;
-    Ok(Json(s.q.profile_detail(&prof).await?))
+    let detail = s
+        .profiles
+        .by_identifier(id)
+        .await?
+        .ok_or_else(|| not_found(format!("no profile has the identifier {id}")))?;
+    Ok(Json(detail))
 }
 
 /// The live profile of a customer id (merges followed), or 404.
@@ -333,8 +344,12 @@ async fn customer(s: &AppState, cid: &str) -> ApiResult<socialcrm_pipeline::rows
 }
 
 async fn by_customer(State(s): St, Path(cid): Path<String>) -> ApiResult<Json<Value>> {
-    let prof = customer(&s, &cid).await?;
-    Ok(Json(s.q.profile_detail(&prof).await?))
+    let detail = s
+        .profiles
+        .by_customer(&cid)
+        .await?
+        .ok_or_else(|| not_found(format!("no customer {cid}")))?;
+    Ok(Json(detail))
 }
 
 async fn ledger(State(s): St, Path(cid): Path<String>) -> ApiResult<Json<Value>> {

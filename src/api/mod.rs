@@ -3,6 +3,7 @@
 
 pub mod filter;
 mod http;
+pub mod model;
 pub mod queries;
 
 use std::collections::BTreeMap;
@@ -60,6 +61,18 @@ pub struct CampaignCost {
     pub currency: String,
 }
 
+/// Where profile lookups (`/v1/profiles/lookup`, `/v1/profiles/{customer_id}`) are
+/// answered from (docs/api.md "Read model").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadModelMode {
+    /// An in-memory model of every live profile, loaded at start and kept current
+    /// by polling ClickHouse; misses go to ClickHouse.
+    Memory,
+    /// Point queries to ClickHouse for every lookup (small memory budgets).
+    Clickhouse,
+}
+
 /// `[api]` of the config file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -76,6 +89,10 @@ pub struct ApiConfig {
     pub recent_events: u64,
     /// Cost per campaign name, e.g. `spring_sale = { cost = 500.0, currency = "EUR" }`.
     pub campaign_costs: BTreeMap<String, CampaignCost>,
+    /// `memory` (default) or `clickhouse`: where profile lookups are answered from.
+    pub read_model: ReadModelMode,
+    /// How often the in-memory read model asks ClickHouse for changes (ms).
+    pub read_model_poll_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -91,6 +108,8 @@ impl Default for ApiConfig {
             max_page_rows: 1000,
             recent_events: 20,
             campaign_costs: BTreeMap::new(),
+            read_model: ReadModelMode::Memory,
+            read_model_poll_ms: 1000,
         }
     }
 }
@@ -118,6 +137,19 @@ impl ApiConfig {
         }
         if self.max_page_rows == 0 || self.max_export_rows == 0 {
             return Err("api.max_page_rows and api.max_export_rows must be at least 1".into());
+        }
+        if !(50..=3_600_000).contains(&self.read_model_poll_ms) {
+            return Err(format!(
+                "api.read_model_poll_ms must be from 50 to 3600000, got {}",
+                self.read_model_poll_ms
+            ));
+        }
+        if self.recent_events > u64::from(u16::MAX) {
+            return Err(format!(
+                "api.recent_events must be at most {}, got {}",
+                u16::MAX,
+                self.recent_events
+            ));
         }
         for (name, c) in &self.campaign_costs {
             if !(c.cost.is_finite() && c.cost >= 0.0) {
@@ -153,7 +185,19 @@ pub async fn serve(
     if cfg.api.keys.is_empty() {
         anyhow::bail!("api.keys is empty: configure at least one key (docs/api.md)");
     }
-    let app = router(queries(cfg)?, cfg).merge(metrics);
+    let q = queries(cfg)?;
+    let model = match cfg.api.read_model {
+        ReadModelMode::Memory => {
+            let m = Arc::new(model::ReadModel::new(
+                q.clone(),
+                std::time::Duration::from_millis(cfg.api.read_model_poll_ms),
+            ));
+            tokio::spawn(m.clone().run());
+            Some(m)
+        }
+        ReadModelMode::Clickhouse => None,
+    };
+    let app = router(model::Profiles { q, model }, cfg).merge(metrics);
     let listener = tokio::net::TcpListener::bind(&cfg.api.listen)
         .await
         .with_context(|| format!("api.listen: cannot listen on {}", cfg.api.listen))?;

@@ -132,6 +132,11 @@ pub struct RecentEvent {
     pub revenue_currency: String,
 }
 
+/// Columns of [`RecentEvent`] over `events_by_id`.
+pub const RECENT_EVENT_COLUMNS: &str =
+    "event_id, toUInt32(occurred_at) AS occurred_at, primary_id, \
+    source, channel, type AS event_type, name, revenue_amount, revenue_currency";
+
 /// A row of a segment (preview, export) or a search hit.
 #[derive(Debug, Row, Deserialize)]
 pub struct SegmentRow {
@@ -301,20 +306,21 @@ pub fn network_param(n: Option<&str>) -> QResult<Option<String>> {
 }
 
 impl Queries {
-    /// The live profile of `type:value` (following merges), or `None`.
-    pub async fn lookup(&self, identifier: &str) -> QResult<Option<ProfileRow>> {
+    /// `type:value` typed by a person, as stored: normalised, and hashed when
+    /// `[privacy]` hashes its type.
+    pub fn stored_identifier(&self, identifier: &str) -> QResult<socialcrm_schemas::Identifier> {
         let (t, v) = identifier.split_once(':').ok_or_else(|| {
             QueryError::BadRequest(format!(
                 "`{identifier}`: write identifiers as type:value, e.g. email:ann@example.com"
             ))
         })?;
-        let id = socialcrm_schemas::privacy::lookup_identifier(
-            self.hasher.as_ref(),
-            &self.normalizer,
-            t,
-            v,
-        )
-        .map_err(|e| QueryError::BadRequest(format!("`{identifier}`: {e}")))?;
+        socialcrm_schemas::privacy::lookup_identifier(self.hasher.as_ref(), &self.normalizer, t, v)
+            .map_err(|e| QueryError::BadRequest(format!("`{identifier}`: {e}")))
+    }
+
+    /// The live profile of `type:value` (following merges), or `None`.
+    pub async fn lookup(&self, identifier: &str) -> QResult<Option<ProfileRow>> {
+        let id = self.stored_identifier(identifier)?;
         // one round trip: identifier -> customer -> profile
         let p: Option<ProfileRow> = self
             .client
@@ -358,28 +364,12 @@ impl Queries {
 
     /// The profile with its newest scores (components included) and recent events.
     pub async fn profile_detail(&self, p: &ProfileRow) -> QResult<Value> {
-        let mut out = profile_json(p);
-        let run_id = out["score_components"]["run_id"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
+        let run_id = run_id_of(p);
         let (scores, events) = tokio::join!(
             self.scores_of(&p.customer_id, &run_id),
             self.recent_events(p)
         );
-        out["scores"] = match scores? {
-            Some(s) => score_json(&s),
-            None => Value::Null,
-        };
-        out["recent_events"] = json!(events?
-            .into_iter()
-            .map(|e| {
-                let mut v = json!(e);
-                v["occurred_at"] = json!(time(e.occurred_at));
-                v
-            })
-            .collect::<Vec<_>>());
-        Ok(out)
+        Ok(detail_json(p, scores?.as_ref(), &events?))
     }
 
     async fn scores_of(&self, customer_id: &str, run_id: &str) -> QResult<Option<ScoreRow>> {
@@ -404,8 +394,7 @@ impl Queries {
             .map(|(t, v)| format!("{t}:{v}"))
             .collect();
         let sql = format!(
-            "SELECT event_id, toUInt32(occurred_at) AS occurred_at, primary_id, source, channel, type AS event_type, name, \
-             revenue_amount, revenue_currency FROM events_by_id FINAL WHERE primary_id IN {} \
+            "SELECT {RECENT_EVENT_COLUMNS} FROM events_by_id FINAL WHERE primary_id IN {} \
              ORDER BY occurred_at DESC, event_id DESC LIMIT ?",
             in_list(keys.len())
         );
@@ -875,6 +864,40 @@ impl Queries {
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+/// The scoring run whose scores a profile carries (`score_components.run_id`; empty
+/// before one).
+pub fn run_id_of(p: &ProfileRow) -> String {
+    #[derive(Deserialize)]
+    struct RunId {
+        run_id: Option<Value>,
+    }
+    serde_json::from_str::<RunId>(&p.score_components)
+        .ok()
+        .and_then(|r| r.run_id)
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// What `GET /v1/profiles/lookup` answers: the profile, the scores of its run and
+/// its recent events (newest first). One function for the ClickHouse path and the
+/// read model (`super::model`), so both give the same JSON.
+pub fn detail_json(p: &ProfileRow, scores: Option<&ScoreRow>, events: &[RecentEvent]) -> Value {
+    let mut out = profile_json(p);
+    out["scores"] = match scores {
+        Some(s) => score_json(s),
+        None => Value::Null,
+    };
+    out["recent_events"] = json!(events
+        .iter()
+        .map(|e| {
+            let mut v = json!(e);
+            v["occurred_at"] = json!(time(e.occurred_at));
+            v
+        })
+        .collect::<Vec<_>>());
+    out
 }
 
 /// A score row with its components parsed.

@@ -398,6 +398,14 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
 }
 
 /// The `identifiers` (`type:value` strings) of a `profile get --json` answer.
+/// The `event_id`s of a profile's `recent_events`, in order.
+pub fn recent_event_ids(p: &serde_json::Value) -> Vec<&str> {
+    p["recent_events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["event_id"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 pub fn profile_identifiers(p: &serde_json::Value) -> Vec<&str> {
     p["identifiers"]
         .as_array()
