@@ -73,10 +73,14 @@ pub const ERASED_TABLES: [&str; 8] = [
 ];
 
 /// Tables that hold nothing personal of a person, and why.
-pub const KEPT_TABLES: [(&str, &str); 6] = [
+pub const KEPT_TABLES: [(&str, &str); 7] = [
     (
         "score_runs",
         "scoring runs: times, counts and the scoring config",
+    ),
+    (
+        "score_models",
+        "each scoring run's score distributions: values without customer ids",
     ),
     ("schema_migrations", "applied migrations"),
     ("suppressions", "salted hashes of erased identifiers"),
