@@ -138,7 +138,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             i += 1;
             let n = g.rescore([ids[i % ids.len()].as_str()], &model, later + i as i64);
-            if i % 20_000 == 0 {
+            if i.is_multiple_of(20_000) {
                 g.take_delta();
             }
             n
