@@ -686,21 +686,25 @@ fn prepare(
     // between scoring runs: the profiles this batch changed get new engagement,
     // RFM and lifecycle (docs/scoring.md, "Between runs")
     if let Some((model, from_run)) = rescore {
-        let changed: Vec<String> = graph
-            .dirty_profiles
-            .iter()
-            .filter(|c| !from_run.contains(*c))
-            .cloned()
-            .collect();
+        // an event's profile is dirty already; only the profiles that got a run's
+        // scores in this batch need the events to say whether they changed too
+        let dirty = std::mem::take(&mut graph.dirty_profiles);
+        let touched = (!from_run.is_empty())
+            .then_some(&p.events)
+            .into_iter()
+            .flatten()
+            .map(|e| e.customer_id.as_str());
         let t = std::time::Instant::now();
         let n = graph.rescore(
-            changed
+            dirty
                 .iter()
+                .filter(|c| !from_run.contains(*c))
                 .map(String::as_str)
-                .chain(p.events.iter().map(|e| e.customer_id.as_str())),
+                .chain(touched),
             model,
             now.timestamp(),
         );
+        graph.dirty_profiles.extend(dirty);
         if n > 0 {
             metrics::counter!("socialcrm_pipeline_incremental_scores_total").increment(n as u64);
             metrics::histogram!("socialcrm_pipeline_incremental_score_seconds")
