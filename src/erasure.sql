@@ -21,3 +21,4 @@ customer_aliases | retired_id IN {customers} OR survivor_id IN {customers} | DEL
 identity_ledger | concat(id_type, ':', id_value) IN {ids} OR (action != 'erase' AND reason != '' AND (customer_id IN {customers} OR merged_customer_id IN {customers})) OR arrayExists((k, r) -> position(r, k) > 0, {keys}, replicate(reason, {keys})) | UPDATE id_value = transform(concat(id_type, ':', id_value), {keys}, {hashes}, id_value), reason = '' WHERE action != 'erase' AND (customer_id IN {customers} OR merged_customer_id IN {customers} OR concat(id_type, ':', id_value) IN {ids} OR arrayExists((k, r) -> position(r, k) > 0, {keys}, replicate(reason, {keys})))
 profiles | customer_id IN {customers} OR merged_into IN {customers} OR arrayExists((t, v) -> concat(t, ':', v) IN {ids}, identifier_types, identifier_values) | DELETE
 scores | customer_id IN {customers} | DELETE
+influencer_ranks | customer_id IN {customers} | DELETE

@@ -61,7 +61,7 @@ type PResult<T> = Result<T, PrivacyError>;
 /// The tables the person's rows are deleted from (or, for the ledger, blanked
 /// in), in the order of deletion. Every table of `schemas/migrations/` is either
 /// here or in [`KEPT_TABLES`] (a unit test checks it).
-pub const ERASED_TABLES: [&str; 8] = [
+pub const ERASED_TABLES: [&str; 9] = [
     "events_by_id",
     "events",
     "event_moves",
@@ -70,6 +70,7 @@ pub const ERASED_TABLES: [&str; 8] = [
     "identity_ledger",
     "profiles",
     "scores",
+    "influencer_ranks",
 ];
 
 /// Tables that hold nothing personal of a person, and why.

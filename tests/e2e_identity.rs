@@ -173,10 +173,10 @@ fn migrate_twice_changes_nothing_and_records_every_migration() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]"),
+        text.contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]"),
         "{text}"
     );
-    assert_eq!(w.query_u64("SELECT count() FROM schema_migrations"), 12);
+    assert_eq!(w.query_u64("SELECT count() FROM schema_migrations"), 13);
     for table in [
         "events",
         "identities",
@@ -189,6 +189,7 @@ fn migrate_twice_changes_nothing_and_records_every_migration() {
         "scores",
         "score_runs",
         "score_models",
+        "influencer_ranks",
         "v_scores",
         "events_by_id",
         "v_segment_profiles",

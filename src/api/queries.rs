@@ -9,7 +9,7 @@ use clickhouse::{Client, Row};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use socialcrm_pipeline::rows::{LedgerRow, ProfileRow};
-use socialcrm_pipeline::scoring::job::ScoreRow;
+use socialcrm_pipeline::scoring::job::{ScoreRow, LEADERBOARD_ROWS};
 use socialcrm_pipeline::scoring::ScoringConfig;
 use socialcrm_schemas::Normalizer;
 
@@ -586,15 +586,34 @@ impl Queries {
             customer_id: String,
             run_id: String,
         }
-        let sql = format!(
-            "SELECT customer_id, run_id FROM v_scores WHERE {cond} \
-             ORDER BY influence_score DESC, customer_id LIMIT ?"
-        );
-        let mut q = self.client.query(&sql);
-        if let Some(n) = &network {
-            q = q.bind(n.as_str());
+        // the run's stored leaderboard (migration 0013) holds the top
+        // LEADERBOARD_ROWS of each network; a longer list, or a run scored before
+        // the leaderboards existed (no rows), is ranked from the run's scores
+        let mut ranked: Vec<Ranked> = Vec::new();
+        if limit <= LEADERBOARD_ROWS {
+            ranked = self
+                .client
+                .query(
+                    "SELECT customer_id, run_id FROM influencer_ranks \
+                     WHERE run_id = (SELECT max(run_id) FROM score_runs) AND network = ? \
+                     ORDER BY influence_score DESC, customer_id LIMIT ?",
+                )
+                .bind(network.as_deref().unwrap_or(""))
+                .bind(limit)
+                .fetch_all()
+                .await?;
         }
-        let ranked: Vec<Ranked> = q.bind(limit).fetch_all().await?;
+        if ranked.is_empty() {
+            let sql = format!(
+                "SELECT customer_id, run_id FROM v_scores WHERE {cond} \
+                 ORDER BY influence_score DESC, customer_id LIMIT ?"
+            );
+            let mut q = self.client.query(&sql);
+            if let Some(n) = &network {
+                q = q.bind(n.as_str());
+            }
+            ranked = q.bind(limit).fetch_all().await?;
+        }
         let ids: Vec<String> = ranked.iter().map(|r| r.customer_id.clone()).collect();
         let run_id = ranked.first().map(|r| r.run_id.clone()).unwrap_or_default();
         let sql = format!(

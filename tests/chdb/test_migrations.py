@@ -347,6 +347,17 @@ def test_scores_migration_and_scoring_queries(sess):
     got = rows(sess, "SELECT customer_id, run_id, engagement_score FROM %s.v_scores" % DB)
     assert [[r[0], r[1], float(r[2])] for r in got] == [["c_carl", "r2", 20.0]]
 
+    # the run's leaderboards (0013): overall ('') and per network, influence desc then
+    # customer id, at most N per network; other runs untouched
+    run(sess, "INSERT INTO %s.scores (customer_id, run_id, influence_score, networks) VALUES "
+              "('c_a', 'r9', 50, ['mastodon', 'x']), ('c_b', 'r9', 70, ['x']), ('c_c', 'r9', 50, []), "
+              "('c_d', 'r9', 10, ['mastodon']), ('c_e', 'r8', 99, ['x'])" % DB)
+    run(sess, scoring_query("leaderboards", ["r9", 2]))
+    got = rows(sess, "SELECT network, groupArray(customer_id) FROM (SELECT network, customer_id "
+                     "FROM %s.influencer_ranks WHERE run_id = 'r9' "
+                     "ORDER BY network, influence_score DESC, customer_id) GROUP BY network ORDER BY network" % DB)
+    assert got == [["", ["c_b", "c_a"]], ["mastodon", ["c_a", "c_d"]], ["x", ["c_b", "c_a"]]]
+
 
 def test_identity_rules_columns_and_reattribution(sess):
     """Migration 0007's columns, and the pipeline's re-attribution mutation
@@ -527,6 +538,7 @@ def test_erasure_deletes_the_person_and_keeps_the_ledger_entries(sess):
               "('%s', 1, 1, '', ['user_id', 'anonymous_id'], ['bob', 'ann-pc'])" % (db, ann, retired, ann, bob, bob))
     run(sess, "INSERT INTO %s.scores (customer_id, run_id, scored_at) VALUES ('%s', 'r', now()), "
               "('%s', 'r', now())" % (db, ann, bob))
+    run(sess, "INSERT INTO %s.influencer_ranks VALUES ('r', '', '%s', 9), ('r', '', '%s', 1)" % (db, ann, bob))
     run(sess, "INSERT INTO %s.event_moves VALUES ('1-1', 'email:ann@x.io', '%s', now())" % (db, ann))
     run(sess, "INSERT INTO %s.erasure_keys VALUES ('r1', 'id', 'email:ann@x.io', 'sha256:h1'), "
               "('r1', 'id', 'anonymous_id:ann-pc', 'sha256:h2'), ('r1', 'id', 'email:ann@x.io', 'sha256:h1'), "

@@ -523,6 +523,16 @@ SELECT '$RUN', toDateTime($A), toDateTime($A + 78), toDateTime($A), count(), toU
   '{\"source\":\"socialcrm-bench api-load\"}'
 FROM $DB._bench_agg";
 
+/// The run's influencer leaderboards, by the scoring job's own statement.
+fn ranks_insert() -> String {
+    use socialcrm_pipeline::scoring::job::{leaderboards_sql, LEADERBOARD_ROWS};
+    leaderboards_sql("$DB").replacen('?', "'$RUN'", 1).replacen(
+        '?',
+        &LEADERBOARD_ROWS.to_string(),
+        1,
+    )
+}
+
 /// Tables whose parts are merged at the end, as in a settled production database.
 const OPTIMIZED: [&str; 6] = [
     "identities",
@@ -590,6 +600,7 @@ pub async fn load(a: &LoadArgs) -> Result<LoadReport> {
         ("aggregates (scratch)", agg_create()),
         ("profiles", profiles_insert()),
         ("scores", scores_insert()),
+        ("influencer_ranks", ranks_insert()),
         ("score_runs", SCORE_RUN_INSERT.to_string()),
     ];
     for (name, template) in statements {
@@ -784,6 +795,7 @@ mod tests {
             agg_create(),
             profiles_insert(),
             scores_insert(),
+            ranks_insert(),
             SCORE_RUN_INSERT.to_string(),
         ] {
             let out = sql(&s, &a, "run");

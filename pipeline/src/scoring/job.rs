@@ -3,11 +3,12 @@
 //! customer to `crm.scores` and a summary row to `crm.score_runs`. `crm.v_scores`
 //! shows the newest completed run.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use clickhouse::Row;
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use socialcrm_schemas::clickhouse_config::ClickHouseConfig;
 
@@ -38,6 +39,17 @@ const SQL_AGGREGATES: &str = include_str!("sql/aggregates.sql");
 const SQL_FOLLOWERS: &str = include_str!("sql/followers.sql");
 const SQL_CATEGORIES: &str = include_str!("sql/categories.sql");
 const SQL_EDGES: &str = include_str!("sql/edges.sql");
+const SQL_LEADERBOARDS: &str = include_str!("sql/leaderboards.sql");
+
+/// Customers kept per network in a run's influencer leaderboards
+/// (`crm.influencer_ranks`); a longer top list is ranked from the run's scores.
+pub const LEADERBOARD_ROWS: u64 = 1000;
+
+/// The statement that fills a run's leaderboards in database `db`; its parameters
+/// (`?`) are the run id and [`LEADERBOARD_ROWS`].
+pub fn leaderboards_sql(db: &str) -> String {
+    sql(SQL_LEADERBOARDS, db, "")
+}
 
 /// A query file for database `db` and snapshot table `snap`, without its comment lines.
 fn sql(text: &str, db: &str, snap: &str) -> String {
@@ -49,11 +61,12 @@ fn sql(text: &str, db: &str, snap: &str) -> String {
         .replace("{db}", db)
 }
 
+// Rows are read borrowed from the response buffer: no allocation per row.
 #[derive(Debug, Row, Deserialize)]
-struct AggRow {
-    customer_id: String,
-    event_type: String,
-    channel: String,
+struct AggRow<'a> {
+    customer_id: &'a str,
+    event_type: &'a str,
+    channel: &'a str,
     n: u64,
     decayed: f64,
     in_window: u64,
@@ -63,27 +76,107 @@ struct AggRow {
 }
 
 #[derive(Debug, Row, Deserialize)]
-struct FollowersRow {
-    customer_id: String,
-    network: String,
+struct FollowersRow<'a> {
+    customer_id: &'a str,
+    network: &'a str,
     followers: f64,
 }
 
 #[derive(Debug, Row, Deserialize)]
-struct EdgeRow {
-    src: String,
-    dst: String,
-    event_type: String,
-    network: String,
+struct EdgeRow<'a> {
+    src: &'a str,
+    dst: &'a str,
+    event_type: &'a str,
+    network: &'a str,
     n: u64,
 }
 
 #[derive(Debug, Row, Deserialize)]
-struct CategoryRow {
-    customer_id: String,
-    event_type: String,
-    category: String,
+struct CategoryRow<'a> {
+    customer_id: &'a str,
+    event_type: &'a str,
+    category: &'a str,
     n: u64,
+}
+
+/// Customers by id, in the order they were first seen (their index in the facts).
+#[derive(Default)]
+struct Customers {
+    index: FxHashMap<Box<str>, u32>,
+    facts: Vec<CustomerFacts>,
+}
+
+impl Customers {
+    /// The index of customer `id`, added if new.
+    fn idx(&mut self, id: &str) -> usize {
+        if let Some(&i) = self.index.get(id) {
+            return i as usize;
+        }
+        let i = self.facts.len();
+        self.facts.push(CustomerFacts {
+            customer_id: id.to_string(),
+            ..CustomerFacts::default()
+        });
+        self.index.insert(id.into(), i as u32);
+        i
+    }
+
+    fn get(&self, id: &str) -> Option<usize> {
+        self.index.get(id).map(|&i| i as usize)
+    }
+}
+
+/// The few distinct event types, channels and networks of a run, each kept once
+/// (shared by every customer's facts) with a number for cheap keys.
+#[derive(Default)]
+struct Interner {
+    names: Vec<Arc<str>>,
+    ids: FxHashMap<Arc<str>, u32>,
+}
+
+impl Interner {
+    fn id(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.ids.get(s) {
+            return i;
+        }
+        let name: Arc<str> = s.into();
+        let i = self.names.len() as u32;
+        self.names.push(name.clone());
+        self.ids.insert(name, i);
+        i
+    }
+
+    fn name(&self, i: u32) -> &Arc<str> {
+        &self.names[i as usize]
+    }
+}
+
+/// A per-name weight from the config, looked up once per distinct name.
+struct WeightOf<'c> {
+    weights: &'c std::collections::BTreeMap<String, f64>,
+    cache: Vec<Option<f64>>,
+}
+
+impl<'c> WeightOf<'c> {
+    fn new(weights: &'c std::collections::BTreeMap<String, f64>) -> Self {
+        WeightOf {
+            weights,
+            cache: Vec::new(),
+        }
+    }
+
+    fn get(&mut self, names: &Interner, i: u32) -> f64 {
+        let i = i as usize;
+        if self.cache.len() <= i {
+            self.cache.resize(i + 1, None);
+        }
+        *self.cache[i].get_or_insert_with(|| {
+            self.weights
+                .get(&**names.name(i as u32))
+                .copied()
+                .unwrap_or(0.0)
+        })
+    }
 }
 
 /// One row of `crm.scores`.
@@ -126,42 +219,37 @@ pub struct RunReport {
     pub write_secs: f64,
 }
 
-/// Reads the facts of every customer as of `now`.
-pub async fn load_facts(
+/// The Memory table that holds a run's interaction graph beside its snapshot.
+fn edges_table(snap: &str) -> String {
+    format!("{snap}_edges")
+}
+
+/// Folds the per-customer aggregates, follower counts and product categories of
+/// the snapshot into facts (customers in the order first seen).
+async fn load_customer_facts(
     client: &clickhouse::Client,
     db: &str,
     snap: &str,
     now: DateTime<Utc>,
     cfg: &ScoringConfig,
-) -> Result<(Vec<CustomerFacts>, usize, u32, f64), ScoringError> {
+) -> Result<(Customers, Interner), ScoringError> {
     let now_s = now.timestamp().max(0) as u32;
     let window_from = now_s.saturating_sub(cfg.window_days * 86_400);
     let hl_secs = cfg.half_life_days * 86_400.0;
-    let mut index: HashMap<String, usize> = HashMap::new();
-    let mut facts: Vec<CustomerFacts> = Vec::new();
-    fn idx(id: &str, index: &mut HashMap<String, usize>, facts: &mut Vec<CustomerFacts>) -> usize {
-        if let Some(i) = index.get(id) {
-            return *i;
-        }
-        facts.push(CustomerFacts {
-            customer_id: id.to_string(),
-            ..CustomerFacts::default()
-        });
-        index.insert(id.to_string(), facts.len() - 1);
-        facts.len() - 1
-    }
-    // streamed: rows are folded into the facts as they arrive
+    let mut customers = Customers::default();
+    // event types, channels, networks and categories: few distinct values
+    let mut names = Interner::default();
     let mut cursor = client
         .query(&sql(SQL_AGGREGATES, db, snap))
         .bind(now_s)
         .bind(hl_secs)
         .bind(window_from)
-        .fetch::<AggRow>()
+        .fetch::<AggRow<'_>>()
         .map_err(ch("per-customer aggregates"))?;
     while let Some(a) = cursor.next().await.map_err(ch("per-customer aggregates"))? {
-        let i = idx(&a.customer_id, &mut index, &mut facts);
-        let f = &mut facts[i];
-        match a.event_type.as_str() {
+        let i = customers.idx(a.customer_id);
+        let f = &mut customers.facts[i];
+        match a.event_type {
             "order" => {
                 f.orders += a.n;
                 f.monetary += a.revenue;
@@ -178,9 +266,10 @@ pub async fn load_facts(
             "refund" => f.monetary -= a.revenue.abs(),
             _ => {}
         }
+        let (t, c) = (names.id(a.event_type), names.id(a.channel));
         f.aggs.push(TypeAgg {
-            event_type: a.event_type,
-            channel: a.channel,
+            event_type: names.name(t).clone(),
+            channel: names.name(c).clone(),
             count: a.n,
             decayed: a.decayed,
             in_window: a.in_window,
@@ -188,62 +277,88 @@ pub async fn load_facts(
         });
     }
 
-    let followers: Vec<FollowersRow> = client
+    let mut cursor = client
         .query(&sql(SQL_FOLLOWERS, db, snap))
-        .fetch_all()
-        .await
+        .fetch::<FollowersRow<'_>>()
         .map_err(ch("followers"))?;
-    for r in followers {
-        if let Some(&i) = index.get(&r.customer_id) {
-            facts[i].followers.push((r.network, r.followers));
+    while let Some(r) = cursor.next().await.map_err(ch("followers"))? {
+        if let Some(i) = customers.get(r.customer_id) {
+            customers.facts[i]
+                .followers
+                .push((r.network.to_string(), r.followers));
         }
     }
 
-    let cats: Vec<CategoryRow> = client
+    let mut affinity = WeightOf::new(&cfg.affinity_weights);
+    let mut cat_w: FxHashMap<(u32, u32), f64> = FxHashMap::default();
+    let mut cursor = client
         .query(&sql(SQL_CATEGORIES, db, snap))
-        .fetch_all()
-        .await
+        .fetch::<CategoryRow<'_>>()
         .map_err(ch("product categories"))?;
-    let mut cat_w: HashMap<(usize, String), f64> = HashMap::new();
-    for r in cats {
-        let w = cfg
-            .affinity_weights
-            .get(&r.event_type)
-            .copied()
-            .unwrap_or(0.0);
+    while let Some(r) = cursor.next().await.map_err(ch("product categories"))? {
+        let t = names.id(r.event_type);
+        let w = affinity.get(&names, t);
         if w <= 0.0 {
             continue;
         }
-        if let Some(&i) = index.get(&r.customer_id) {
-            *cat_w.entry((i, r.category)).or_default() += w * r.n as f64;
+        if let Some(i) = customers.get(r.customer_id) {
+            *cat_w.entry((i as u32, names.id(r.category))).or_default() += w * r.n as f64;
         }
     }
     for ((i, c), w) in cat_w {
-        facts[i].categories.push((c, w));
+        customers.facts[i as usize]
+            .categories
+            .push((names.name(c).to_string(), w));
     }
 
+    Ok((customers, names))
+}
+
+/// Reads the facts of every customer as of `now`.
+pub async fn load_facts(
+    client: &clickhouse::Client,
+    db: &str,
+    snap: &str,
+    now: DateTime<Utc>,
+    cfg: &ScoringConfig,
+) -> Result<(Vec<CustomerFacts>, usize, u32, f64), ScoringError> {
+    // ClickHouse joins and groups the interaction graph into a Memory table of its
+    // own while this process folds the other facts (the job would otherwise leave
+    // a core idle in each phase)
+    let edges_table = edges_table(snap);
+    let materialize = client
+        .query(&format!(
+            "CREATE TABLE {edges_table} ENGINE = Memory AS {}",
+            sql(SQL_EDGES, db, snap)
+        ))
+        .execute();
+    let (materialized, folded) =
+        tokio::join!(materialize, load_customer_facts(client, db, snap, now, cfg));
+    materialized.map_err(ch("interaction graph"))?;
+    let (mut customers, mut names) = folded?;
+    let mut amplification = WeightOf::new(&cfg.amplification_weights);
     let mut cursor = client
-        .query(&sql(SQL_EDGES, db, snap))
-        .fetch::<EdgeRow>()
+        .query(&format!("SELECT * FROM {edges_table}"))
+        .fetch::<EdgeRow<'_>>()
         .map_err(ch("interaction graph"))?;
     let mut graph_edges: Vec<(u32, u32, f64)> = Vec::new();
-    let mut amp: HashMap<(usize, String), f64> = HashMap::new();
+    let mut amp: FxHashMap<(u32, u32), f64> = FxHashMap::default();
     while let Some(e) = cursor.next().await.map_err(ch("interaction graph"))? {
-        let w = cfg
-            .amplification_weights
-            .get(&e.event_type)
-            .copied()
-            .unwrap_or(0.0);
+        let t = names.id(e.event_type);
+        let w = amplification.get(&names, t);
         if w <= 0.0 {
             continue;
         }
-        let s = idx(&e.src, &mut index, &mut facts);
-        let d = idx(&e.dst, &mut index, &mut facts);
-        graph_edges.push((s as u32, d as u32, w * e.n as f64));
-        *amp.entry((d, e.network.clone())).or_default() += w * e.n as f64;
+        let s = customers.idx(e.src) as u32;
+        let d = customers.idx(e.dst) as u32;
+        graph_edges.push((s, d, w * e.n as f64));
+        *amp.entry((d, names.id(e.network))).or_default() += w * e.n as f64;
     }
+    let mut facts = customers.facts;
     for ((i, net), a) in amp {
-        facts[i].amplification.push((net, a));
+        facts[i as usize]
+            .amplification
+            .push((names.name(net).to_string(), a));
     }
     for f in facts.iter_mut() {
         f.followers.sort_by(|a, b| a.0.cmp(&b.0));
@@ -309,12 +424,14 @@ pub async fn run(
         .await
         .map_err(ch("event snapshot"))?;
     let loaded = load_facts(&client, db, &snap, now, cfg).await;
-    if let Err(e) = client
-        .query(&format!("DROP TABLE IF EXISTS {snap}"))
-        .execute()
-        .await
-    {
-        tracing::warn!(table = %snap, error = %e, "cannot drop the scoring snapshot; drop it by hand");
+    for table in [snap.clone(), edges_table(&snap)] {
+        if let Err(e) = client
+            .query(&format!("DROP TABLE IF EXISTS {table}"))
+            .execute()
+            .await
+        {
+            tracing::warn!(table = %table, error = %e, "cannot drop a scoring scratch table; drop it by hand");
+        }
     }
     let (facts, edges, iterations, delta) = loaded?;
     let read_secs = t.elapsed().as_secs_f64();
@@ -360,7 +477,15 @@ pub async fn run(
         insert.end().await.map_err(ch("insert scores"))?;
         tracing::info!(written, customers, "scores written");
     }
-    // the model of the incremental updates, before the run counts as complete
+    // the leaderboards and the model of the incremental updates, before the run
+    // counts as complete
+    client
+        .query(&leaderboards_sql(db))
+        .bind(&run_id)
+        .bind(LEADERBOARD_ROWS)
+        .execute()
+        .await
+        .map_err(ch("insert influencer_ranks"))?;
     let mut insert = client
         .insert::<ModelRow>("score_models")
         .await

@@ -3,6 +3,7 @@
 //! reads the facts from ClickHouse; tests build them by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -14,8 +15,9 @@ const DAY: f64 = 86_400.0;
 /// Events of one type on one channel for one customer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TypeAgg {
-    pub event_type: String,
-    pub channel: String,
+    /// Shared: a run holds millions of these with a few distinct names.
+    pub event_type: Arc<str>,
+    pub channel: Arc<str>,
     pub count: u64,
     /// Σ 2^(−age/half-life) over the events (age at the scoring time).
     pub decayed: f64,
@@ -221,6 +223,133 @@ pub(crate) fn top_n(mut items: Vec<(String, f64)>, n: usize) -> Vec<String> {
     items.into_iter().take(n).map(|(k, _)| k).collect()
 }
 
+// The components of one customer as `crm.scores.components` holds them
+// (docs/scoring.md, "Reading the components"). Fields are in alphabetical order,
+// the order a JSON tree (serde_json's sorted map) writes them in: the text is the
+// same as before these types existed (scoring::tests, components golden file).
+#[derive(Serialize)]
+struct Components<'a> {
+    as_of: i64,
+    engagement: Engagement<'a>,
+    influence: Influence<'a>,
+    lifecycle: LifecyclePart<'a>,
+    rfm: Rfm<'a>,
+}
+
+#[derive(Serialize)]
+struct Engagement<'a> {
+    dispersion: Dispersion,
+    frequency: Frequency,
+    interactions: Interactions<'a>,
+    monetary: Monetary,
+    raw: f64,
+    recency: Recency,
+    score: f64,
+}
+
+#[derive(Serialize)]
+struct Dispersion {
+    channels_in_window: u32,
+    contribution: f64,
+    full_at: u32,
+    score: f64,
+    weight: f64,
+}
+
+#[derive(Serialize)]
+struct Frequency {
+    contribution: f64,
+    events_in_window: f64,
+    percentile: f64,
+    weight: f64,
+    window_days: u32,
+}
+
+#[derive(Serialize)]
+struct Interactions<'a> {
+    by_type: BTreeMap<&'a str, ByType>,
+    contribution: f64,
+    half_life_days: f64,
+    percentile: f64,
+    weight: f64,
+    weighted_decayed: f64,
+}
+
+#[derive(Serialize)]
+struct ByType {
+    count: u64,
+    decayed: f64,
+    type_weight: f64,
+    weighted: f64,
+}
+
+#[derive(Serialize)]
+struct Monetary {
+    contribution: f64,
+    percentile: f64,
+    revenue: f64,
+    weight: f64,
+}
+
+#[derive(Serialize)]
+struct Recency {
+    contribution: f64,
+    days_since_last_event: Option<f64>,
+    score: f64,
+    weight: f64,
+}
+
+#[derive(Serialize)]
+struct Influence<'a> {
+    amplification: Part,
+    by_network: BTreeMap<&'a str, NetworkPart>,
+    centrality: Centrality,
+    raw: f64,
+    reach: Part,
+    score: f64,
+}
+
+/// A measured value, its percentile, weight and contribution (reach, amplification).
+#[derive(Serialize)]
+struct Part {
+    contribution: f64,
+    percentile: f64,
+    value: f64,
+    weight: f64,
+}
+
+#[derive(Serialize)]
+struct NetworkPart {
+    amplification: f64,
+    followers: f64,
+}
+
+#[derive(Serialize)]
+struct Centrality {
+    contribution: f64,
+    pagerank: Option<f64>,
+    percentile: f64,
+    weight: f64,
+}
+
+#[derive(Serialize)]
+struct LifecyclePart<'a> {
+    stage: &'a str,
+    why: &'a Value,
+}
+
+#[derive(Serialize)]
+struct Rfm<'a> {
+    f: u8,
+    fm: u8,
+    last_order_at: Option<i64>,
+    m: u8,
+    monetary: f64,
+    orders: u64,
+    r: u8,
+    segment: &'a str,
+}
+
 /// Scores every customer of the workspace at time `now` (unix seconds).
 pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<Scored> {
     let n = facts.len();
@@ -265,7 +394,7 @@ pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<
             .aggs
             .iter()
             .filter(|a| a.in_window > 0)
-            .map(|a| a.channel.as_str())
+            .map(|a| &*a.channel)
             .collect();
         let dispersion = 100.0 * (channels.len().min(cfg.dispersion_full_channels as usize)) as f64
             / cfg.dispersion_full_channels as f64;
@@ -337,81 +466,107 @@ pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<
             networks.entry(net.clone()).or_default().1 += *a;
         }
 
-        let contribution = |w: f64, s: f64| round3(w * s);
-        let components = json!({
-            "as_of": now,
-            "engagement": {
-                "score": round3(eng_score[i]),
-                "raw": round3(eng_raw[i]),
-                "interactions": {
-                    "weighted_decayed": round3(interactions[i]),
-                    "percentile": round3(p_int[i]),
-                    "weight": em.interactions,
-                    "contribution": contribution(em.interactions, p_int[i]),
-                    "half_life_days": cfg.half_life_days,
-                    "by_type": by_type.iter().map(|(t, (c, d))| (t.to_string(), json!({
-                        "count": c, "decayed": round3(*d), "type_weight": cfg.type_weight(t),
-                        "weighted": round3(cfg.type_weight(t) * d),
-                    }))).collect::<serde_json::Map<_, _>>(),
+        let part = |value: f64, percentile: f64, weight: f64| Part {
+            contribution: round3(weight * percentile),
+            percentile: round3(percentile),
+            value: round3(value),
+            weight,
+        };
+        let components = Components {
+            as_of: now,
+            engagement: Engagement {
+                dispersion: Dispersion {
+                    channels_in_window: channels_n,
+                    contribution: round3(em.dispersion * dispersion),
+                    full_at: cfg.dispersion_full_channels,
+                    score: round3(dispersion),
+                    weight: em.dispersion,
                 },
-                "recency": {
-                    "days_since_last_event": recency_days.map(round3),
-                    "score": round3(recency),
-                    "weight": em.recency,
-                    "contribution": contribution(em.recency, recency),
+                frequency: Frequency {
+                    contribution: round3(em.frequency * p_freq[i]),
+                    events_in_window: frequency[i],
+                    percentile: round3(p_freq[i]),
+                    weight: em.frequency,
+                    window_days: cfg.window_days,
                 },
-                "frequency": {
-                    "events_in_window": frequency[i],
-                    "window_days": cfg.window_days,
-                    "percentile": round3(p_freq[i]),
-                    "weight": em.frequency,
-                    "contribution": contribution(em.frequency, p_freq[i]),
+                interactions: Interactions {
+                    by_type: by_type
+                        .iter()
+                        .map(|(t, (c, d))| {
+                            let w = cfg.type_weight(t);
+                            (
+                                *t,
+                                ByType {
+                                    count: *c,
+                                    decayed: round3(*d),
+                                    type_weight: w,
+                                    weighted: round3(w * d),
+                                },
+                            )
+                        })
+                        .collect(),
+                    contribution: round3(em.interactions * p_int[i]),
+                    half_life_days: cfg.half_life_days,
+                    percentile: round3(p_int[i]),
+                    weight: em.interactions,
+                    weighted_decayed: round3(interactions[i]),
                 },
-                "monetary": {
-                    "revenue": round3(monetary[i]),
-                    "percentile": round3(p_mon[i]),
-                    "weight": em.monetary,
-                    "contribution": contribution(em.monetary, p_mon[i]),
+                monetary: Monetary {
+                    contribution: round3(em.monetary * p_mon[i]),
+                    percentile: round3(p_mon[i]),
+                    revenue: round3(monetary[i]),
+                    weight: em.monetary,
                 },
-                "dispersion": {
-                    "channels_in_window": channels_n,
-                    "full_at": cfg.dispersion_full_channels,
-                    "score": round3(dispersion),
-                    "weight": em.dispersion,
-                    "contribution": contribution(em.dispersion, dispersion),
+                raw: round3(eng_raw[i]),
+                recency: Recency {
+                    contribution: round3(em.recency * recency),
+                    days_since_last_event: recency_days.map(round3),
+                    score: round3(recency),
+                    weight: em.recency,
                 },
+                score: round3(eng_score[i]),
             },
-            "influence": {
-                "score": round3(inf_score[i]),
-                "raw": round3(inf_raw[i]),
-                "reach": {
-                    "value": round3(reach_v[i]),
-                    "percentile": round3(p_reach[i]),
-                    "weight": im.reach,
-                    "contribution": contribution(im.reach, p_reach[i]),
+            influence: Influence {
+                amplification: part(amp_v[i], p_amp[i], im.amplification),
+                by_network: networks
+                    .iter()
+                    .map(|(k, (fol, a))| {
+                        (
+                            k.as_str(),
+                            NetworkPart {
+                                amplification: round3(*a),
+                                followers: *fol,
+                            },
+                        )
+                    })
+                    .collect(),
+                centrality: Centrality {
+                    contribution: round3(im.centrality * p_pr[i]),
+                    pagerank: f.pagerank,
+                    percentile: round3(p_pr[i]),
+                    weight: im.centrality,
                 },
-                "amplification": {
-                    "value": round3(amp_v[i]),
-                    "percentile": round3(p_amp[i]),
-                    "weight": im.amplification,
-                    "contribution": contribution(im.amplification, p_amp[i]),
-                },
-                "centrality": {
-                    "pagerank": f.pagerank,
-                    "percentile": round3(p_pr[i]),
-                    "weight": im.centrality,
-                    "contribution": contribution(im.centrality, p_pr[i]),
-                },
-                "by_network": networks.iter().map(|(k, (fol, a))| (k.clone(), json!({
-                    "followers": fol, "amplification": round3(*a)
-                }))).collect::<serde_json::Map<_, _>>(),
+                raw: round3(inf_raw[i]),
+                reach: part(reach_v[i], p_reach[i], im.reach),
+                score: round3(inf_score[i]),
             },
-            "rfm": {
-                "r": r, "f": fr, "m": m, "fm": fm, "segment": segment,
-                "last_order_at": f.last_order_at, "orders": f.orders, "monetary": round3(monetary[i]),
+            lifecycle: LifecyclePart {
+                stage: &stage,
+                why: &stage_why,
             },
-            "lifecycle": { "stage": stage, "why": stage_why },
-        });
+            rfm: Rfm {
+                f: fr,
+                fm,
+                last_order_at: f.last_order_at,
+                m,
+                monetary: round3(monetary[i]),
+                orders: f.orders,
+                r,
+                segment: &segment,
+            },
+        };
+        // a plain struct serializes to the same text as a JSON tree, far faster
+        let components = serde_json::to_string(&components).unwrap_or_default();
         Scored {
             customer_id: f.customer_id.clone(),
             run_id: String::new(),
@@ -437,7 +592,7 @@ pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<
             networks: networks.keys().cloned().collect(),
             network_followers: networks.values().map(|v| v.0).collect(),
             network_amplification: networks.values().map(|v| v.1).collect(),
-            components: components.to_string(),
+            components,
         }
     };
     // building the components is most of the work: spread it over the cores

@@ -28,7 +28,7 @@ pub(super) fn fold_event(
     match f
         .aggs
         .iter_mut()
-        .find(|a| a.event_type == t && a.channel == ch)
+        .find(|a| &*a.event_type == t && &*a.channel == ch)
     {
         Some(a) => {
             a.count += 1;
@@ -385,4 +385,89 @@ fn large_workspaces_are_scored_in_parallel_in_input_order() {
     // the same facts scored alone give the same components as in the big run
     let one = score_all(&facts[..1], NOW, &cfg);
     assert_eq!(one[0].frequency, s[0].frequency);
+}
+
+/// A deterministic world of `n` customers with every kind of fact (many types
+/// and channels, orders and refunds, followers, categories, amplification, some
+/// without PageRank), from a small linear congruential generator.
+fn varied_world(n: usize, cfg: &ScoringConfig) -> Vec<CustomerFacts> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |m: u64| -> u64 {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (x >> 33) % m
+    };
+    let types = [
+        ("page", "web"),
+        ("track", "web"),
+        ("order", "shop"),
+        ("mention", "social"),
+        ("reshare", "social"),
+        ("message", "support"),
+        ("identify", "web"),
+    ];
+    let mut facts = Vec::with_capacity(n);
+    for c in 0..n {
+        let mut f = CustomerFacts {
+            customer_id: format!("c_{c:04}"),
+            ..Default::default()
+        };
+        for _ in 0..next(12) {
+            let (t, ch) = types[next(types.len() as u64) as usize];
+            let at = NOW - next(400) as i64 * DAY - next(DAY as u64) as i64;
+            let rev = if t == "order" {
+                next(50_000) as f64 / 100.0
+            } else {
+                0.0
+            };
+            fold_event(&mut f, t, ch, at, rev, NOW, cfg);
+        }
+        if next(3) == 0 {
+            f.followers.push(("mastodon".into(), next(100_000) as f64));
+        }
+        if next(4) == 0 {
+            f.followers.push(("x".into(), next(5_000) as f64));
+            f.amplification.push(("x".into(), next(40) as f64 * 1.5));
+        }
+        for cat in ["bags", "hats", "shoes"] {
+            if next(3) == 0 {
+                f.categories.push((cat.into(), next(7) as f64 + 0.25));
+            }
+        }
+        if next(2) == 0 {
+            f.pagerank = Some(next(1_000) as f64 / 137.0);
+        }
+        if f.orders > 0 && next(5) == 0 {
+            f.monetary -= 3.5;
+        }
+        facts.push(f);
+    }
+    facts
+}
+
+/// The components JSON of every customer of a varied world, byte for byte as
+/// recorded in `testdata/components.golden` (a regression test of the encoding;
+/// `SOCIALCRM_UPDATE_GOLDEN=1` rewrites the file after an intended change).
+#[test]
+fn components_encoding_matches_the_recorded_output() {
+    let cfg = ScoringConfig::default();
+    let facts = varied_world(400, &cfg);
+    let scored = score_all(&facts, NOW, &cfg);
+    let got: String = scored
+        .iter()
+        .map(|s| format!("{}\n", s.components))
+        .collect();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/src/scoring/testdata/components.golden"
+    );
+    if std::env::var_os("SOCIALCRM_UPDATE_GOLDEN").is_some() {
+        std::fs::write(path, &got).expect("write golden");
+    }
+    let want = std::fs::read_to_string(path).expect("golden file");
+    for (i, (g, w)) in got.lines().zip(want.lines()).enumerate() {
+        assert_eq!(g, w, "customer {i}");
+    }
+    assert_eq!(got.lines().count(), want.lines().count());
 }
