@@ -120,6 +120,9 @@ pub async fn run(
                 telemetry::install(),
             )
             .await?;
+            cfg.kafka
+                .check_access_async(socialcrm_schemas::kafka::ACCESS_CHECK_TIMEOUT)
+                .await?;
             let suppression = suppression_list(cfg).await;
             let stats = socialcrm_connectors::registry::run_suppressed(
                 inst,
