@@ -774,6 +774,9 @@ fn apply_erase(
 ) {
     let (events, ledger) = (&mut p.events, &mut p.ledger);
     match privacy.apply(payload, graph, &mut p.privacy, events, ledger, now) {
+        Ok(cmd) if cmd.action == socialcrm_schemas::messages::PrivacyAction::Unsuppress => {
+            tracing::info!(request = %cmd.request_id, identifiers = cmd.identifiers.len(), "suppression lift applied")
+        }
         Ok(cmd) => tracing::info!(request = %cmd.request_id, "erasure applied"),
         Err(reason) => {
             tracing::warn!(%reason, "erasure request refused");

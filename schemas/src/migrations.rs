@@ -76,6 +76,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "score_models",
         sql: include_str!("../migrations/0012_score_models.sql"),
     },
+    Migration {
+        version: 13,
+        name: "suppression_lifts",
+        sql: include_str!("../migrations/0013_suppression_lifts.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]
