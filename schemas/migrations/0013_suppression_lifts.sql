@@ -2,8 +2,8 @@
 -- suppressed identifier (its salted hash, as in `suppressions`), when and why. From
 -- `lifted_at` on, events that occurred after it and carry the identifier are accepted
 -- again; older events stay dropped, and what the erasure deleted stays deleted.
--- One row per request and status (`requested` by the requester, `applied` by the
--- identity writer); the newest version per (hash, request_id) is the current one.
+-- One row per request and status: `requested` by the requester (with the reason),
+-- `applied` by the identity writer (which never sees the reason).
 -- A later erasure of the same identifier (a newer `suppressions.added_at`) ends it.
 CREATE TABLE IF NOT EXISTS {db}.suppression_lifts (
     hash String,
@@ -16,4 +16,4 @@ CREATE TABLE IF NOT EXISTS {db}.suppression_lifts (
     reason String,
     version UInt64
 ) ENGINE = ReplacingMergeTree(version)
-ORDER BY (hash, request_id)
+ORDER BY (hash, request_id, status)
