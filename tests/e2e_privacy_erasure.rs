@@ -693,9 +693,14 @@ fn unsuppress_lets_a_returning_person_in_without_bringing_back_old_data() {
     );
     assert_eq!(events_with(&w, "cara-laptop"), "");
     assert_eq!(
+        events_with(&w, "cara-tablet"),
+        "",
+        "an event from before the lift came in"
+    );
+    assert_eq!(
         suppressed(&w),
-        5.0,
-        "two replayed after the erasure, two after the lift, c5"
+        6.0,
+        "two replayed after the erasure, two after the lift, c5, c0"
     );
     assert_eq!(
         w.query_u64("SELECT count() FROM profiles FINAL WHERE has(identifier_values, 'cara-1')"),
