@@ -13,7 +13,7 @@ use crate::privacy;
 pub enum PrivacyCommand {
     /// Erase a person: their profile, identifiers, events, scores and the personal
     /// values of their ledger entries, from the identity writer, Kafka and every
-    /// ClickHouse table; their identifiers are suppressed for good.
+    /// ClickHouse table; their identifiers are suppressed (until `privacy unsuppress`).
     Erase {
         /// Any identifier of the person (`type:value`) or their customer id (`c_…`).
         #[arg(required_unless_present = "resume")]
