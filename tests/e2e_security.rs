@@ -74,7 +74,15 @@ fn run_bounded(config: &Path, args: &[&str], limit: Duration) -> (bool, String) 
         if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("socialcrm {args:?} still running after {limit:?}");
+            let mut err = String::new();
+            if let Some(mut s) = child.stderr.take() {
+                use std::io::Read;
+                let _ = s.read_to_string(&mut err);
+            }
+            panic!(
+                "socialcrm {args:?} ({}) still running after {limit:?}; its stderr:\n{err}",
+                config.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -250,11 +250,11 @@ impl KafkaConfig {
         loop {
             let step = Duration::from_millis(500);
             let answered = consumer.fetch_metadata(None, step).is_ok();
-            // serve the error callbacks (one event per poll; a bounded number)
-            for _ in 0..100 {
-                if consumer.poll(Duration::ZERO).is_none() {
-                    break;
-                }
+            // serve the error callbacks: one event per poll, and a log event (librdkafka
+            // logs each failure before reporting it) also answers `None`, so no early
+            // stop on `None`; 200 non-blocking polls drain far more than 500 ms bring
+            for _ in 0..200 {
+                let _ = consumer.poll(Duration::ZERO);
             }
             let errors = consumer
                 .context()
@@ -276,7 +276,18 @@ impl KafkaConfig {
                     hint: "[kafka.properties] sasl.mechanism, sasl.username and sasl.password",
                 });
             }
-            if let Some(detail) = found(RDKafkaErrorCode::SSL) {
+            // a refused certificate comes as an SSL error, or first as a transport
+            // failure that quotes OpenSSL
+            let tls = found(RDKafkaErrorCode::SSL).or_else(|| {
+                errors
+                    .iter()
+                    .find(|(c, r)| {
+                        *c == RDKafkaErrorCode::BrokerTransportFailure
+                            && (r.contains("SSL routines") || r.contains("certificate verify"))
+                    })
+                    .map(|(_, r)| r.clone())
+            });
+            if let Some(detail) = tls {
                 return Err(AccessError {
                     brokers: self.brokers.clone(),
                     what: "TLS handshake failed",
