@@ -189,15 +189,16 @@ impl SuppressionList {
     }
 
     /// Reads the lifts in force from ClickHouse `suppression_lifts` (under this
-    /// salt): per hash the newest lift, unless a later erasure suppressed the
-    /// identifier again (a newer `suppressions.added_at`).
+    /// salt, applied by the identity writer: a request whose command never reached
+    /// it counts for nobody): per hash the newest lift, unless a later erasure
+    /// suppressed the identifier again (a newer `suppressions.added_at`).
     pub async fn load_lifts(
         &self,
         ch: &clickhouse::Client,
     ) -> Result<Lifts, clickhouse::error::Error> {
         let salt_id = self.hasher.salt_id();
         let lifted: Vec<(String, i64)> = ch
-            .query("SELECT hash, toInt64(max(lifted_at)) FROM suppression_lifts WHERE salt_id = ? GROUP BY hash")
+            .query("SELECT hash, toInt64(max(lifted_at)) FROM suppression_lifts WHERE salt_id = ? AND status = 'applied' GROUP BY hash")
             .bind(&salt_id)
             .fetch_all()
             .await?;
@@ -205,7 +206,7 @@ impl SuppressionList {
             return Ok(Lifts::new());
         }
         let added: HashMap<String, i64> = ch
-            .query("SELECT hash, toInt64(max(added_at)) FROM suppressions WHERE salt_id = ? AND hash IN (SELECT hash FROM suppression_lifts) GROUP BY hash")
+            .query("SELECT hash, toInt64(max(added_at)) FROM suppressions WHERE salt_id = ? AND hash IN (SELECT hash FROM suppression_lifts WHERE status = 'applied') GROUP BY hash")
             .bind(&salt_id)
             .fetch_all::<(String, i64)>()
             .await?

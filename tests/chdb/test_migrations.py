@@ -579,12 +579,17 @@ def test_suppression_lifts_queries(sess):
               "('sha256:a', 'email', 'lift-1', 's1', 'applied', toDateTime('2026-11-01 00:00:00'), 'cli', '', 2), "
               "('sha256:b', 'email', 'lift-2', 's1', 'requested', toDateTime('2026-11-01 00:00:00'), 'api:dpo', 'x', 1), "
               "('sha256:z', 'email', 'lift-3', 's0', 'requested', toDateTime('2026-11-01 00:00:00'), 'cli', 'y', 1)" % db)
+    run(sess, "INSERT INTO %s.suppression_lifts VALUES "
+              "('sha256:b', 'email', 'lift-2', 's1', 'applied', toDateTime('2026-11-01 00:00:00'), 'api:dpo', '', 2), "
+              "('sha256:c', 'user_id', 'lift-4', 's1', 'requested', toDateTime('2026-11-01 00:00:00'), 'cli', 'never sent', 1)"
+        % db)
     lifted = rows(sess, "SELECT hash, toInt64(max(lifted_at)) FROM %s.suppression_lifts "
-                        "WHERE salt_id = 's1' GROUP BY hash ORDER BY hash" % db)
+                        "WHERE salt_id = 's1' AND status = 'applied' GROUP BY hash ORDER BY hash" % db)
     assert [r[0] for r in lifted] == ["sha256:a", "sha256:b"]
     added = dict((r[0], int(r[1])) for r in rows(
         sess, "SELECT hash, toInt64(max(added_at)) FROM %s.suppressions WHERE salt_id = 's1' "
-              "AND hash IN (SELECT hash FROM %s.suppression_lifts) GROUP BY hash" % (db, db)))
+              "AND hash IN (SELECT hash FROM %s.suppression_lifts WHERE status = 'applied') GROUP BY hash"
+              % (db, db)))
     assert sorted(added) == ["sha256:a", "sha256:b"]
     # in force: a (lifted after its erasure); b was erased again after its lift
     in_force = [h for h, at in lifted if int(at) >= added[h]]
