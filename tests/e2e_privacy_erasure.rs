@@ -715,8 +715,9 @@ fn unsuppress_lets_a_returning_person_in_without_bringing_back_old_data() {
     let r = w.post(
         "/v1/batch",
         &json!({"batch": [
-            {"type": "track", "event": "Viewed", "anonymousId": "cara-phone", "messageId": "c6"},
-            {"type": "track", "event": "Viewed", "anonymousId": "cara-laptop", "messageId": "c7",
+            {"type": "identify", "anonymousId": "cara-phone", "messageId": "c6",
+             "traits": {"email": "cara@example.com"}},
+            {"type": "identify", "anonymousId": "cara-tablet", "messageId": "c7",
              "traits": {"email": "cara@example.com"}, "timestamp": ts(3, 10)},
         ]}),
     );
@@ -730,8 +731,16 @@ fn unsuppress_lets_a_returning_person_in_without_bringing_back_old_data() {
         w.log("pipeline")
     );
     assert_eq!(events_with(&w, "cara-phone"), "web:c3,web:c4,web:c6");
+    assert_eq!(events_with(&w, "cara@example.com"), "web:c3,web:c6");
     assert_eq!(events_with(&w, "cara-1"), "");
     assert_eq!(events_with(&w, "cara-laptop"), "");
+    // c7, from before the lift, carries only the lifted email, which is in the graph
+    // again: only the lift's time keeps it out
+    assert_eq!(
+        events_with(&w, "cara-tablet"),
+        "",
+        "an old event came back after a restart"
+    );
 
     // recorded: who, when, why; the command on the topic carries hashes only
     let rows = w.query(
