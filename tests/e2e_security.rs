@@ -613,10 +613,6 @@ fn kafka_sasl_scram_end_to_end() {
     let sasl_ssl = kafka_sasl_ssl_brokers();
     let ca = kafka_ca_file();
     let password = "${KAFKA_SASL_PASSWORD:-crm-sasl-pass}";
-    assert!(
-        Path::new(&ca).is_file(),
-        "no CA of the local Kafka at {ca} (deploy/local/up makes it; set SOCIALCRM_TEST_KAFKA_CA)"
-    );
     for addr in [&sasl, &sasl_ssl] {
         assert!(
             std::net::TcpStream::connect(addr.as_str()).is_ok(),
@@ -624,6 +620,10 @@ fn kafka_sasl_scram_end_to_end() {
              older deploy/local/up? restart it: deploy/local/down && deploy/local/up)"
         );
     }
+    assert!(
+        Path::new(&ca).is_file(),
+        "no CA of the local Kafka at {ca} (deploy/local/up makes it; set SOCIALCRM_TEST_KAFKA_CA)"
+    );
     let plain = kafka_variant(
         &w,
         &sasl,
