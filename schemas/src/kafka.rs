@@ -327,6 +327,33 @@ mod tests {
         }
     }
 
+    /// Brokers that refuse every connection are not an access error: the check ends
+    /// after about 5 s and the callers wait for Kafka as before.
+    #[test]
+    fn an_unreachable_broker_is_not_an_access_error() {
+        let cfg = KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            ..KafkaConfig::default()
+        };
+        let t = std::time::Instant::now();
+        assert!(cfg.check_access(Duration::from_secs(60)).is_ok());
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_secs(5) && took < Duration::from_secs(15),
+            "{took:?}"
+        );
+        let e = AccessError {
+            brokers: "b:9094".into(),
+            what: "authentication failed",
+            detail: "SASL authentication error".into(),
+            hint: "[kafka.properties] sasl.password",
+        };
+        assert_eq!(
+            e.to_string(),
+            "[kafka] b:9094: authentication failed: SASL authentication error (check [kafka.properties] sasl.password)"
+        );
+    }
+
     /// The SASL/SSL settings of docs/security.md reach librdkafka, and librdkafka
     /// accepts them: it is built with OpenSSL (without it, `SSL` and SCRAM are
     /// refused when the client is created). No broker is contacted.
