@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
-use socialcrm_pipeline::privacy::{ErasureKeyRow, ErasureRow, Status};
+use socialcrm_pipeline::privacy::{ErasureKeyRow, ErasureRow, LiftRow, Status};
 use socialcrm_pipeline::rows::ProfileRow;
 use socialcrm_schemas::messages::{EraseCommand, HashedIdentifier, IdentityCommand, PrivacyAction};
 use socialcrm_schemas::suppression::SuppressionHasher;
@@ -74,7 +74,7 @@ pub const ERASED_TABLES: [&str; 9] = [
 ];
 
 /// Tables that hold nothing personal of a person, and why.
-pub const KEPT_TABLES: [(&str, &str); 7] = [
+pub const KEPT_TABLES: [(&str, &str); 8] = [
     (
         "score_runs",
         "scoring runs: times, counts and the scoring config",
@@ -85,6 +85,10 @@ pub const KEPT_TABLES: [(&str, &str); 7] = [
     ),
     ("schema_migrations", "applied migrations"),
     ("suppressions", "salted hashes of erased identifiers"),
+    (
+        "suppression_lifts",
+        "lifted suppressions: hashes, who lifted them, when and why",
+    ),
     (
         "erasures",
         "erasure requests: subject hash, customer ids, counts",
@@ -337,6 +341,180 @@ pub async fn request(cfg: &Config, subject: &str, requested_by: &str) -> PResult
         request_id,
         subject: s,
     })
+}
+
+/// Longest `reason` of a lift, in characters.
+pub const MAX_LIFT_REASON_CHARS: usize = 500;
+
+/// Lifts the suppression of an erased identifier (`type:value`) from now on:
+/// records who, when and why in `crm.suppression_lifts` (`requested`) and sends an
+/// `unsuppress` command to the identity writer, ordered with the erasures on
+/// `crm.privacy.commands`. Events that occurred after the lift are accepted again;
+/// older ones stay dropped, and the erased data stays erased (docs/privacy.md).
+pub async fn unsuppress(
+    cfg: &Config,
+    subject: &str,
+    requested_by: &str,
+    reason: &str,
+) -> PResult<LiftRow> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(PrivacyError::BadRequest(
+            "give a reason for lifting the suppression (e.g. `consented again on 2026-12-01, ticket 4711`); it is recorded".into(),
+        ));
+    }
+    if reason.chars().count() > MAX_LIFT_REASON_CHARS || reason.chars().any(char::is_control) {
+        return Err(PrivacyError::BadRequest(format!(
+            "the reason must be at most {MAX_LIFT_REASON_CHARS} characters, without control characters"
+        )));
+    }
+    let (t, v) = subject.split_once(':').ok_or_else(|| {
+        PrivacyError::BadRequest(format!(
+            "`{subject}`: give the identifier as type:value (e.g. email:ann@example.com)"
+        ))
+    })?;
+    let q = crate::api::queries(cfg).map_err(|e| PrivacyError::BadRequest(format!("{e:#}")))?;
+    let id = socialcrm_schemas::privacy::lookup_identifier(
+        cfg.privacy.hasher().as_ref(),
+        &q.normalizer,
+        t,
+        v,
+    )
+    .map_err(|e| PrivacyError::BadRequest(format!("`{subject}`: {e}")))?;
+    let hasher = SuppressionHasher::new(&cfg.privacy);
+    let key = id.key();
+    let hash = hasher.hash_key(&key);
+    let salt_id = hasher.salt_id();
+    let ch = cfg.clickhouse.client();
+    let suppressed: u64 = ch
+        .query("SELECT count() FROM suppressions WHERE hash = ? AND salt_id = ?")
+        .bind(&hash)
+        .bind(&salt_id)
+        .fetch_one()
+        .await?;
+    if suppressed == 0 {
+        return Err(PrivacyError::NotFound(format!(
+            "`{subject}` is not suppressed (no erasure under this privacy.salt names it): nothing to lift"
+        )));
+    }
+    let now = Utc::now();
+    let request_id = format!(
+        "lift-{}",
+        crate::commands::identity::new_command_id().trim_start_matches("cmd-")
+    );
+    let id_type = key.split(':').next().unwrap_or_default().to_string();
+    let row = LiftRow {
+        hash: hash.clone(),
+        id_type: id_type.clone(),
+        request_id: request_id.clone(),
+        salt_id: salt_id.clone(),
+        status: "requested".into(),
+        lifted_at: now.timestamp() as u32,
+        requested_by: requested_by.to_string(),
+        reason: reason.to_string(),
+        version: Status::Requested.version(now),
+    };
+    insert(&ch, "suppression_lifts", std::slice::from_ref(&row)).await?;
+    let cmd = EraseCommand {
+        schema_version: SCHEMA_VERSION,
+        request_id: request_id.clone(),
+        action: PrivacyAction::Unsuppress,
+        customer_ids: Vec::new(),
+        identifiers: vec![HashedIdentifier {
+            id_type,
+            hash: hash.clone(),
+        }],
+        salt_id,
+        requested_by: requested_by.to_string(),
+        subject: hash,
+        requested_at: now,
+    };
+    let payload = serde_json::to_vec(&cmd)
+        .map_err(|e| PrivacyError::Unavailable(format!("encoding the request: {e}")))?;
+    send(
+        cfg,
+        &cfg.kafka.topics.privacy_commands,
+        &request_id,
+        &payload,
+    )
+    .await?;
+    tracing::info!(request = %request_id, id_type = %row.id_type, requested_by, "suppression lift requested");
+    Ok(row)
+}
+
+/// The status rows of lift requests folded into one per request: the newest
+/// status, with the reason and who asked from the requester's row.
+fn fold_lifts(rows: Vec<LiftRow>) -> Vec<LiftRow> {
+    let mut by_id: std::collections::BTreeMap<String, LiftRow> = Default::default();
+    for r in rows {
+        match by_id.get_mut(&r.request_id) {
+            None => {
+                by_id.insert(r.request_id.clone(), r);
+            }
+            Some(prev) => {
+                let (newer, mut older) = if r.version > prev.version {
+                    (r, std::mem::take(prev))
+                } else {
+                    (std::mem::take(prev), r)
+                };
+                *prev = newer;
+                if prev.reason.is_empty() {
+                    prev.reason = std::mem::take(&mut older.reason);
+                }
+                if prev.requested_by.is_empty() {
+                    prev.requested_by = older.requested_by;
+                }
+            }
+        }
+    }
+    let mut out: Vec<LiftRow> = by_id.into_values().collect();
+    out.sort_by(|a, b| {
+        b.lifted_at
+            .cmp(&a.lifted_at)
+            .then(a.request_id.cmp(&b.request_id))
+    });
+    out
+}
+
+/// The current state of a lift request (`requested` or `applied`).
+pub async fn lift_status(ch: &clickhouse::Client, request_id: &str) -> PResult<Option<LiftRow>> {
+    let rows: Vec<LiftRow> = ch
+        .query("SELECT ?fields FROM suppression_lifts FINAL WHERE request_id = ?")
+        .bind(request_id)
+        .fetch_all()
+        .await?;
+    Ok(fold_lifts(rows).into_iter().next())
+}
+
+/// Waits until the identity writer applied a lift; `None` on timeout.
+pub async fn wait_lift_applied(
+    ch: &clickhouse::Client,
+    request_id: &str,
+    wait: Duration,
+) -> PResult<Option<LiftRow>> {
+    let deadline = Instant::now() + wait;
+    loop {
+        if let Some(r) = lift_status(ch, request_id).await? {
+            if r.status == "applied" {
+                return Ok(Some(r));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Every lift, newest first (one row per request, its current status).
+pub async fn lifts(cfg: &Config) -> PResult<Vec<LiftRow>> {
+    let rows: Vec<LiftRow> = cfg
+        .clickhouse
+        .client()
+        .query("SELECT ?fields FROM suppression_lifts FINAL")
+        .fetch_all()
+        .await?;
+    Ok(fold_lifts(rows))
 }
 
 /// Sends one keyed message and waits for Kafka's acknowledgement.

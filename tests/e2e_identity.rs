@@ -173,10 +173,12 @@ fn migrate_twice_changes_nothing_and_records_every_migration() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]"),
+        text.contains(
+            "applied [], already applied [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14]"
+        ),
         "{text}"
     );
-    assert_eq!(w.query_u64("SELECT count() FROM schema_migrations"), 13);
+    assert_eq!(w.query_u64("SELECT count() FROM schema_migrations"), 14);
     for table in [
         "events",
         "identities",
@@ -200,6 +202,7 @@ fn migrate_twice_changes_nothing_and_records_every_migration() {
         "suppressions",
         "erasures",
         "erasure_keys",
+        "suppression_lifts",
         "event_moves",
     ] {
         assert_eq!(

@@ -549,3 +549,275 @@ fn erasure_is_complete_and_replays_and_rebuilds_do_not_bring_the_person_back() {
     let items: Value = serde_json::from_str(&body).expect("json");
     assert_eq!(items["items"].as_array().map(Vec::len), Some(2), "{items}");
 }
+
+/// Everything that identifies Cara (the person who comes back).
+const CARA: [&str; 4] = ["cara-laptop", "cara-tablet", "cara-1", "cara@example.com"];
+
+/// Cara's events, in order: `event_id`s of her current profile's events.
+fn events_with(w: &World, value: &str) -> String {
+    w.query(&format!(
+        "SELECT arrayStringConcat(groupArray(event_id), ',') FROM \
+         (SELECT event_id FROM events FINAL WHERE has(identifier_values, '{value}') ORDER BY event_id)"
+    ))
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn unsuppress_lets_a_returning_person_in_without_bringing_back_old_data() {
+    let mut w = World::new("unsuppress");
+    let api_port = free_port();
+    w.append_config(&format!(
+        "[api]\nlisten = \"127.0.0.1:{api_port}\"\n\
+         keys = [{{ name = \"dpo\", key = \"{ADMIN_KEY}\", scopes = [\"read\", \"admin\"] }},\n  \
+         {{ name = \"marketing\", key = \"{READ_KEY}\", scopes = [\"read\", \"export\"] }}]\n"
+    ));
+    w.start_collector();
+    w.start_pipeline();
+    let topics = w.topics();
+    let old_history = json!({"batch": [
+        {"type": "identify", "anonymousId": "cara-laptop", "userId": "cara-1", "messageId": "c1",
+         "traits": {"email": "cara@example.com", "name": "Cara"}, "timestamp": ts(1, 10)},
+        {"type": "track", "event": "Viewed", "userId": "cara-1", "messageId": "c2", "timestamp": ts(2, 10)},
+    ]});
+    let r = w.post("/v1/batch", &old_history);
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_until(Duration::from_secs(60), "Cara's events", || {
+        w.query_u64("SELECT count() FROM events FINAL") == 2
+    });
+    w.wait_caught_up();
+    let out = w.cli(&[
+        "privacy",
+        "erase",
+        "email:cara@example.com",
+        "--wait-secs",
+        "120",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let suppressed =
+        |w: &World| metric(w, "socialcrm_pipeline_events_total{outcome=\"suppressed\"}");
+    // a replay of her old events is dropped
+    let r = w.post("/v1/batch", &old_history);
+    assert_eq!(r.status, 200, "{}", r.body);
+    w.wait_caught_up();
+    assert_eq!(suppressed(&w), 2.0);
+    assert!(!w
+        .cli(&["profile", "get", "email:cara@example.com"])
+        .status
+        .success());
+
+    // refusals: no reason, an identifier that is not suppressed, not an identifier
+    let out = w.cli(&[
+        "privacy",
+        "unsuppress",
+        "email:cara@example.com",
+        "--reason",
+        " ",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give a reason"));
+    let out = w.cli(&[
+        "privacy",
+        "unsuppress",
+        "email:nobody@example.com",
+        "--reason",
+        "x",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not suppressed"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!w
+        .cli(&["privacy", "unsuppress", "cara", "--reason", "x"])
+        .status
+        .success());
+
+    // she comes back and consents again: her email is lifted (any case and spacing)
+    let lift: Value = serde_json::from_str(&w.cli_ok(&[
+        "privacy",
+        "unsuppress",
+        " email:Cara@Example.COM",
+        "--reason",
+        "consented again, ticket 4711",
+        "--wait-secs",
+        "120",
+        "--json",
+    ]))
+    .expect("lift json");
+    assert_eq!(lift["status"], "applied", "{lift}");
+    assert_eq!(lift["requested_by"], "cli", "{lift}");
+    assert_eq!(lift["reason"], "consented again, ticket 4711", "{lift}");
+    assert_eq!(lift["id_type"], "email", "{lift}");
+    // the lift admits events of a later second than the lift
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = w.post("/v1/batch", &old_history);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = w.post(
+        "/v1/batch",
+        &json!({"batch": [
+            {"type": "identify", "anonymousId": "cara-phone", "messageId": "c3",
+             "traits": {"email": "cara@example.com"}},
+            {"type": "track", "event": "Viewed", "anonymousId": "cara-phone", "messageId": "c4"},
+            // her old login is still suppressed: only the email was lifted
+            {"type": "track", "event": "Viewed", "userId": "cara-1", "messageId": "c5"},
+            // a late backfill of an event from before the erasure: its only suppressed
+            // identifier is the lifted email, but it occurred before the lift
+            {"type": "identify", "anonymousId": "cara-tablet", "messageId": "c0",
+             "traits": {"email": "cara@example.com"}, "timestamp": ts(1, 12)},
+        ]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    w.wait_caught_up();
+    let p = w.profile_json("email:cara@example.com");
+    let ids = profile_identifiers(&p);
+    assert!(ids.contains(&"anonymous_id:cara-phone"), "{p}");
+    assert!(
+        !ids.iter()
+            .any(|i| i.contains("cara-1") || i.contains("cara-laptop")),
+        "old identifiers came back: {p}"
+    );
+    assert_eq!(events_with(&w, "cara@example.com"), "web:c3");
+    assert_eq!(events_with(&w, "cara-phone"), "web:c3,web:c4");
+    assert_eq!(
+        events_with(&w, "cara-1"),
+        "",
+        "old events or the old login came back"
+    );
+    assert_eq!(events_with(&w, "cara-laptop"), "");
+    assert_eq!(
+        events_with(&w, "cara-tablet"),
+        "",
+        "an event from before the lift came in"
+    );
+    assert_eq!(
+        suppressed(&w),
+        6.0,
+        "two replayed after the erasure, two after the lift, c5, c0"
+    );
+    assert_eq!(
+        w.query_u64("SELECT count() FROM profiles FINAL WHERE has(identifier_values, 'cara-1')"),
+        0
+    );
+
+    // a restarted writer reads the lift from crm.suppression_lifts
+    let pipeline = 1;
+    let _ = w.child(pipeline).kill();
+    let _ = w.child(pipeline).wait();
+    w.start_pipeline();
+    let r = w.post(
+        "/v1/batch",
+        &json!({"batch": [
+            {"type": "identify", "anonymousId": "cara-phone", "messageId": "c6",
+             "traits": {"email": "cara@example.com"}},
+            {"type": "identify", "anonymousId": "cara-tablet", "messageId": "c7",
+             "traits": {"email": "cara@example.com"}, "timestamp": ts(3, 10)},
+        ]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = w.post("/v1/batch", &old_history);
+    assert_eq!(r.status, 200, "{}", r.body);
+    w.wait_caught_up();
+    assert!(
+        w.log("pipeline").contains("lifted=1"),
+        "{}",
+        w.log("pipeline")
+    );
+    assert_eq!(events_with(&w, "cara-phone"), "web:c3,web:c4,web:c6");
+    assert_eq!(events_with(&w, "cara@example.com"), "web:c3,web:c6");
+    assert_eq!(events_with(&w, "cara-1"), "");
+    assert_eq!(events_with(&w, "cara-laptop"), "");
+    // c7, from before the lift, carries only the lifted email, which is in the graph
+    // again: only the lift's time keeps it out
+    assert_eq!(
+        events_with(&w, "cara-tablet"),
+        "",
+        "an old event came back after a restart"
+    );
+
+    // recorded: who, when, why; the command on the topic carries hashes only
+    let rows = w.query(
+        "SELECT request_id, status, id_type, requested_by, reason FROM suppression_lifts FINAL ORDER BY status FORMAT TSV",
+    );
+    assert!(rows.contains("applied\temail\tcli\t"), "{rows}");
+    assert!(
+        rows.contains("requested\temail\tcli\tconsented again, ticket 4711"),
+        "{rows}"
+    );
+    let listed = w.cli_ok(&["privacy", "lifts"]);
+    assert!(
+        listed.contains("applied") && listed.contains("ticket 4711"),
+        "{listed}"
+    );
+    let cmds: Vec<Vec<u8>> = consume_all(&topics.privacy_commands, 2, Duration::from_secs(10))
+        .into_iter()
+        .filter_map(|(_, p)| p)
+        .collect();
+    let cmds = assert_all_valid(json_schema::ERASE_COMMAND, &cmds, "crm.privacy.commands");
+    assert!(cmds.iter().any(|c| c["action"] == "unsuppress"), "{cmds:?}");
+    for c in &cmds {
+        let text = c.to_string();
+        assert!(CARA.iter().all(|v| !text.contains(v)), "{text}");
+    }
+
+    // the HTTP API: admin scope; her login is lifted too
+    let base = w.start_api(api_port);
+    let call = |key: &str, body: &Value| {
+        let r = http::request(
+            "POST",
+            &format!("{base}/v1/privacy/unsuppress"),
+            &[
+                ("Authorization", format!("Bearer {key}")),
+                ("Content-Type", "application/json".into()),
+            ],
+            body.to_string().as_bytes(),
+        )
+        .expect("request");
+        (r.status, r.body)
+    };
+    let lift_login =
+        json!({"subject": "user_id:cara-1", "reason": "logged in again", "wait_secs": 120});
+    let (st, body) = call(READ_KEY, &lift_login);
+    assert_eq!(st, 403, "{body}");
+    let (st, body) = call(
+        ADMIN_KEY,
+        &json!({"subject": "user_id:nobody", "reason": "x"}),
+    );
+    assert_eq!(st, 404, "{body}");
+    let (st, body) = call(ADMIN_KEY, &json!({"subject": "user_id:cara-1"}));
+    assert_eq!(st, 400, "{body}");
+    let (st, body) = call(ADMIN_KEY, &lift_login);
+    assert_eq!(st, 200, "{body}\nserve log:\n{}", w.log("serve"));
+    let done: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(done["status"], "applied", "{done}");
+    assert_eq!(done["requested_by"], "api:dpo", "{done}");
+    let r = http::get_with_key(&format!("{base}/v1/privacy/lifts"), ADMIN_KEY);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let items: Value = serde_json::from_str(&r.body).expect("json");
+    assert_eq!(items["items"].as_array().map(Vec::len), Some(2), "{items}");
+    assert_eq!(
+        http::get_with_key(&format!("{base}/v1/privacy/lifts"), READ_KEY).status,
+        403
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let r = w.post(
+        "/v1/track",
+        &json!({"event": "Viewed", "userId": "cara-1", "messageId": "c8"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = w.post("/v1/batch", &old_history);
+    assert_eq!(r.status, 200, "{}", r.body);
+    w.wait_caught_up();
+    assert_eq!(
+        events_with(&w, "cara-1"),
+        "web:c8",
+        "only the new login event"
+    );
+}

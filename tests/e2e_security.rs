@@ -2,7 +2,11 @@
 //! password that deploy/local/up defines (`crm_secure`), a wrong password failing
 //! at start with an error that names [clickhouse] (no panic, no endless retry),
 //! and ClickHouse over https with a private CA (a TLS proxy in front of the local
-//! server, certificates made by the `openssl` command).
+//! server, certificates made by the `openssl` command), and Kafka with SASL/SCRAM on
+//! the local broker's authenticated listeners (SASL_PLAINTEXT and SASL_SSL, which
+//! deploy/local/up adds with the user `crm_sasl`): an event goes collector → Kafka →
+//! pipeline → ClickHouse over them, and a wrong password or a missing CA stops each
+//! process at start with the settings named.
 
 mod common;
 
@@ -70,7 +74,15 @@ fn run_bounded(config: &Path, args: &[&str], limit: Duration) -> (bool, String) 
         if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("socialcrm {args:?} still running after {limit:?}");
+            let mut err = String::new();
+            if let Some(mut s) = child.stderr.take() {
+                use std::io::Read;
+                let _ = s.read_to_string(&mut err);
+            }
+            panic!(
+                "socialcrm {args:?} ({}) still running after {limit:?}; its stderr:\n{err}",
+                config.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -526,4 +538,180 @@ fn collector_keys_per_source_reload_and_rate_limit() {
         assert!(!log.contains(key.as_str()), "{log}");
     }
     assert!(log.contains("collector keys and limits reloaded"), "{log}");
+}
+
+/// The local broker's SASL_PLAINTEXT and SASL_SSL listeners and its CA (deploy/local/env.sh).
+fn kafka_sasl_brokers() -> String {
+    std::env::var("SOCIALCRM_TEST_KAFKA_SASL").unwrap_or_else(|_| "127.0.0.1:9094".into())
+}
+
+fn kafka_sasl_ssl_brokers() -> String {
+    std::env::var("SOCIALCRM_TEST_KAFKA_SASL_SSL").unwrap_or_else(|_| "127.0.0.1:9095".into())
+}
+
+fn kafka_ca_file() -> String {
+    std::env::var("SOCIALCRM_TEST_KAFKA_CA")
+        .unwrap_or_else(|_| format!("{}/.local/kafka/tls/ca.pem", env!("CARGO_MANIFEST_DIR")))
+}
+
+const KAFKA_WRONG_PASSWORD: &str = "wrong-kafka-pass-51c9";
+
+/// The world's config with `[kafka] brokers` replaced and `[kafka.properties]` added.
+fn kafka_variant(w: &World, brokers: &str, properties: &str, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(&w.config).expect("config");
+    let old = format!("brokers = \"{}\"\n", kafka_brokers());
+    assert!(text.contains(&old), "{text}");
+    let text = text
+        .replace(&old, &format!("brokers = \"{brokers}\"\n"))
+        .replace(
+            "[clickhouse]\n",
+            &format!("[kafka.properties]\n{properties}[clickhouse]\n"),
+        );
+    let path = w.dir.path().join(name);
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// SCRAM-SHA-256 settings; the password as given (a `${VAR:-default}` is resolved
+/// by socialcrm).
+fn scram(protocol: &str, password: &str, ca: Option<&str>) -> String {
+    let mut p = format!(
+        "\"security.protocol\" = \"{protocol}\"\n\"sasl.mechanism\" = \"SCRAM-SHA-256\"\n\"sasl.username\" = \"${{KAFKA_SASL_USER:-crm_sasl}}\"\n\"sasl.password\" = \"{password}\"\n"
+    );
+    if let Some(ca) = ca {
+        p.push_str(&format!("\"ssl.ca.location\" = \"{ca}\"\n"));
+    }
+    p
+}
+
+/// Like [`assert_fails_clearly`], for the Kafka wrong password.
+fn assert_kafka_fails_clearly(config: &Path, args: &[&str], wants: &[&str]) -> Duration {
+    let t = Instant::now();
+    let (ok, stderr) = run_bounded(config, args, Duration::from_secs(60));
+    let took = t.elapsed();
+    assert!(!ok, "{args:?} succeeded:\n{stderr}");
+    for want in wants {
+        assert!(stderr.contains(want), "{args:?}: no `{want}` in:\n{stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{args:?} panicked:\n{stderr}");
+    let leaks = common::secrets::scan_text(
+        &format!("stderr of {args:?}"),
+        &stderr,
+        &[common::secrets::Secret {
+            key: "kafka.properties.sasl.password".into(),
+            value: KAFKA_WRONG_PASSWORD.into(),
+        }],
+    );
+    common::secrets::assert_no_leaks("a wrong Kafka password", &leaks);
+    took
+}
+
+#[test]
+fn kafka_sasl_scram_end_to_end() {
+    let mut w = World::new("kafkasasl");
+    let sasl = kafka_sasl_brokers();
+    let sasl_ssl = kafka_sasl_ssl_brokers();
+    let ca = kafka_ca_file();
+    let password = "${KAFKA_SASL_PASSWORD:-crm-sasl-pass}";
+    for addr in [&sasl, &sasl_ssl] {
+        assert!(
+            std::net::TcpStream::connect(addr.as_str()).is_ok(),
+            "nothing listens on {addr}: the local Kafka has no SASL listeners (started by an \
+             older deploy/local/up? restart it: deploy/local/down && deploy/local/up)"
+        );
+    }
+    assert!(
+        Path::new(&ca).is_file(),
+        "no CA of the local Kafka at {ca} (deploy/local/up makes it; set SOCIALCRM_TEST_KAFKA_CA)"
+    );
+    let plain = kafka_variant(
+        &w,
+        &sasl,
+        &scram("SASL_PLAINTEXT", password, None),
+        "sasl.toml",
+    );
+    let tls = kafka_variant(
+        &w,
+        &sasl_ssl,
+        &scram("SASL_SSL", password, Some(&ca)),
+        "sasl-ssl.toml",
+    );
+
+    // a wrong password: every Kafka client process stops at once, naming the settings
+    let wrong = kafka_variant(
+        &w,
+        &sasl,
+        &scram("SASL_PLAINTEXT", KAFKA_WRONG_PASSWORD, None),
+        "wrong.toml",
+    );
+    let wants = [
+        "[kafka]",
+        "authentication failed",
+        "SCRAM-SHA-256",
+        "check [kafka.properties] sasl.mechanism, sasl.username and sasl.password",
+    ];
+    for args in [&["collector"][..], &["pipeline"], &["migrate"]] {
+        let took = assert_kafka_fails_clearly(&wrong, args, &wants);
+        eprintln!("{args:?} with a wrong Kafka password stopped after {took:?}");
+        assert!(took < Duration::from_secs(30), "{args:?} took {took:?}");
+    }
+    // the same over TLS
+    let wrong_tls = kafka_variant(
+        &w,
+        &sasl_ssl,
+        &scram("SASL_SSL", KAFKA_WRONG_PASSWORD, Some(&ca)),
+        "wrong-tls.toml",
+    );
+    assert_kafka_fails_clearly(&wrong_tls, &["collector"], &wants);
+    // TLS without the private CA: the broker's certificate is refused
+    let no_ca = kafka_variant(
+        &w,
+        &sasl_ssl,
+        &scram("SASL_SSL", password, None),
+        "no-ca.toml",
+    );
+    assert_kafka_fails_clearly(
+        &no_ca,
+        &["collector"],
+        &["[kafka]", "TLS handshake failed", "ssl.ca.location"],
+    );
+
+    // the right password: migrate over SASL_SSL (topics are there), then the collector
+    // on SASL_SSL and the pipeline on SASL_PLAINTEXT. Each process reads the world's
+    // config when it starts, so the file is switched between the two starts.
+    let out = run_with(&tls, &["migrate"]);
+    assert!(
+        out.status.success(),
+        "migrate over SASL_SSL: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::copy(&tls, &w.config).expect("use the SASL_SSL config");
+    w.start_collector();
+    std::fs::copy(&plain, &w.config).expect("use the SASL_PLAINTEXT config");
+    w.start_pipeline();
+    let r = w.post(
+        "/v1/identify",
+        &json!({"userId": "sasl-1", "messageId": "sasl-m1", "traits": {"email": "Sasl@Example.com"}}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // `lag` and `profile get` go through SASL_PLAINTEXT too
+    w.wait_caught_up();
+    let p = w.profile_json("email:sasl@example.com");
+    assert!(
+        profile_identifiers(&p).contains(&"user_id:sasl-1"),
+        "profile after collector (SASL_SSL) -> pipeline (SASL_PLAINTEXT): {p}"
+    );
+    assert_eq!(
+        w.query_u64("SELECT count() FROM events FINAL WHERE event_id = 'web:sasl-m1'"),
+        1
+    );
+    // the event really went through the broker: it is on the topic
+    let events = consume_all(&w.topics().events, 1, Duration::from_secs(10));
+    assert_eq!(events.len(), 1);
+    // World's drop scans every log of this test for the configured password
+    let keys: Vec<String> = w.secrets().into_iter().map(|s| s.key).collect();
+    assert!(
+        keys.iter().any(|k| k.contains("sasl.password")),
+        "the scan does not know the Kafka password: {keys:?}"
+    );
 }

@@ -26,6 +26,14 @@ KAFKA_HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 KAFKA_START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 KAFKA_POM="$SOCIALCRM_ROOT/deploy/local/kafka/pom.xml"
 KAFKA_BOOTSTRAP="$KAFKA_HOST:$KAFKA_PORT"
+# Authenticated listeners next to the PLAINTEXT one (which everything else uses):
+# SASL_PLAINTEXT and SASL_SSL (TLS with a CA made here, in $KAFKA_DATA_DIR/tls), both
+# SCRAM-SHA-256, for the user $KAFKA_SASL_USER (tests/e2e_security.rs, docs/security.md)
+KAFKA_SASL_PORT="${KAFKA_SASL_PORT:-9094}"
+KAFKA_SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-9095}"
+KAFKA_SASL_USER="${KAFKA_SASL_USER:-crm_sasl}"
+KAFKA_SASL_PASSWORD="${KAFKA_SASL_PASSWORD:-crm-sasl-pass}"
+KAFKA_TLS_DIR="${KAFKA_TLS_DIR:-$KAFKA_DATA_DIR/tls}"
 
 # --- Topics -------------------------------------------------------------------
 SOCIALCRM_TOPIC_EVENTS="${SOCIALCRM_TOPIC_EVENTS:-crm.events}"

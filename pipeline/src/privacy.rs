@@ -12,16 +12,20 @@
 //! From then on an event that carries a suppressed identifier anywhere (actor,
 //! claims, target) is dropped before it is resolved: counted, not stored, not sent
 //! to the dead-letter topic, so a replay or a backfill cannot bring the person back.
+//!
+//! A lift (`socialcrm privacy unsuppress`, an `unsuppress` command on the same
+//! topic) lets through the events of a suppressed identifier that occurred after
+//! the lift; older ones stay dropped. A later erasure of the identifier ends it.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use socialcrm_schemas::messages::{EraseCommand, IdentityAction, IdentityMessage};
+use socialcrm_schemas::messages::{EraseCommand, IdentityAction, IdentityMessage, PrivacyAction};
 use socialcrm_schemas::privacy::PrivacyConfig;
 use socialcrm_schemas::retry::{retry, RetryPolicy};
 use socialcrm_schemas::suppression::{
-    event_identifiers, raw_identifiers, SuppressionHasher, SuppressionList,
+    event_identifiers, lift_admits, raw_identifiers, SuppressionHasher, SuppressionList,
 };
 use socialcrm_schemas::{CanonicalEvent, Identifier, Normalizer};
 
@@ -37,6 +41,21 @@ pub struct SuppressionRow {
     pub request_id: String,
     pub salt_id: String,
     pub added_at: u32,
+    pub version: u64,
+}
+
+/// A row of `crm.suppression_lifts`: one status (`requested`, `applied`) of one
+/// lifted identifier hash.
+#[derive(Debug, Clone, Default, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub struct LiftRow {
+    pub hash: String,
+    pub id_type: String,
+    pub request_id: String,
+    pub salt_id: String,
+    pub status: String,
+    pub lifted_at: u32,
+    pub requested_by: String,
+    pub reason: String,
     pub version: u64,
 }
 
@@ -113,19 +132,22 @@ pub struct BatchPrivacy {
     pub suppressions: Vec<SuppressionRow>,
     pub erasure_keys: Vec<ErasureKeyRow>,
     pub applied: Vec<ErasureRow>,
+    /// Lifts applied in this batch (`applied` status rows).
+    pub lifts: Vec<LiftRow>,
 }
 
 impl BatchPrivacy {
     pub fn is_empty(&self) -> bool {
-        self.applied.is_empty()
+        self.applied.is_empty() && self.lifts.is_empty()
     }
 
     /// Writes the suppression list, the erasure keys, then the `applied` status
-    /// (last: the requester starts deleting when it sees it).
+    /// (last: the requester starts deleting when it sees it), and applied lifts.
     pub async fn write(&self, ch: &clickhouse::Client) -> Result<(), clickhouse::error::Error> {
         insert(ch, "suppressions", &self.suppressions).await?;
         insert(ch, "erasure_keys", &self.erasure_keys).await?;
-        insert(ch, "erasures", &self.applied).await
+        insert(ch, "erasures", &self.applied).await?;
+        insert(ch, "suppression_lifts", &self.lifts).await
     }
 }
 
@@ -164,25 +186,86 @@ impl Privacy {
         }
     }
 
-    fn is_suppressed(&self, graph: &Graph, id: &Identifier) -> bool {
+    /// `occurred_at` in Unix seconds (`None`: unknown, so a lift does not apply).
+    fn is_suppressed(&self, graph: &Graph, id: &Identifier, occurred_at: Option<i64>) -> bool {
         let key = self.hasher.stored_key(id);
-        // a suppressed identifier is never in the graph: known ones need no hash
-        !graph.ids.contains_key(&key) && graph.suppressed.contains(&self.hasher.hash_key(&key))
+        if graph.lifted.is_empty() {
+            // a suppressed identifier is never in the graph: known ones need no hash
+            return !graph.ids.contains_key(&key)
+                && graph.suppressed.contains(&self.hasher.hash_key(&key));
+        }
+        // a lifted identifier enters the graph again with its new events, while its
+        // old events stay dropped: while lifts exist, every identifier is hashed
+        let hash = self.hasher.hash_key(&key);
+        match graph.lifted.get(&hash) {
+            Some(l) => !occurred_at.is_some_and(|at| lift_admits(Some(l), at)),
+            None => !graph.ids.contains_key(&key) && graph.suppressed.contains(&hash),
+        }
     }
 
     /// True when a validated event (identifiers normalised, not yet hashed)
-    /// carries a suppressed identifier.
+    /// carries a suppressed identifier (one lifted before the event occurred
+    /// counts as suppressed no more).
     pub fn suppressed(&self, graph: &Graph, ev: &CanonicalEvent) -> bool {
-        !graph.suppressed.is_empty() && event_identifiers(ev).any(|i| self.is_suppressed(graph, i))
+        let at = Some(ev.occurred_at.timestamp());
+        !graph.suppressed.is_empty()
+            && event_identifiers(ev).any(|i| self.is_suppressed(graph, i, at))
     }
 
     /// The same for a payload that failed validation (it would go to the
-    /// dead-letter topic): the identifiers it names, read leniently.
+    /// dead-letter topic): the identifiers it names, read leniently, and its
+    /// `occurred_at` if it has a readable one.
     pub fn raw_suppressed(&self, graph: &Graph, payload: &[u8], normalizer: &Normalizer) -> bool {
-        !graph.suppressed.is_empty()
-            && raw_identifiers(payload, normalizer)
-                .iter()
-                .any(|i| self.is_suppressed(graph, i))
+        if graph.suppressed.is_empty() {
+            return false;
+        }
+        let at = if graph.lifted.is_empty() {
+            None
+        } else {
+            serde_json::from_slice::<serde_json::Value>(payload)
+                .ok()
+                .and_then(|v| {
+                    v.get("occurred_at")
+                        .and_then(|t| t.as_str())
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                })
+                .map(|t| t.timestamp())
+        };
+        raw_identifiers(payload, normalizer)
+            .iter()
+            .any(|i| self.is_suppressed(graph, i, at))
+    }
+
+    /// Applies a lift (`unsuppress` command): each listed hash that is suppressed
+    /// lets through events that occurred after `requested_at`.
+    fn lift(
+        &self,
+        cmd: &EraseCommand,
+        graph: &mut Graph,
+        batch: &mut BatchPrivacy,
+        now: DateTime<Utc>,
+    ) {
+        let at = cmd.requested_at.timestamp();
+        for h in &cmd.identifiers {
+            if !graph.suppressed.contains(&h.hash) {
+                tracing::info!(request = %cmd.request_id, id_type = %h.id_type, "lift of an identifier that is not suppressed: nothing to lift");
+                continue;
+            }
+            let l = graph.lifted.entry(h.hash.clone()).or_insert(at);
+            *l = (*l).max(at);
+            batch.lifts.push(LiftRow {
+                hash: h.hash.clone(),
+                id_type: h.id_type.clone(),
+                request_id: cmd.request_id.clone(),
+                salt_id: cmd.salt_id.clone(),
+                status: "applied".into(),
+                lifted_at: secs(cmd.requested_at),
+                requested_by: cmd.requested_by.clone(),
+                reason: String::new(),
+                version: Status::Applied.version(now),
+            });
+        }
+        metrics::counter!("socialcrm_pipeline_suppression_lifts_total").increment(1);
     }
 
     /// Applies an erasure request. Rows and ledger entries that earlier events of
@@ -203,9 +286,18 @@ impl Privacy {
         let salt_id = self.hasher.salt_id();
         if cmd.salt_id != salt_id {
             return Err(format!(
-                "erase request {} was hashed under another privacy.salt (salt_id {}, this writer's {salt_id}): send it again from a process with this writer's config",
-                cmd.request_id, cmd.salt_id
+                "{} request {} was hashed under another privacy.salt (salt_id {}, this writer's {salt_id}): send it again from a process with this writer's config",
+                match cmd.action {
+                    PrivacyAction::Erase => "erase",
+                    PrivacyAction::Unsuppress => "unsuppress",
+                },
+                cmd.request_id,
+                cmd.salt_id
             ));
+        }
+        if cmd.action == PrivacyAction::Unsuppress {
+            self.lift(&cmd, graph, batch, now);
+            return Ok(cmd);
         }
         let cause = Cause {
             event_id: format!("command:{}", cmd.request_id),
@@ -223,7 +315,15 @@ impl Privacy {
                 entries.extend(l);
             }
         };
-        for c in &cmd.customer_ids {
+        // an erasure older than a lift of one of its identifiers (a rebuilt writer
+        // re-reading the compacted topic): the person's events from before the lift
+        // were dropped, so what the graph holds now came after the lift; it stays
+        let erased_at = cmd.requested_at.timestamp();
+        let superseded = cmd
+            .identifiers
+            .iter()
+            .any(|h| graph.lifted.get(&h.hash).is_some_and(|l| *l >= erased_at));
+        for c in cmd.customer_ids.iter().filter(|_| !superseded) {
             if let Some(live) = graph.live_customer(c) {
                 erase(graph, &live, &mut keys);
             }
@@ -231,7 +331,7 @@ impl Privacy {
         // identifiers the requester saw that are elsewhere now (or a writer whose
         // customer ids differ, e.g. rebuilt): found by hashing the graph's keys
         let found: BTreeSet<String> = keys.iter().map(|k| self.hasher.hash_key(k)).collect();
-        if wanted.iter().any(|h| !found.contains(*h)) {
+        if !superseded && wanted.iter().any(|h| !found.contains(*h)) {
             let more: BTreeSet<String> = graph
                 .ids
                 .iter()
@@ -246,7 +346,7 @@ impl Privacy {
         }
         // the requester's ids that the graph did not hold still get an entry (and
         // a tombstone): downstream services may know them
-        for c in &cmd.customer_ids {
+        for c in cmd.customer_ids.iter().filter(|_| !superseded) {
             if !cids.contains(c) {
                 entries.push(ledger_entry(
                     &cause,
@@ -292,6 +392,11 @@ impl Privacy {
             });
         }
         for (hash, id_type) in hashes {
+            // an erasure after a lift ends it (a rebuilt writer replaying an older
+            // erasure keeps the newer lift)
+            if graph.lifted.get(&hash).is_some_and(|l| *l <= erased_at) {
+                graph.lifted.remove(&hash);
+            }
             if graph.suppressed.insert(hash.clone()) {
                 graph.new_suppressed.push((hash.clone(), id_type.clone()));
             }
@@ -376,11 +481,27 @@ pub async fn load_suppressions(
             graph.new_suppressed.push((h, String::new()));
         }
     }
+    let lifts = retry(policy, "clickhouse_suppression_lifts", || {
+        list.load_lifts(ch)
+    })
+    .await
+    .map_err(|e| {
+        PipelineError::Config(format!(
+            "reading crm.suppression_lifts: {e} (has `socialcrm migrate` run?)"
+        ))
+    })?;
+    for (h, at) in lifts {
+        if graph.suppressed.contains(&h) {
+            let l = graph.lifted.entry(h).or_insert(at);
+            *l = (*l).max(at);
+        }
+    }
     if p.hasher.uses_default_salt() && !graph.suppressed.is_empty() {
         tracing::warn!("privacy.salt is empty: the suppression list uses the public default salt, so anyone can test guessed identifiers against it; set privacy.salt (docs/privacy.md)");
     }
     tracing::info!(
         suppressed = graph.suppressed.len(),
+        lifted = graph.lifted.len(),
         from_clickhouse = graph.suppressed.len() - before,
         "suppression list loaded"
     );
@@ -419,6 +540,135 @@ mod tests {
             requested_at: Utc::now(),
         })
         .expect("json")
+    }
+
+    fn command(p: &Privacy, action: PrivacyAction, id: &str, keys: &[&str], at: &str) -> Vec<u8> {
+        serde_json::to_vec(&EraseCommand {
+            schema_version: 1,
+            request_id: id.into(),
+            action,
+            customer_ids: Vec::new(),
+            identifiers: keys
+                .iter()
+                .map(|k| HashedIdentifier {
+                    id_type: k.split(':').next().unwrap_or_default().into(),
+                    hash: p.hasher.hash_key(k),
+                })
+                .collect(),
+            salt_id: p.hasher.salt_id(),
+            requested_by: "cli".into(),
+            subject: String::new(),
+            requested_at: at.parse().expect("time"),
+        })
+        .expect("json")
+    }
+
+    #[test]
+    fn a_lift_admits_new_events_only_and_a_later_erasure_ends_it() {
+        let cfg = IdentityConfig::default();
+        let p = Privacy::new(&PrivacyConfig::default(), "t");
+        let n = Normalizer::new(None).expect("normalizer");
+        let mut g = Graph::new(&cfg);
+        let ann = |id: &str, at: &str| {
+            crate::testing::event(
+                id,
+                at,
+                &[(IdType::UserId, "ann"), (IdType::Email, "ann@x.io")],
+            )
+        };
+        let mail =
+            |id: &str, at: &str| crate::testing::event(id, at, &[(IdType::Email, "ann@x.io")]);
+        g.process(&ann("1", "2026-01-01T00:00:00Z"), &[])
+            .expect("ok");
+        let cid = g.customer_of("user_id:ann").expect("ann").to_string();
+        let (mut events, mut ledger, mut batch) = (Vec::new(), Vec::new(), BatchPrivacy::default());
+        let mut run = |g: &mut Graph, payload: Vec<u8>, batch: &mut BatchPrivacy| {
+            p.apply(&payload, g, batch, &mut events, &mut ledger, Utc::now())
+                .expect("applied")
+        };
+        let erase_1 = serde_json::to_vec(&EraseCommand {
+            customer_ids: vec![cid],
+            ..serde_json::from_slice(&command(
+                &p,
+                PrivacyAction::Erase,
+                "erase-1",
+                &["email:ann@x.io"],
+                "2026-02-01T00:00:00Z",
+            ))
+            .expect("cmd")
+        })
+        .expect("json");
+        run(&mut g, erase_1.clone(), &mut batch);
+        assert!(p.suppressed(&g, &mail("2", "2026-03-01T00:00:00Z")));
+
+        // the email is lifted on 2026-03-01: later events with it come in again,
+        // older ones (a replay) and the still suppressed user id stay out
+        let lift = command(
+            &p,
+            PrivacyAction::Unsuppress,
+            "lift-1",
+            &["email:ann@x.io"],
+            "2026-03-01T00:00:00Z",
+        );
+        run(&mut g, lift, &mut batch);
+        assert_eq!(batch.lifts.len(), 1);
+        assert_eq!(batch.lifts[0].status, "applied");
+        assert!(!p.suppressed(&g, &mail("3", "2026-03-02T00:00:00Z")));
+        assert!(
+            p.suppressed(&g, &mail("4", "2026-03-01T00:00:00Z")),
+            "the lift's own second"
+        );
+        assert!(
+            p.suppressed(&g, &mail("5", "2026-01-15T00:00:00Z")),
+            "an old event"
+        );
+        assert!(
+            p.suppressed(&g, &ann("6", "2026-03-02T00:00:00Z")),
+            "user_id is not lifted"
+        );
+        // once the new event is in the graph, an old one is still dropped
+        g.process(&mail("3", "2026-03-02T00:00:00Z"), &[])
+            .expect("ok");
+        assert!(g.customer_of("email:ann@x.io").is_some());
+        assert!(p.suppressed(&g, &mail("7", "2026-01-20T00:00:00Z")));
+        let raw_old = br#"{"occurred_at": "2026-01-20T00:00:00Z", "identifiers": [{"type": "email", "value": "ann@x.io"}], "bad": 1}"#;
+        let raw_new = br#"{"occurred_at": "2026-03-05T00:00:00Z", "identifiers": [{"type": "email", "value": "ann@x.io"}], "bad": 1}"#;
+        assert!(p.raw_suppressed(&g, raw_old, &n));
+        assert!(!p.raw_suppressed(&g, raw_new, &n));
+        // a rebuilt writer replaying the older erasure keeps the lift
+        run(&mut g, erase_1, &mut batch);
+        assert!(!p.suppressed(&g, &mail("8", "2026-03-03T00:00:00Z")));
+        // a lift of an identifier that is not suppressed records nothing
+        let before = batch.lifts.len();
+        run(
+            &mut g,
+            command(
+                &p,
+                PrivacyAction::Unsuppress,
+                "lift-2",
+                &["email:nobody@x.io"],
+                "2026-03-04T00:00:00Z",
+            ),
+            &mut batch,
+        );
+        assert_eq!(batch.lifts.len(), before);
+        // she is erased again later: the lift ends
+        let cid = g.customer_of("email:ann@x.io").expect("back").to_string();
+        let erase_2 = serde_json::to_vec(&EraseCommand {
+            customer_ids: vec![cid],
+            ..serde_json::from_slice(&command(
+                &p,
+                PrivacyAction::Erase,
+                "erase-2",
+                &["email:ann@x.io"],
+                "2026-04-01T00:00:00Z",
+            ))
+            .expect("cmd")
+        })
+        .expect("json");
+        run(&mut g, erase_2, &mut batch);
+        assert!(g.lifted.is_empty());
+        assert!(p.suppressed(&g, &mail("9", "2026-05-01T00:00:00Z")));
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub enum PipelineError {
     ClickHouseUnusable(#[from] socialcrm_schemas::clickhouse_config::HealthError),
     #[error("encoding: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    KafkaAccess(#[from] socialcrm_schemas::kafka::AccessError),
 }
 
 /// Totals of one run, also logged per batch.
@@ -177,6 +179,10 @@ pub async fn run(
         _ = stop_rx.changed() => return Ok(RunStats::default()),
     }
     let ch = s.clickhouse.client();
+    // a wrong SASL password or CA stops the pipeline here, naming the settings
+    s.kafka
+        .check_access_async(socialcrm_schemas::kafka::ACCESS_CHECK_TIMEOUT)
+        .await?;
 
     let consumer: StreamConsumer = s
         .kafka
@@ -768,6 +774,9 @@ fn apply_erase(
 ) {
     let (events, ledger) = (&mut p.events, &mut p.ledger);
     match privacy.apply(payload, graph, &mut p.privacy, events, ledger, now) {
+        Ok(cmd) if cmd.action == socialcrm_schemas::messages::PrivacyAction::Unsuppress => {
+            tracing::info!(request = %cmd.request_id, identifiers = cmd.identifiers.len(), "suppression lift applied")
+        }
         Ok(cmd) => tracing::info!(request = %cmd.request_id, "erasure applied"),
         Err(reason) => {
             tracing::warn!(%reason, "erasure request refused");

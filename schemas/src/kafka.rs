@@ -184,6 +184,133 @@ impl KafkaConfig {
     }
 }
 
+/// How long the start-up access check waits for an answer from the brokers.
+pub const ACCESS_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Kafka refused the config's credentials or TLS settings: a permanent error, shown
+/// at start instead of librdkafka's endless reconnects. Never holds a property value.
+#[derive(Debug, thiserror::Error)]
+#[error("[kafka] {brokers}: {what}: {detail} (check {hint})")]
+pub struct AccessError {
+    pub brokers: String,
+    /// `authentication failed` or `TLS handshake failed`.
+    pub what: &'static str,
+    /// librdkafka's message (it names the mechanism, never the password).
+    pub detail: String,
+    /// The settings to look at.
+    pub hint: &'static str,
+}
+
+/// Errors librdkafka reports while the access check runs.
+#[derive(Default)]
+struct CheckContext {
+    errors: std::sync::Mutex<Vec<(RDKafkaErrorCode, String)>>,
+}
+
+impl rdkafka::ClientContext for CheckContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if let Some(code) = error.rdkafka_error_code() {
+            if let Ok(mut e) = self.errors.lock() {
+                e.push((code, reason.to_string()));
+            }
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for CheckContext {}
+
+impl KafkaConfig {
+    /// Connects once, before a process starts its work, and fails when the brokers
+    /// refuse the credentials (SASL) or the TLS handshake, so that a wrong password
+    /// stops the process with the setting named instead of being retried forever.
+    /// Brokers that cannot be reached are not an error here (the callers wait for
+    /// Kafka as they always did); nor is a check that ends by `timeout`.
+    pub async fn check_access_async(&self, timeout: Duration) -> Result<(), AccessError> {
+        let cfg = self.clone();
+        match tokio::task::spawn_blocking(move || cfg.check_access(timeout)).await {
+            Ok(r) => r,
+            // the check itself could not run: the clients that follow report problems
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// [`KafkaConfig::check_access_async`], blocking.
+    pub fn check_access(&self, timeout: Duration) -> Result<(), AccessError> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer<CheckContext> = match self
+            .client_config()
+            .create_with_context(CheckContext::default())
+        {
+            Ok(c) => c,
+            // a bad property: the client that follows reports it with its name
+            Err(_) => return Ok(()),
+        };
+        let started = std::time::Instant::now();
+        let deadline = started + timeout;
+        loop {
+            let step = Duration::from_millis(500);
+            let answered = consumer.fetch_metadata(None, step).is_ok();
+            // serve the error callbacks: one event per poll, and a log event (librdkafka
+            // logs each failure before reporting it) also answers `None`, so no early
+            // stop on `None`; 200 non-blocking polls drain far more than 500 ms bring
+            for _ in 0..200 {
+                let _ = consumer.poll(Duration::ZERO);
+            }
+            let errors = consumer
+                .context()
+                .errors
+                .lock()
+                .map(|e| e.clone())
+                .unwrap_or_default();
+            let found = |code: RDKafkaErrorCode| {
+                errors
+                    .iter()
+                    .find(|(c, _)| *c == code)
+                    .map(|(_, r)| r.clone())
+            };
+            if let Some(detail) = found(RDKafkaErrorCode::Authentication) {
+                return Err(AccessError {
+                    brokers: self.brokers.clone(),
+                    what: "authentication failed",
+                    detail,
+                    hint: "[kafka.properties] sasl.mechanism, sasl.username and sasl.password",
+                });
+            }
+            // a refused certificate comes as an SSL error, or first as a transport
+            // failure that quotes OpenSSL
+            let tls = found(RDKafkaErrorCode::SSL).or_else(|| {
+                errors
+                    .iter()
+                    .find(|(c, r)| {
+                        *c == RDKafkaErrorCode::BrokerTransportFailure
+                            && (r.contains("SSL routines") || r.contains("certificate verify"))
+                    })
+                    .map(|(_, r)| r.clone())
+            });
+            if let Some(detail) = tls {
+                return Err(AccessError {
+                    brokers: self.brokers.clone(),
+                    what: "TLS handshake failed",
+                    detail,
+                    hint: "[kafka] brokers and [kafka.properties] security.protocol and ssl.ca.location",
+                });
+            }
+            if answered {
+                return Ok(());
+            }
+            // brokers that stay down (connection refused) end the check early
+            let now = std::time::Instant::now();
+            let down_for_long = found(RDKafkaErrorCode::AllBrokersDown).is_some()
+                && now >= started + Duration::from_secs(5);
+            if down_for_long || now >= deadline {
+                let seen: Vec<String> = errors.iter().map(|(c, _)| format!("{c:?}")).collect();
+                tracing::warn!(brokers = %self.brokers, errors = ?seen, "kafka not reachable yet; continuing, the clients retry");
+                return Ok(());
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +325,33 @@ mod tests {
                 .collect(),
             ..KafkaConfig::default()
         }
+    }
+
+    /// Brokers that refuse every connection are not an access error: the check ends
+    /// after about 5 s and the callers wait for Kafka as before.
+    #[test]
+    fn an_unreachable_broker_is_not_an_access_error() {
+        let cfg = KafkaConfig {
+            brokers: "127.0.0.1:1".into(),
+            ..KafkaConfig::default()
+        };
+        let t = std::time::Instant::now();
+        assert!(cfg.check_access(Duration::from_secs(60)).is_ok());
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_secs(5) && took < Duration::from_secs(15),
+            "{took:?}"
+        );
+        let e = AccessError {
+            brokers: "b:9094".into(),
+            what: "authentication failed",
+            detail: "SASL authentication error".into(),
+            hint: "[kafka.properties] sasl.password",
+        };
+        assert_eq!(
+            e.to_string(),
+            "[kafka] b:9094: authentication failed: SASL authentication error (check [kafka.properties] sasl.password)"
+        );
     }
 
     /// The SASL/SSL settings of docs/security.md reach librdkafka, and librdkafka

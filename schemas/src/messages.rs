@@ -242,6 +242,10 @@ pub enum PrivacyAction {
     /// A person leaves for good: profile, identifiers and stored data; their
     /// identifiers are suppressed (docs/privacy.md).
     Erase,
+    /// Lifts the suppression of the listed identifier hashes from `requested_at`
+    /// on: events that occurred after it are accepted again, older ones stay
+    /// dropped (docs/privacy.md, "Lifting a suppression"). `customer_ids` is empty.
+    Unsuppress,
 }
 
 /// An identifier as a salted hash (`sha256:` + 64 hex digits of its stored

@@ -81,6 +81,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "leaderboards",
         sql: include_str!("../migrations/0013_leaderboards.sql"),
     },
+    Migration {
+        version: 14,
+        name: "suppression_lifts",
+        sql: include_str!("../migrations/0014_suppression_lifts.sql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]

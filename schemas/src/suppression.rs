@@ -5,8 +5,12 @@
 //! The list holds `sha256:` + hex SHA-256(salt ‖ 0x00 ‖ `type:value`) of the
 //! identifier *as stored* (after normalisation and, for the types
 //! `privacy.hash_identifier_types` names, after hashing), never a clear value.
+//!
+//! A suppression can be lifted (`socialcrm privacy unsuppress`): from the lift on,
+//! events that *occurred* after it are accepted again; older ones (a replay, a
+//! backfill) stay dropped, so the lift never brings back what the erasure removed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use sha2::{Digest, Sha256};
@@ -115,12 +119,22 @@ pub fn raw_identifiers(payload: &[u8], normalizer: &Normalizer) -> Vec<Identifie
     out
 }
 
+/// Lifted suppressions in force: hash → the lift's time (Unix seconds).
+pub type Lifts = HashMap<String, i64>;
+
+/// True when a lift at `lifted_at` lets an event that occurred at `occurred_at`
+/// (Unix seconds) through: only events of a later second than the lift.
+pub fn lift_admits(lifted_at: Option<&i64>, occurred_at: i64) -> bool {
+    lifted_at.is_some_and(|l| occurred_at > *l)
+}
+
 /// A suppression list shared between tasks (a connector refreshes it from
 /// ClickHouse while its pages are checked).
 #[derive(Debug, Clone)]
 pub struct SuppressionList {
     hasher: SuppressionHasher,
     hashes: Arc<RwLock<HashSet<String>>>,
+    lifts: Arc<RwLock<Lifts>>,
 }
 
 impl SuppressionList {
@@ -128,6 +142,14 @@ impl SuppressionList {
         SuppressionList {
             hasher,
             hashes: Arc::default(),
+            lifts: Arc::default(),
+        }
+    }
+
+    /// Replaces the lifts in force.
+    pub fn replace_lifts(&self, lifts: Lifts) {
+        if let Ok(mut l) = self.lifts.write() {
+            *l = lifts;
         }
     }
 
@@ -156,9 +178,41 @@ impl SuppressionList {
         if h.is_empty() {
             return None;
         }
+        let lifts = self.lifts.read().ok()?;
+        let at = ev.occurred_at.timestamp();
         event_identifiers(ev)
-            .find(|i| h.contains(&self.hasher.hash_key(&self.hasher.stored_key(i))))
+            .find(|i| {
+                let hash = self.hasher.hash_key(&self.hasher.stored_key(i));
+                h.contains(&hash) && !lift_admits(lifts.get(&hash), at)
+            })
             .map(|i| i.id_type.clone())
+    }
+
+    /// Reads the lifts in force from ClickHouse `suppression_lifts` (under this
+    /// salt, applied by the identity writer: a request whose command never reached
+    /// it counts for nobody): per hash the newest lift, unless a later erasure
+    /// suppressed the identifier again (a newer `suppressions.added_at`).
+    pub async fn load_lifts(
+        &self,
+        ch: &clickhouse::Client,
+    ) -> Result<Lifts, clickhouse::error::Error> {
+        let salt_id = self.hasher.salt_id();
+        let lifted: Vec<(String, i64)> = ch
+            .query("SELECT hash, toInt64(max(lifted_at)) FROM suppression_lifts WHERE salt_id = ? AND status = 'applied' GROUP BY hash")
+            .bind(&salt_id)
+            .fetch_all()
+            .await?;
+        if lifted.is_empty() {
+            return Ok(Lifts::new());
+        }
+        let added: HashMap<String, i64> = ch
+            .query("SELECT hash, toInt64(max(added_at)) FROM suppressions WHERE salt_id = ? AND hash IN (SELECT hash FROM suppression_lifts WHERE status = 'applied') GROUP BY hash")
+            .bind(&salt_id)
+            .fetch_all::<(String, i64)>()
+            .await?
+            .into_iter()
+            .collect();
+        Ok(effective_lifts(lifted, &added))
     }
 
     /// Reads the list from ClickHouse `suppressions` (hashes under this salt), and
@@ -180,6 +234,15 @@ impl SuppressionList {
             .collect();
         Ok((set, other))
     }
+}
+
+/// The lifts still in force: a lift of a hash that is not (or no longer) on the
+/// list lifts nothing, and an erasure after the lift ends it.
+pub fn effective_lifts(lifted: Vec<(String, i64)>, added: &HashMap<String, i64>) -> Lifts {
+    lifted
+        .into_iter()
+        .filter(|(h, at)| added.get(h).is_some_and(|a| at >= a))
+        .collect()
 }
 
 #[cfg(test)]
@@ -244,5 +307,50 @@ mod tests {
         let raw = br#"{"identifiers":[{"type":"email","value":" Ann@Example.com "}],"bad":1}"#;
         assert_eq!(raw_identifiers(raw, &n), vec![ann]);
         assert!(raw_identifiers(b"not json", &n).is_empty());
+    }
+
+    #[test]
+    fn a_lift_admits_only_events_that_occurred_after_it() {
+        let list = SuppressionList::new(SuppressionHasher::new(&privacy("", &[])));
+        let ann = Identifier::new(IdType::Email, "ann@example.com");
+        let hash = list.hasher().hash_key(&ann.key());
+        list.replace(HashSet::from([hash.clone()]));
+        let lifted_at = 1_800_000_000;
+        let at = |secs: i64| {
+            CanonicalEvent::bare(
+                "e",
+                "web",
+                "track",
+                chrono::DateTime::from_timestamp(secs, 0).expect("time"),
+                vec![ann.clone()],
+            )
+        };
+        list.replace_lifts(Lifts::from([(hash.clone(), lifted_at)]));
+        assert_eq!(list.suppressed(&at(lifted_at + 1)), None, "after the lift");
+        assert_eq!(
+            list.suppressed(&at(lifted_at)).as_deref(),
+            Some("email"),
+            "the lift's own second"
+        );
+        assert_eq!(
+            list.suppressed(&at(lifted_at - 86_400)).as_deref(),
+            Some("email"),
+            "an old event (a replay) stays dropped"
+        );
+        // a lift of a hash that is not suppressed lifts nothing; an erasure after the
+        // lift ends it; a lift after the erasure holds
+        let added = HashMap::from([
+            (hash.clone(), lifted_at - 10),
+            ("sha256:b".into(), lifted_at + 5),
+        ]);
+        let lifts = effective_lifts(
+            vec![
+                (hash.clone(), lifted_at),
+                ("sha256:b".into(), lifted_at),
+                ("sha256:c".into(), lifted_at),
+            ],
+            &added,
+        );
+        assert_eq!(lifts, Lifts::from([(hash, lifted_at)]));
     }
 }

@@ -125,6 +125,8 @@ pub fn router(profiles: Profiles, config: &crate::config::Config) -> Router {
     let admin = Router::new()
         .route("/v1/privacy/erase", post(privacy_erase))
         .route("/v1/privacy/erasures", get(privacy_erasures))
+        .route("/v1/privacy/unsuppress", post(privacy_unsuppress))
+        .route("/v1/privacy/lifts", get(privacy_lifts))
         .route("/v1/privacy/export", get(privacy_export))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), Scope::Admin),
@@ -603,6 +605,58 @@ async fn privacy_erasures(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Js
     Ok(Json(json!({"items": rows})))
 }
 
+/// `POST /v1/privacy/unsuppress` `{"subject": "type:value", "reason": "...",
+/// "wait_secs": 30}`: 200 with the lift once the identity writer applied it within
+/// `wait_secs`, else 202 with the recorded (queued) lift.
+async fn privacy_unsuppress(
+    State(s): St,
+    axum::Extension(k): axum::Extension<KeyInfo>,
+    body: axum::body::Bytes,
+) -> ApiResult<Response> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct UnsuppressBody {
+        subject: String,
+        reason: String,
+        #[serde(default = "default_wait")]
+        wait_secs: u64,
+    }
+    fn default_wait() -> u64 {
+        30
+    }
+    let b: UnsuppressBody = serde_json::from_slice(&body).map_err(|e| {
+        bad(format!(
+            "the body must be {{\"subject\": \"type:value\", \"reason\": \"...\", \"wait_secs\": 30}}: {e}"
+        ))
+    })?;
+    if b.wait_secs > MAX_ERASE_WAIT_SECS {
+        return Err(bad(format!(
+            "`wait_secs` must be at most {MAX_ERASE_WAIT_SECS}, got {}",
+            b.wait_secs
+        )));
+    }
+    let row =
+        crate::privacy::unsuppress(&s.config, &b.subject, &format!("api:{}", k.name), &b.reason)
+            .await?;
+    let ch = s.config.clickhouse.client();
+    let wait = std::time::Duration::from_secs(b.wait_secs);
+    if let Some(applied) = crate::privacy::wait_lift_applied(&ch, &row.request_id, wait).await? {
+        let row = socialcrm_pipeline::privacy::LiftRow {
+            reason: row.reason,
+            requested_by: row.requested_by,
+            ..applied
+        };
+        return Ok(Json(json!(row)).into_response());
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!(row))).into_response())
+}
+
+async fn privacy_lifts(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
+    only(&pairs(raw), &[])?;
+    let rows = crate::privacy::lifts(&s.config).await?;
+    Ok(Json(json!({"items": rows})))
+}
+
 async fn privacy_export(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
     let all = pairs(raw);
     let p = only(&all, &["id"])?;
@@ -661,6 +715,6 @@ mod tests {
             .collect();
         b.sort();
         assert_eq!(a, b, "routes vs /openapi.json paths");
-        assert_eq!(routed.len(), 16);
+        assert_eq!(routed.len(), 18);
     }
 }

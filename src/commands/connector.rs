@@ -50,6 +50,12 @@ async fn suppression_list(cfg: &Config) -> SuppressionList {
                 }
                 tracing::debug!(suppressed = hashes.len(), "suppression list loaded");
                 list.replace(hashes);
+                // lifted suppressions (docs/privacy.md): newer events pass again
+                match list.load_lifts(&ch).await {
+                    Ok(lifts) => list.replace_lifts(lifts),
+                    Err(e) => tracing::warn!(error = %e,
+                        "cannot read crm.suppression_lifts; lifted identifiers stay skipped here (the pipeline accepts their new events)"),
+                }
             }
             Err(e) => tracing::warn!(error = %e,
                 "cannot read crm.suppressions; erased people's events are not skipped here (the pipeline still drops them)"),
@@ -120,6 +126,9 @@ pub async fn run(
                 telemetry::install(),
             )
             .await?;
+            cfg.kafka
+                .check_access_async(socialcrm_schemas::kafka::ACCESS_CHECK_TIMEOUT)
+                .await?;
             let suppression = suppression_list(cfg).await;
             let stats = socialcrm_connectors::registry::run_suppressed(
                 inst,

@@ -28,6 +28,9 @@ pub async fn migrate(cfg: &Config, no_kafka: bool) -> Result<()> {
         cfg.clickhouse.url, cfg.clickhouse.database, report.applied, report.already
     );
     if !no_kafka {
+        cfg.kafka
+            .check_access_async(socialcrm_schemas::kafka::ACCESS_CHECK_TIMEOUT)
+            .await?;
         let created = cfg
             .kafka
             .ensure_topics()

@@ -1,10 +1,10 @@
-//! `socialcrm privacy erase|erasures|export` (docs/privacy.md).
+//! `socialcrm privacy erase|erasures|unsuppress|lifts|export` (docs/privacy.md).
 
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use socialcrm_pipeline::privacy::ErasureRow;
+use socialcrm_pipeline::privacy::{ErasureRow, LiftRow};
 
 use crate::config::Config;
 use crate::privacy;
@@ -13,7 +13,7 @@ use crate::privacy;
 pub enum PrivacyCommand {
     /// Erase a person: their profile, identifiers, events, scores and the personal
     /// values of their ledger entries, from the identity writer, Kafka and every
-    /// ClickHouse table; their identifiers are suppressed for good.
+    /// ClickHouse table; their identifiers are suppressed (until `privacy unsuppress`).
     Erase {
         /// Any identifier of the person (`type:value`) or their customer id (`c_…`).
         #[arg(required_unless_present = "resume")]
@@ -36,6 +36,29 @@ pub enum PrivacyCommand {
     /// List erasure requests and their status (requested, applied, completed,
     /// verified, failed), newest first.
     Erasures {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lift the suppression of an erased identifier from now on (the person came
+    /// back and consented again): events that occur after the lift are accepted;
+    /// older ones (replays, backfills) stay dropped and erased data stays erased.
+    Unsuppress {
+        /// The erased identifier (`type:value`), e.g. `email:ann@example.com`.
+        subject: String,
+        /// Why (recorded with who and when in crm.suppression_lifts).
+        #[arg(long)]
+        reason: String,
+        /// Who asks (recorded with the lift).
+        #[arg(long, default_value = "cli")]
+        requested_by: String,
+        /// How long to wait for the pipeline to apply the lift.
+        #[arg(long, default_value_t = 300)]
+        wait_secs: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List lifted suppressions (who, when, why, status), newest first.
+    Lifts {
         #[arg(long)]
         json: bool,
     },
@@ -77,6 +100,17 @@ fn show(r: &ErasureRow) {
             None => println!("  {table:<17} {before:>8} rows"),
         }
     }
+}
+
+fn show_lift(r: &LiftRow) {
+    let at = chrono::DateTime::from_timestamp(i64::from(r.lifted_at), 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default();
+    println!(
+        "{}  {:<9}  {} {}  lifted {at} by {}: events that occur after it are accepted",
+        r.request_id, r.status, r.id_type, r.hash, r.requested_by
+    );
+    println!("  reason: {}", r.reason);
 }
 
 pub async fn run(cfg: &Config, cmd: PrivacyCommand) -> Result<()> {
@@ -153,6 +187,55 @@ pub async fn run(cfg: &Config, cmd: PrivacyCommand) -> Result<()> {
             if !json {
                 for r in &rows {
                     show(r);
+                }
+            }
+            Ok(())
+        }
+        PrivacyCommand::Unsuppress {
+            subject,
+            reason,
+            requested_by,
+            wait_secs,
+            json,
+        } => {
+            let row = privacy::unsuppress(cfg, &subject, &requested_by, &reason).await?;
+            eprintln!(
+                "suppression lift {} requested; sent to {}",
+                row.request_id, cfg.kafka.topics.privacy_commands
+            );
+            let ch = cfg.clickhouse.client();
+            let Some(row) =
+                privacy::wait_lift_applied(&ch, &row.request_id, Duration::from_secs(wait_secs))
+                    .await?
+                    .map(|applied| LiftRow {
+                        reason: row.reason.clone(),
+                        requested_by: row.requested_by.clone(),
+                        ..applied
+                    })
+            else {
+                bail!(
+                    "the pipeline did not apply lift {} within {wait_secs} s; it stays queued on {} and applies when the pipeline runs (connectors see it within a minute)",
+                    row.request_id,
+                    cfg.kafka.topics.privacy_commands
+                );
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&row)?);
+            } else {
+                show_lift(&row);
+            }
+            Ok(())
+        }
+        PrivacyCommand::Lifts { json } => {
+            let rows = privacy::lifts(cfg).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("no lifted suppressions");
+            }
+            if !json {
+                for r in &rows {
+                    show_lift(r);
                 }
             }
             Ok(())

@@ -574,3 +574,40 @@ def test_erasure_deletes_the_person_and_keeps_the_ledger_entries(sess):
                    ["l3", bob, "bob", ""], ["l4", bob, "bob", ""],
                    ["l5", ann, "", "erased (2 identifiers)"]], got
     assert int(rows(sess, "SELECT count() FROM %s.customer_aliases" % db)[0][0]) == 0
+
+
+def test_suppression_lifts_queries(sess):
+    """The lifts in force (schemas/src/suppression.rs `load_lifts`, the same two
+    queries) and the requester's reads (src/privacy.rs) run on a current engine: the
+    newest lift per hash, and each lifted hash's newest erasure time to compare."""
+    db = DB
+    run(sess, "INSERT INTO %s.suppressions VALUES ('sha256:a', 'email', 'erase-1', 's1', "
+              "toDateTime('2026-10-01 00:00:00'), 1), ('sha256:b', 'email', 'erase-2', 's1', "
+              "toDateTime('2026-10-01 00:00:00'), 1), ('sha256:b', 'email', 'erase-3', 's1', "
+              "toDateTime('2026-12-01 00:00:00'), 2), ('sha256:c', 'user_id', 'erase-1', 's1', "
+              "toDateTime('2026-10-01 00:00:00'), 1)" % db)
+    run(sess, "INSERT INTO %s.suppression_lifts VALUES "
+              "('sha256:a', 'email', 'lift-1', 's1', 'requested', toDateTime('2026-11-01 00:00:00'), 'cli', 'consent', 1), "
+              "('sha256:a', 'email', 'lift-1', 's1', 'applied', toDateTime('2026-11-01 00:00:00'), 'cli', '', 2), "
+              "('sha256:b', 'email', 'lift-2', 's1', 'requested', toDateTime('2026-11-01 00:00:00'), 'api:dpo', 'x', 1), "
+              "('sha256:z', 'email', 'lift-3', 's0', 'requested', toDateTime('2026-11-01 00:00:00'), 'cli', 'y', 1)" % db)
+    run(sess, "INSERT INTO %s.suppression_lifts VALUES "
+              "('sha256:b', 'email', 'lift-2', 's1', 'applied', toDateTime('2026-11-01 00:00:00'), 'api:dpo', '', 2), "
+              "('sha256:c', 'user_id', 'lift-4', 's1', 'requested', toDateTime('2026-11-01 00:00:00'), 'cli', 'never sent', 1)"
+        % db)
+    lifted = rows(sess, "SELECT hash, toInt64(max(lifted_at)) FROM %s.suppression_lifts "
+                        "WHERE salt_id = 's1' AND status = 'applied' GROUP BY hash ORDER BY hash" % db)
+    assert [r[0] for r in lifted] == ["sha256:a", "sha256:b"]
+    added = dict((r[0], int(r[1])) for r in rows(
+        sess, "SELECT hash, toInt64(max(added_at)) FROM %s.suppressions WHERE salt_id = 's1' "
+              "AND hash IN (SELECT hash FROM %s.suppression_lifts WHERE status = 'applied') GROUP BY hash"
+              % (db, db)))
+    assert sorted(added) == ["sha256:a", "sha256:b"]
+    # in force: a (lifted after its erasure); b was erased again after its lift
+    in_force = [h for h, at in lifted if int(at) >= added[h]]
+    assert in_force == ["sha256:a"]
+    both = rows(sess, "SELECT request_id, status, reason FROM %s.suppression_lifts FINAL "
+                      "WHERE request_id = 'lift-1' ORDER BY status" % db)
+    assert both == [["lift-1", "applied", ""], ["lift-1", "requested", "consent"]]
+    assert int(rows(sess, "SELECT count() FROM %s.suppressions WHERE hash = 'sha256:a' "
+                          "AND salt_id = 's1'" % db)[0][0]) == 1

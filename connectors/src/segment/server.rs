@@ -440,6 +440,10 @@ pub async fn serve(
     let normalizer = Normalizer::new(Some(&config.default_phone_region))
         .map_err(|e| format!("collector.default_phone_region: {e}"))?;
     let producer = EventProducer::new(kafka, Duration::from_millis(config.ack_timeout_ms))?;
+    // a wrong SASL password or CA stops the collector here, naming the settings
+    kafka
+        .check_access_async(socialcrm_schemas::kafka::ACCESS_CHECK_TIMEOUT)
+        .await?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -152,6 +152,10 @@ pub struct Graph {
     pub suppressed: FxHashSet<String>,
     /// (hash, identifier type) added in this batch.
     pub(crate) new_suppressed: Vec<(String, String)>,
+    /// Lifted suppressions in force: hash → the lift's time (Unix seconds). Not in
+    /// the store: read from ClickHouse `suppression_lifts` at start and changed by
+    /// the commands on `crm.privacy.commands` (`crate::privacy`).
+    pub lifted: FxHashMap<String, i64>,
 }
 
 /// What happened to one event.
