@@ -277,6 +277,10 @@ async fn load_customer_facts(
         });
     }
 
+    tracing::info!(
+        customers = customers.facts.len(),
+        "scoring: per-customer aggregates read"
+    );
     let mut cursor = client
         .query(&sql(SQL_FOLLOWERS, db, snap))
         .fetch::<FollowersRow<'_>>()
@@ -311,6 +315,7 @@ async fn load_customer_facts(
             .push((names.name(c).to_string(), w));
     }
 
+    tracing::info!("scoring: followers and categories read");
     Ok((customers, names))
 }
 
@@ -335,6 +340,7 @@ pub async fn load_facts(
     let (materialized, folded) =
         tokio::join!(materialize, load_customer_facts(client, db, snap, now, cfg));
     materialized.map_err(ch("interaction graph"))?;
+    tracing::info!("scoring: interaction graph grouped");
     let (mut customers, mut names) = folded?;
     let mut amplification = WeightOf::new(&cfg.amplification_weights);
     let mut cursor = client
@@ -365,6 +371,7 @@ pub async fn load_facts(
         f.amplification.sort_by(|a, b| a.0.cmp(&b.0));
         f.categories.sort_by(|a, b| a.0.cmp(&b.0));
     }
+    tracing::info!(edges = graph_edges.len(), "scoring: interaction graph read");
     let (iterations, delta) = apply_pagerank(&mut facts, &graph_edges, cfg);
     Ok((facts, graph_edges.len(), iterations, delta))
 }
@@ -423,6 +430,7 @@ pub async fn run(
         .execute()
         .await
         .map_err(ch("event snapshot"))?;
+    tracing::info!(table = %snap, "scoring: event snapshot taken");
     let loaded = load_facts(&client, db, &snap, now, cfg).await;
     for table in [snap.clone(), edges_table(&snap)] {
         if let Err(e) = client
