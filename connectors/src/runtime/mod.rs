@@ -186,8 +186,16 @@ pub struct RunStats {
     pub suppressed: u64,
 }
 
-/// Pages of one stream that may be fetched before the oldest is acknowledged.
-const MAX_PAGES_IN_FLIGHT: usize = 16;
+/// Pages of one stream that may be fetched before the oldest is acknowledged
+/// (an upper bound; [`MAX_EVENTS_IN_FLIGHT`] usually binds first).
+const MAX_PAGES_IN_FLIGHT: usize = 64;
+
+/// Events of one stream that may wait for Kafka's acknowledgement before the
+/// next page is fetched. The window is sized by events, not pages: providers'
+/// pages hold 8 (Shopify orders) to 100 (X, Telegram) objects, and what has to
+/// cover Kafka's acknowledgement latency is the number of events in flight.
+/// A page is always fetched when nothing is in flight, however large it is.
+const MAX_EVENTS_IN_FLIGHT: usize = 4096;
 
 /// A stored cursor is rewritten at most this often while pages keep coming (and
 /// always when a stream caught up or the run ends): fewer fsyncs, and a crash
@@ -198,11 +206,22 @@ const STORE_EVERY: Duration = Duration::from_millis(250);
 struct InFlight {
     /// Validates, encodes and produces; answers (events, rejected, suppressed).
     send: tokio::task::JoinHandle<Result<(u64, u64, u64), ProduceError>>,
+    /// Events (and rejected objects) the page carries, for the window.
+    size: usize,
     cursor: Value,
     objects: u64,
     total: Option<u64>,
     position: Option<DateTime<Utc>>,
     caught_up: bool,
+}
+
+/// Where a run's wall time went (logged when it stops): fetching and mapping
+/// pages, and waiting for Kafka with no room to fetch further. What is left is
+/// cursor stores, retries' waits and polls' sleeps.
+#[derive(Debug, Default)]
+struct Timing {
+    fetch: Duration,
+    ack_wait: Duration,
 }
 
 /// Why a stream's sync round ended.
@@ -227,8 +246,8 @@ pub async fn run_source<S: Source>(
     let name = opts.instance.clone();
     let mut store = CursorStore::open(&opts.settings.state_path(), &name, kind)?;
     let timeout = Duration::from_secs(30);
-    let events = EventProducer::with_linger(&opts.kafka, &opts.kafka.topics.events, timeout, 0)?;
-    let dlq = EventProducer::with_linger(&opts.kafka, &opts.kafka.topics.dlq, timeout, 0)?;
+    let events = EventProducer::low_latency(&opts.kafka, &opts.kafka.topics.events, timeout)?;
+    let dlq = EventProducer::low_latency(&opts.kafka, &opts.kafka.topics.dlq, timeout)?;
     let streams = source.streams();
     tracing::info!(connector = %name, kind, streams = ?streams, state = %store.path().display(),
         since = ?opts.since, "connector starting");
@@ -244,6 +263,7 @@ pub async fn run_source<S: Source>(
     let shutdown = futures::FutureExt::fuse(shutdown);
     tokio::pin!(shutdown);
     let mut stopping = false;
+    let mut timing = Timing::default();
     let ahead = if source.fetch_ahead() {
         MAX_PAGES_IN_FLIGHT
     } else {
@@ -261,13 +281,18 @@ pub async fn run_source<S: Source>(
             let mut fetching = true;
             let mut acked: Option<Value> = None;
             let mut last_store = std::time::Instant::now();
+            let mut inflight_size = 0usize;
             let end = loop {
                 // fetch ahead while there is room
-                while fetching && inflight.len() < ahead {
+                while fetching
+                    && inflight.len() < ahead
+                    && (inflight.is_empty() || inflight_size < MAX_EVENTS_IN_FLIGHT)
+                {
                     // settle pages Kafka already acknowledged (no waiting), and store
                     // their cursor when due, so a slow API still makes steady progress
                     while inflight.front().is_some_and(|f| f.send.is_finished()) {
                         if let Some(f) = inflight.pop_front() {
+                            inflight_size -= f.size;
                             if let Some(c) =
                                 settle(f, &name, stream, &mut stats, &mut progress).await?
                             {
@@ -281,10 +306,12 @@ pub async fn run_source<S: Source>(
                         }
                         last_store = std::time::Instant::now();
                     }
+                    let fetch_started = std::time::Instant::now();
                     let page = tokio::select! {
                         _ = &mut shutdown => None,
                         r = source.fetch(stream, &cursor) => Some(r),
                     };
+                    timing.fetch += fetch_started.elapsed();
                     let Some(page) = page else {
                         stopping = true;
                         fetching = false;
@@ -298,6 +325,8 @@ pub async fn run_source<S: Source>(
                             let norm = normalizer.clone();
                             let suppression = opts.suppression.clone();
                             let (mapped, pre_rejected) = (page.events, page.rejected);
+                            let size = (mapped.len() + pre_rejected.len()).max(1);
+                            inflight_size += size;
                             // validation and encoding run on another worker while the
                             // next page is fetched and mapped
                             let send = tokio::spawn(async move {
@@ -325,6 +354,7 @@ pub async fn run_source<S: Source>(
                             });
                             inflight.push_back(InFlight {
                                 send,
+                                size,
                                 cursor: page.cursor,
                                 objects: page.objects,
                                 total: page.total,
@@ -334,6 +364,7 @@ pub async fn run_source<S: Source>(
                         }
                         Err(e) => {
                             // settle what is in flight first: their cursors may be stored
+                            inflight_size = 0;
                             while let Some(f) = inflight.pop_front() {
                                 if let Some(c) =
                                     settle(f, &name, stream, &mut stats, &mut progress).await?
@@ -381,10 +412,13 @@ pub async fn run_source<S: Source>(
                 let Some(front) = inflight.pop_front() else {
                     break RoundEnd::Done;
                 };
+                inflight_size -= front.size;
+                let wait_started = std::time::Instant::now();
                 let settled = tokio::select! {
                     _ = &mut shutdown => None,
                     r = settle(front, &name, stream, &mut stats, &mut progress) => Some(r),
                 };
+                timing.ack_wait += wait_started.elapsed();
                 match settled {
                     None => break RoundEnd::Shutdown,
                     Some(r) => {
@@ -426,7 +460,8 @@ pub async fn run_source<S: Source>(
     events.flush(Duration::from_secs(10));
     tracing::info!(connector = %name, pages = stats.pages, events = stats.events,
         rejected = stats.rejected, suppressed = stats.suppressed,
-        failed_polls = stats.failed_polls, "connector stopped");
+        failed_polls = stats.failed_polls, fetch_ms = timing.fetch.as_millis() as u64,
+        ack_wait_ms = timing.ack_wait.as_millis() as u64, "connector stopped");
     Ok(stats)
 }
 
