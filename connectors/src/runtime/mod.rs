@@ -64,6 +64,56 @@ pub struct Page {
     pub position: Option<DateTime<Utc>>,
     /// Objects this page covered (events may be more or fewer).
     pub objects: u64,
+    /// Mapping left to do: the runtime runs it on another worker while the
+    /// next page is fetched (see [`Source::fetch_unmapped`]).
+    pub deferred: Option<Deferred>,
+}
+
+impl Page {
+    /// Runs the deferred mapping, if any, so that `events` and `rejected` hold
+    /// everything the page maps to.
+    pub fn map_deferred(&mut self) {
+        if let Some(d) = self.deferred.take() {
+            let out = d.run();
+            self.merge(out);
+        }
+    }
+
+    fn merge(&mut self, out: DeferredOutput) {
+        self.events.extend(out.events);
+        self.rejected.extend(out.rejected);
+        self.position = self.position.max(out.position);
+    }
+}
+
+/// What a deferred mapping produces; appended to the page's own.
+#[derive(Debug, Default)]
+pub struct DeferredOutput {
+    pub events: Vec<CanonicalEvent>,
+    pub rejected: Vec<Rejected>,
+    /// Time of the newest object mapped (cursor lag, progress).
+    pub position: Option<DateTime<Utc>>,
+}
+
+/// The mapping of a fetched page, to be run later and elsewhere: a pure
+/// function of the page's objects, so that fetching the next page (which needs
+/// only the cursor) does not wait for it.
+pub struct Deferred(Box<dyn FnOnce() -> DeferredOutput + Send>);
+
+impl Deferred {
+    pub fn new(f: impl FnOnce() -> DeferredOutput + Send + 'static) -> Self {
+        Deferred(Box::new(f))
+    }
+
+    pub fn run(self) -> DeferredOutput {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deferred(..)")
+    }
 }
 
 /// A provider object the connector could not map.
@@ -143,6 +193,19 @@ pub trait Source: Send {
         stream: &str,
         cursor: &Value,
     ) -> impl Future<Output = Result<Page, SourceError>> + Send;
+    /// [`fetch`](Source::fetch), except that the page's mapping may be left in
+    /// [`Page::deferred`]; the runtime calls this and maps on another worker.
+    /// The cursor, `caught_up` and `objects` must be final. Sources whose
+    /// mapping is on the critical path of their pagination override it, and
+    /// implement `fetch` as this plus [`Page::map_deferred`], so that tests of
+    /// `fetch` run the same mapping.
+    fn fetch_unmapped(
+        &mut self,
+        stream: &str,
+        cursor: &Value,
+    ) -> impl Future<Output = Result<Page, SourceError>> + Send {
+        self.fetch(stream, cursor)
+    }
 }
 
 /// What `connector run` was asked to do.
@@ -205,7 +268,7 @@ const STORE_EVERY: Duration = Duration::from_millis(250);
 /// A page whose events are on their way to Kafka.
 struct InFlight {
     /// Validates, encodes and produces; answers (events, rejected, suppressed).
-    send: tokio::task::JoinHandle<Result<(u64, u64, u64), ProduceError>>,
+    send: tokio::task::JoinHandle<Result<Sent, ProduceError>>,
     /// Events (and rejected objects) the page carries, for the window.
     size: usize,
     cursor: Value,
@@ -222,6 +285,15 @@ struct InFlight {
 struct Timing {
     fetch: Duration,
     ack_wait: Duration,
+}
+
+/// What a page's produce task did.
+struct Sent {
+    events: u64,
+    rejected: u64,
+    suppressed: u64,
+    /// Newest object time found by a deferred mapping.
+    position: Option<DateTime<Utc>>,
 }
 
 /// Why a stream's sync round ended.
@@ -309,7 +381,7 @@ pub async fn run_source<S: Source>(
                     let fetch_started = std::time::Instant::now();
                     let page = tokio::select! {
                         _ = &mut shutdown => None,
-                        r = source.fetch(stream, &cursor) => Some(r),
+                        r = source.fetch_unmapped(stream, &cursor) => Some(r),
                     };
                     timing.fetch += fetch_started.elapsed();
                     let Some(page) = page else {
@@ -325,11 +397,27 @@ pub async fn run_source<S: Source>(
                             let norm = normalizer.clone();
                             let suppression = opts.suppression.clone();
                             let (mapped, pre_rejected) = (page.events, page.rejected);
-                            let size = (mapped.len() + pre_rejected.len()).max(1);
+                            let deferred = page.deferred;
+                            // a deferred page is not mapped yet: count its objects
+                            let size = (mapped.len() + pre_rejected.len())
+                                .max(if deferred.is_some() {
+                                    page.objects as usize
+                                } else {
+                                    0
+                                })
+                                .max(1);
                             inflight_size += size;
                             // validation and encoding run on another worker while the
                             // next page is fetched and mapped
                             let send = tokio::spawn(async move {
+                                let (mut mapped, mut pre_rejected) = (mapped, pre_rejected);
+                                let mut position = None;
+                                if let Some(d) = deferred {
+                                    let out = d.run();
+                                    mapped.extend(out.events);
+                                    pre_rejected.extend(out.rejected);
+                                    position = out.position;
+                                }
                                 let (mut good, rejected) =
                                     check_events(mapped, &norm, &pre_rejected);
                                 let before = good.len();
@@ -350,7 +438,12 @@ pub async fn run_source<S: Source>(
                                     dlq_send(&dl, &n, &rejected).await
                                 })
                                 .await?;
-                                Ok((good.len() as u64, rejected.len() as u64, suppressed))
+                                Ok(Sent {
+                                    events: good.len() as u64,
+                                    rejected: rejected.len() as u64,
+                                    suppressed,
+                                    position,
+                                })
                             });
                             inflight.push_back(InFlight {
                                 send,
@@ -473,8 +566,13 @@ async fn settle(
     stats: &mut RunStats,
     progress: &mut Progress,
 ) -> Result<Option<Value>, RunError> {
-    let (events, rejected, suppressed) = match f.send.await {
-        Ok(Ok(counts)) => counts,
+    let Sent {
+        events,
+        rejected,
+        suppressed,
+        position,
+    } = match f.send.await {
+        Ok(Ok(sent)) => sent,
         Ok(Err(e)) => return Err(RunError::Producer(e)),
         Err(e) => {
             return Err(RunError::Producer(ProduceError::Create(
@@ -496,15 +594,16 @@ async fn settle(
     metrics::counter!("socialcrm_connector_rejected_objects_total", labels).increment(rejected);
     metrics::counter!("socialcrm_connector_suppressed_events_total", labels).increment(suppressed);
     metrics::counter!("socialcrm_connector_pages_total", labels).increment(1);
+    let position = f.position.max(position);
     let lag = if f.caught_up {
         0.0
     } else {
-        f.position
+        position
             .map(|p| (Utc::now() - p).num_milliseconds().max(0) as f64 / 1000.0)
             .unwrap_or(0.0)
     };
     metrics::gauge!("socialcrm_connector_cursor_lag_seconds", labels).set(lag);
-    progress.page(stream, f.objects, events, f.total, f.position);
+    progress.page(stream, f.objects, events, f.total, position);
     Ok(Some(f.cursor))
 }
 

@@ -273,6 +273,7 @@ impl Source {
             total: None,
             position: m.newest_at,
             objects: m.objects,
+            deferred: None,
         }
     }
 }
