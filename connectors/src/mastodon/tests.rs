@@ -936,7 +936,7 @@ fn config_defaults_and_validation() {
         panic!("mastodon config")
     };
     assert_eq!(c.base_url(), "https://mastodon.social");
-    assert_eq!(c.page_size, 40);
+    assert_eq!(c.page_size, 80);
     assert_eq!(c.types, types());
     assert_eq!(c.domain, "");
     assert_eq!(c.max_text_chars, 2000);
