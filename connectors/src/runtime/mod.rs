@@ -305,10 +305,12 @@ enum RoundEnd {
 
 /// Runs `source` until shutdown (or, with `once`, until every stream caught up).
 ///
-/// Within a stream, up to [`MAX_PAGES_IN_FLIGHT`] pages are fetched ahead while
-/// earlier pages are still being produced (unless the source says fetching
-/// confirms what came before, see [`Source::fetch_ahead`]). Cursors are stored in
-/// page order, and only up to the last page whose events Kafka acknowledged.
+/// Within a stream, pages are fetched ahead while earlier pages are still being
+/// mapped (when the source deferred it) and produced, up to
+/// [`MAX_EVENTS_IN_FLIGHT`] events and [`MAX_PAGES_IN_FLIGHT`] pages (one page
+/// when the source says fetching confirms what came before, see
+/// [`Source::fetch_ahead`]). Cursors are stored in page order, and only up to
+/// the last page whose events Kafka acknowledged.
 pub async fn run_source<S: Source>(
     mut source: S,
     opts: RunOptions,
