@@ -87,8 +87,34 @@ impl EventProducer {
         delivery_timeout: Duration,
         linger_ms: u32,
     ) -> Result<Self, ProduceError> {
-        let producer: FutureProducer = kafka
-            .client_config()
+        Self::build(kafka, topic, delivery_timeout, linger_ms, false)
+    }
+
+    /// The producer of pull connectors, which wait for each page's
+    /// acknowledgement (Telegram before it may even ask for the next page): no
+    /// linger, and Nagle's algorithm off on the broker sockets, so that a page's
+    /// last, small produce request is not held back until the previous one was
+    /// answered (librdkafka leaves Nagle on by default).
+    pub fn low_latency(
+        kafka: &KafkaConfig,
+        topic: &str,
+        delivery_timeout: Duration,
+    ) -> Result<Self, ProduceError> {
+        Self::build(kafka, topic, delivery_timeout, 0, true)
+    }
+
+    fn build(
+        kafka: &KafkaConfig,
+        topic: &str,
+        delivery_timeout: Duration,
+        linger_ms: u32,
+        no_nagle: bool,
+    ) -> Result<Self, ProduceError> {
+        let mut config = kafka.client_config();
+        if no_nagle {
+            config.set("socket.nagle.disable", "true");
+        }
+        let producer: FutureProducer = config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", linger_ms.to_string())

@@ -858,6 +858,20 @@ impl PageItem {
     }
 }
 
+/// The id of one notification of a page as [`PageItem::parse`] reads it, without
+/// building the rest (the cursor needs only the ids; the mapping runs later).
+pub fn raw_notification_id(raw: &RawValue) -> Option<String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        #[serde(default)]
+        id: Option<TId>,
+    }
+    match serde_json::from_str::<Obj<IdOnly>>(raw.get()) {
+        Ok(t) => t.0.id.and_then(|i| i.0),
+        Err(_) => notification_id(&raw_value(raw)),
+    }
+}
+
 fn raw_value(raw: &RawValue) -> Value {
     serde_json::from_str(raw.get()).unwrap_or(Value::Null)
 }

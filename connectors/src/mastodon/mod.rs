@@ -31,7 +31,7 @@ use serde_json::Value;
 
 use crate::runtime::config::RuntimeSettings;
 use crate::runtime::http::{link_rel, ApiClient, ApiError, ApiResponse, Request};
-use crate::runtime::{Page, SourceError};
+use crate::runtime::{Deferred, DeferredOutput, Page, SourceError};
 
 pub use config::Config;
 
@@ -310,71 +310,83 @@ impl Source {
         query.extend(self.types_query.iter().cloned());
         let url = format!("{}/api/v1/notifications", self.base);
         let resp = self.client.call(&url, &self.request(query)).await?;
-        // each notification is parsed once, into typed structs (see mapping)
+        // the page is split into its notifications here; each is parsed once,
+        // into typed structs, by the deferred mapping (see mapping::PageItem)
         let raws: Vec<Box<RawValue>> = resp.json(&self.instance)?;
-        let mut items: Vec<mapping::PageItem> =
-            raws.into_iter().map(mapping::PageItem::parse).collect();
-        // Mastodon answers newest first; events go out oldest first
-        items.sort_by(|a, b| match (&a.id, &b.id) {
-            (Some(x), Some(y)) => id_cmp(x, y),
-            (x, y) => x.is_some().cmp(&y.is_some()),
-        });
-        let ctx = mapping::Context {
-            domain: &brand.domain,
-            source: &brand.source,
-            brand_id: &brand.id,
-            brand_handle: &brand.handle,
-            types: &self.cfg.types,
-            received_at: Utc::now(),
-            max_text_chars: self.cfg.max_text_chars,
-        };
-        let mut mapped = mapping::map_items(&items, &ctx);
-        if let Some(s) = since {
-            mapped.events.retain(|e| e.occurred_at >= s);
-        }
-        if mapped.skipped > 0 {
-            tracing::debug!(connector = %self.instance, skipped = mapped.skipped,
-                "notifications of types not asked for skipped");
-        }
+        let ids: Vec<Option<String>> = raws
+            .iter()
+            .map(|r| mapping::raw_notification_id(r))
+            .collect();
         // the next cursor: the highest id of the page, as the `prev` link says
         let from_link = link_rel(&resp.headers, "prev").and_then(|u| min_id_param(&u));
-        let from_page = items
-            .iter()
-            .filter_map(|i| i.id.as_ref())
-            .max_by(|a, b| id_cmp(a, b))
-            .cloned();
+        let from_page = ids.iter().flatten().max_by(|a, b| id_cmp(a, b)).cloned();
         let next = [Some(min_id.clone()), from_link, from_page]
             .into_iter()
             .flatten()
             .max_by(|a, b| id_cmp(a, b))
             .unwrap_or_else(|| min_id.clone());
-        if !items.is_empty() && next == min_id {
+        if !raws.is_empty() && next == min_id {
             return Err(self
                 .payload_error(
                     &resp.url,
                     format!(
                         "a page of {} notifications without usable ids and no Link header; the cursor cannot advance past {min_id}",
-                        items.len()
+                        raws.len()
                     ),
                 )
                 .into());
         }
         // only an empty page proves the end: servers before 4.1 cap `limit` at 30,
         // others at other sizes, so a short page may just be the server's maximum
-        let caught_up = items.is_empty();
-        let position = mapped.events.iter().map(|e| e.occurred_at).max();
+        let caught_up = raws.is_empty();
+        let objects = raws.len() as u64;
+        let brand = brand.clone();
+        let types = self.cfg.types.clone();
+        let max_text_chars = self.cfg.max_text_chars;
+        let instance = self.instance.clone();
+        let received_at = Utc::now();
+        let map = move || {
+            let mut items: Vec<mapping::PageItem> =
+                raws.into_iter().map(mapping::PageItem::parse).collect();
+            // Mastodon answers newest first; events go out oldest first
+            items.sort_by(|a, b| match (&a.id, &b.id) {
+                (Some(x), Some(y)) => id_cmp(x, y),
+                (x, y) => x.is_some().cmp(&y.is_some()),
+            });
+            let ctx = mapping::Context {
+                domain: &brand.domain,
+                source: &brand.source,
+                brand_id: &brand.id,
+                brand_handle: &brand.handle,
+                types: &types,
+                received_at,
+                max_text_chars,
+            };
+            let mut mapped = mapping::map_items(&items, &ctx);
+            if let Some(s) = since {
+                mapped.events.retain(|e| e.occurred_at >= s);
+            }
+            if mapped.skipped > 0 {
+                tracing::debug!(connector = %instance, skipped = mapped.skipped,
+                    "notifications of types not asked for skipped");
+            }
+            let position = mapped.events.iter().map(|e| e.occurred_at).max();
+            DeferredOutput {
+                events: mapped.events,
+                rejected: mapped.rejected,
+                position,
+            }
+        };
         Ok(Page {
-            events: mapped.events,
-            rejected: mapped.rejected,
             cursor: Cursor {
                 min_id: Some(next),
                 since: if caught_up { None } else { since },
             }
             .to_value(),
             caught_up,
-            total: None,
-            position,
-            objects: items.len() as u64,
+            objects,
+            deferred: Some(Deferred::new(map)),
+            ..Page::default()
         })
     }
 }
@@ -424,6 +436,14 @@ impl crate::runtime::Source for Source {
     }
 
     async fn fetch(&mut self, stream: &str, cursor: &Value) -> Result<Page, SourceError> {
+        let mut page = self.fetch_unmapped(stream, cursor).await?;
+        page.map_deferred();
+        Ok(page)
+    }
+
+    /// The page's notifications are mapped later, by the runtime, on another
+    /// worker: the next page needs only their ids.
+    async fn fetch_unmapped(&mut self, stream: &str, cursor: &Value) -> Result<Page, SourceError> {
         let restart = self.initial_cursor(stream, None);
         let cur: Cursor =
             serde_json::from_value(cursor.clone()).map_err(|e| SourceError::CursorInvalid {

@@ -936,7 +936,7 @@ fn config_defaults_and_validation() {
         panic!("mastodon config")
     };
     assert_eq!(c.base_url(), "https://mastodon.social");
-    assert_eq!(c.page_size, 40);
+    assert_eq!(c.page_size, 80);
     assert_eq!(c.types, types());
     assert_eq!(c.domain, "");
     assert_eq!(c.max_text_chars, 2000);
@@ -1101,4 +1101,44 @@ fn addresses_in_profile_fields_travel_as_claims() {
     let values: Vec<&str> = got.iter().map(|i| i.value.as_str()).collect();
     assert_eq!(values, ["ann@shop.io", "Ann.Lee@Mail.example"]);
     assert!(got.iter().all(|i| i.id_type == "email"));
+}
+
+/// The cursor reads each notification's id alone (`raw_notification_id`), the
+/// mapping reads it with the rest: both must see the same id as the `Value`
+/// path (`notification_id`), malformed objects included.
+#[test]
+fn id_read_alone_is_the_value_paths_id() {
+    let cases = [
+        r#"{"id":"123","type":"mention"}"#,
+        r#"{"type":"mention","id":" 42 "}"#,
+        r#"{"id":77}"#,
+        r#"{"id":"   "}"#,
+        r#"{"id":null}"#,
+        r#"{"id":-5}"#,
+        r#"{"id":1.5}"#,
+        r#"{"id":["1"]}"#,
+        r#"{"id":{"x":1}}"#,
+        r#"{"type":"follow"}"#,
+        r#"{"id":"1","id":"2"}"#,
+        r#"["1","mention"]"#,
+        r#""just a string""#,
+        r#"17"#,
+        r#"null"#,
+        r#"{"id":"9","account":{"id":"1","acct":7},"status":"not an object"}"#,
+    ];
+    for raw in cases {
+        let boxed: Box<serde_json::value::RawValue> =
+            serde_json::from_str(raw).expect("valid JSON");
+        let v: Value = serde_json::from_str(raw).expect("valid JSON");
+        assert_eq!(
+            mapping::raw_notification_id(&boxed),
+            mapping::notification_id(&v),
+            "{raw}"
+        );
+        assert_eq!(
+            mapping::PageItem::parse(boxed.clone()).id,
+            mapping::notification_id(&v),
+            "{raw}"
+        );
+    }
 }

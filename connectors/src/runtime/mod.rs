@@ -64,6 +64,56 @@ pub struct Page {
     pub position: Option<DateTime<Utc>>,
     /// Objects this page covered (events may be more or fewer).
     pub objects: u64,
+    /// Mapping left to do: the runtime runs it on another worker while the
+    /// next page is fetched (see [`Source::fetch_unmapped`]).
+    pub deferred: Option<Deferred>,
+}
+
+impl Page {
+    /// Runs the deferred mapping, if any, so that `events` and `rejected` hold
+    /// everything the page maps to.
+    pub fn map_deferred(&mut self) {
+        if let Some(d) = self.deferred.take() {
+            let out = d.run();
+            self.merge(out);
+        }
+    }
+
+    fn merge(&mut self, out: DeferredOutput) {
+        self.events.extend(out.events);
+        self.rejected.extend(out.rejected);
+        self.position = self.position.max(out.position);
+    }
+}
+
+/// What a deferred mapping produces; appended to the page's own.
+#[derive(Debug, Default)]
+pub struct DeferredOutput {
+    pub events: Vec<CanonicalEvent>,
+    pub rejected: Vec<Rejected>,
+    /// Time of the newest object mapped (cursor lag, progress).
+    pub position: Option<DateTime<Utc>>,
+}
+
+/// The mapping of a fetched page, to be run later and elsewhere: a pure
+/// function of the page's objects, so that fetching the next page (which needs
+/// only the cursor) does not wait for it.
+pub struct Deferred(Box<dyn FnOnce() -> DeferredOutput + Send>);
+
+impl Deferred {
+    pub fn new(f: impl FnOnce() -> DeferredOutput + Send + 'static) -> Self {
+        Deferred(Box::new(f))
+    }
+
+    pub fn run(self) -> DeferredOutput {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Deferred(..)")
+    }
 }
 
 /// A provider object the connector could not map.
@@ -143,6 +193,19 @@ pub trait Source: Send {
         stream: &str,
         cursor: &Value,
     ) -> impl Future<Output = Result<Page, SourceError>> + Send;
+    /// [`fetch`](Source::fetch), except that the page's mapping may be left in
+    /// [`Page::deferred`]; the runtime calls this and maps on another worker.
+    /// The cursor, `caught_up` and `objects` must be final. Sources whose
+    /// mapping is on the critical path of their pagination override it, and
+    /// implement `fetch` as this plus [`Page::map_deferred`], so that tests of
+    /// `fetch` run the same mapping.
+    fn fetch_unmapped(
+        &mut self,
+        stream: &str,
+        cursor: &Value,
+    ) -> impl Future<Output = Result<Page, SourceError>> + Send {
+        self.fetch(stream, cursor)
+    }
 }
 
 /// What `connector run` was asked to do.
@@ -186,8 +249,16 @@ pub struct RunStats {
     pub suppressed: u64,
 }
 
-/// Pages of one stream that may be fetched before the oldest is acknowledged.
-const MAX_PAGES_IN_FLIGHT: usize = 16;
+/// Pages of one stream that may be fetched before the oldest is acknowledged
+/// (an upper bound; [`MAX_EVENTS_IN_FLIGHT`] usually binds first).
+const MAX_PAGES_IN_FLIGHT: usize = 64;
+
+/// Events of one stream that may wait for Kafka's acknowledgement before the
+/// next page is fetched. The window is sized by events, not pages: providers'
+/// pages hold 8 (Shopify orders) to 100 (X, Telegram) objects, and what has to
+/// cover Kafka's acknowledgement latency is the number of events in flight.
+/// A page is always fetched when nothing is in flight, however large it is.
+const MAX_EVENTS_IN_FLIGHT: usize = 4096;
 
 /// A stored cursor is rewritten at most this often while pages keep coming (and
 /// always when a stream caught up or the run ends): fewer fsyncs, and a crash
@@ -197,12 +268,32 @@ const STORE_EVERY: Duration = Duration::from_millis(250);
 /// A page whose events are on their way to Kafka.
 struct InFlight {
     /// Validates, encodes and produces; answers (events, rejected, suppressed).
-    send: tokio::task::JoinHandle<Result<(u64, u64, u64), ProduceError>>,
+    send: tokio::task::JoinHandle<Result<Sent, ProduceError>>,
+    /// Events (and rejected objects) the page carries, for the window.
+    size: usize,
     cursor: Value,
     objects: u64,
     total: Option<u64>,
     position: Option<DateTime<Utc>>,
     caught_up: bool,
+}
+
+/// Where a run's wall time went (logged when it stops): fetching and mapping
+/// pages, and waiting for Kafka with no room to fetch further. What is left is
+/// cursor stores, retries' waits and polls' sleeps.
+#[derive(Debug, Default)]
+struct Timing {
+    fetch: Duration,
+    ack_wait: Duration,
+}
+
+/// What a page's produce task did.
+struct Sent {
+    events: u64,
+    rejected: u64,
+    suppressed: u64,
+    /// Newest object time found by a deferred mapping.
+    position: Option<DateTime<Utc>>,
 }
 
 /// Why a stream's sync round ended.
@@ -214,10 +305,12 @@ enum RoundEnd {
 
 /// Runs `source` until shutdown (or, with `once`, until every stream caught up).
 ///
-/// Within a stream, up to [`MAX_PAGES_IN_FLIGHT`] pages are fetched ahead while
-/// earlier pages are still being produced (unless the source says fetching
-/// confirms what came before, see [`Source::fetch_ahead`]). Cursors are stored in
-/// page order, and only up to the last page whose events Kafka acknowledged.
+/// Within a stream, pages are fetched ahead while earlier pages are still being
+/// mapped (when the source deferred it) and produced, up to
+/// [`MAX_EVENTS_IN_FLIGHT`] events and [`MAX_PAGES_IN_FLIGHT`] pages (one page
+/// when the source says fetching confirms what came before, see
+/// [`Source::fetch_ahead`]). Cursors are stored in page order, and only up to
+/// the last page whose events Kafka acknowledged.
 pub async fn run_source<S: Source>(
     mut source: S,
     opts: RunOptions,
@@ -227,8 +320,8 @@ pub async fn run_source<S: Source>(
     let name = opts.instance.clone();
     let mut store = CursorStore::open(&opts.settings.state_path(), &name, kind)?;
     let timeout = Duration::from_secs(30);
-    let events = EventProducer::with_linger(&opts.kafka, &opts.kafka.topics.events, timeout, 0)?;
-    let dlq = EventProducer::with_linger(&opts.kafka, &opts.kafka.topics.dlq, timeout, 0)?;
+    let events = EventProducer::low_latency(&opts.kafka, &opts.kafka.topics.events, timeout)?;
+    let dlq = EventProducer::low_latency(&opts.kafka, &opts.kafka.topics.dlq, timeout)?;
     let streams = source.streams();
     tracing::info!(connector = %name, kind, streams = ?streams, state = %store.path().display(),
         since = ?opts.since, "connector starting");
@@ -244,6 +337,7 @@ pub async fn run_source<S: Source>(
     let shutdown = futures::FutureExt::fuse(shutdown);
     tokio::pin!(shutdown);
     let mut stopping = false;
+    let mut timing = Timing::default();
     let ahead = if source.fetch_ahead() {
         MAX_PAGES_IN_FLIGHT
     } else {
@@ -261,13 +355,18 @@ pub async fn run_source<S: Source>(
             let mut fetching = true;
             let mut acked: Option<Value> = None;
             let mut last_store = std::time::Instant::now();
+            let mut inflight_size = 0usize;
             let end = loop {
                 // fetch ahead while there is room
-                while fetching && inflight.len() < ahead {
+                while fetching
+                    && inflight.len() < ahead
+                    && (inflight.is_empty() || inflight_size < MAX_EVENTS_IN_FLIGHT)
+                {
                     // settle pages Kafka already acknowledged (no waiting), and store
                     // their cursor when due, so a slow API still makes steady progress
                     while inflight.front().is_some_and(|f| f.send.is_finished()) {
                         if let Some(f) = inflight.pop_front() {
+                            inflight_size -= f.size;
                             if let Some(c) =
                                 settle(f, &name, stream, &mut stats, &mut progress).await?
                             {
@@ -281,10 +380,12 @@ pub async fn run_source<S: Source>(
                         }
                         last_store = std::time::Instant::now();
                     }
+                    let fetch_started = std::time::Instant::now();
                     let page = tokio::select! {
                         _ = &mut shutdown => None,
-                        r = source.fetch(stream, &cursor) => Some(r),
+                        r = source.fetch_unmapped(stream, &cursor) => Some(r),
                     };
+                    timing.fetch += fetch_started.elapsed();
                     let Some(page) = page else {
                         stopping = true;
                         fetching = false;
@@ -298,9 +399,27 @@ pub async fn run_source<S: Source>(
                             let norm = normalizer.clone();
                             let suppression = opts.suppression.clone();
                             let (mapped, pre_rejected) = (page.events, page.rejected);
+                            let deferred = page.deferred;
+                            // a deferred page is not mapped yet: count its objects
+                            let size = (mapped.len() + pre_rejected.len())
+                                .max(if deferred.is_some() {
+                                    page.objects as usize
+                                } else {
+                                    0
+                                })
+                                .max(1);
+                            inflight_size += size;
                             // validation and encoding run on another worker while the
                             // next page is fetched and mapped
                             let send = tokio::spawn(async move {
+                                let (mut mapped, mut pre_rejected) = (mapped, pre_rejected);
+                                let mut position = None;
+                                if let Some(d) = deferred {
+                                    let out = d.run();
+                                    mapped.extend(out.events);
+                                    pre_rejected.extend(out.rejected);
+                                    position = out.position;
+                                }
                                 let (mut good, rejected) =
                                     check_events(mapped, &norm, &pre_rejected);
                                 let before = good.len();
@@ -321,10 +440,16 @@ pub async fn run_source<S: Source>(
                                     dlq_send(&dl, &n, &rejected).await
                                 })
                                 .await?;
-                                Ok((good.len() as u64, rejected.len() as u64, suppressed))
+                                Ok(Sent {
+                                    events: good.len() as u64,
+                                    rejected: rejected.len() as u64,
+                                    suppressed,
+                                    position,
+                                })
                             });
                             inflight.push_back(InFlight {
                                 send,
+                                size,
                                 cursor: page.cursor,
                                 objects: page.objects,
                                 total: page.total,
@@ -334,6 +459,7 @@ pub async fn run_source<S: Source>(
                         }
                         Err(e) => {
                             // settle what is in flight first: their cursors may be stored
+                            inflight_size = 0;
                             while let Some(f) = inflight.pop_front() {
                                 if let Some(c) =
                                     settle(f, &name, stream, &mut stats, &mut progress).await?
@@ -381,10 +507,13 @@ pub async fn run_source<S: Source>(
                 let Some(front) = inflight.pop_front() else {
                     break RoundEnd::Done;
                 };
+                inflight_size -= front.size;
+                let wait_started = std::time::Instant::now();
                 let settled = tokio::select! {
                     _ = &mut shutdown => None,
                     r = settle(front, &name, stream, &mut stats, &mut progress) => Some(r),
                 };
+                timing.ack_wait += wait_started.elapsed();
                 match settled {
                     None => break RoundEnd::Shutdown,
                     Some(r) => {
@@ -426,7 +555,8 @@ pub async fn run_source<S: Source>(
     events.flush(Duration::from_secs(10));
     tracing::info!(connector = %name, pages = stats.pages, events = stats.events,
         rejected = stats.rejected, suppressed = stats.suppressed,
-        failed_polls = stats.failed_polls, "connector stopped");
+        failed_polls = stats.failed_polls, fetch_ms = timing.fetch.as_millis() as u64,
+        ack_wait_ms = timing.ack_wait.as_millis() as u64, "connector stopped");
     Ok(stats)
 }
 
@@ -438,8 +568,13 @@ async fn settle(
     stats: &mut RunStats,
     progress: &mut Progress,
 ) -> Result<Option<Value>, RunError> {
-    let (events, rejected, suppressed) = match f.send.await {
-        Ok(Ok(counts)) => counts,
+    let Sent {
+        events,
+        rejected,
+        suppressed,
+        position,
+    } = match f.send.await {
+        Ok(Ok(sent)) => sent,
         Ok(Err(e)) => return Err(RunError::Producer(e)),
         Err(e) => {
             return Err(RunError::Producer(ProduceError::Create(
@@ -461,15 +596,16 @@ async fn settle(
     metrics::counter!("socialcrm_connector_rejected_objects_total", labels).increment(rejected);
     metrics::counter!("socialcrm_connector_suppressed_events_total", labels).increment(suppressed);
     metrics::counter!("socialcrm_connector_pages_total", labels).increment(1);
+    let position = f.position.max(position);
     let lag = if f.caught_up {
         0.0
     } else {
-        f.position
+        position
             .map(|p| (Utc::now() - p).num_milliseconds().max(0) as f64 / 1000.0)
             .unwrap_or(0.0)
     };
     metrics::gauge!("socialcrm_connector_cursor_lag_seconds", labels).set(lag);
-    progress.page(stream, f.objects, events, f.total, f.position);
+    progress.page(stream, f.objects, events, f.total, position);
     Ok(Some(f.cursor))
 }
 

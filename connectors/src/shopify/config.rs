@@ -52,7 +52,7 @@ pub struct Config {
 pub fn default_api_version() -> String {
     "2026-10".into()
 }
-fn default_page_size() -> u32 {
+pub fn default_page_size() -> u32 {
     100
 }
 fn default_orders_page_size() -> u32 {

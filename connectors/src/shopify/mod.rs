@@ -24,7 +24,7 @@ pub mod mapping;
 mod tests;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -35,7 +35,7 @@ use socialcrm_schemas::Normalizer;
 
 use crate::runtime::config::RuntimeSettings;
 use crate::runtime::http::{ApiClient, ApiError, Request};
-use crate::runtime::{Page, SourceError};
+use crate::runtime::{Deferred, DeferredOutput, Page, SourceError};
 use client::{Answer, GqlError, PageInfo, Throttle};
 pub use config::Config;
 use mapping::{MapCtx, SkipReason};
@@ -100,6 +100,27 @@ impl StreamCursor {
     }
 }
 
+/// [`MapCtx`] with owned fields.
+struct OwnedCtx {
+    shop: String,
+    source: String,
+    received_at: DateTime<Utc>,
+    include_test_orders: bool,
+    normalizer: Normalizer,
+}
+
+impl OwnedCtx {
+    fn ctx(&self) -> MapCtx<'_> {
+        MapCtx {
+            shop: &self.shop,
+            source: &self.source,
+            received_at: self.received_at,
+            include_test_orders: self.include_test_orders,
+            normalizer: &self.normalizer,
+        }
+    }
+}
+
 /// The queries, built once.
 struct Queries {
     customers: String,
@@ -119,7 +140,8 @@ pub struct Source {
     throttle: Arc<Throttle>,
     normalizer: Normalizer,
     queries: Queries,
-    skipped: BTreeMap<SkipReason, u64>,
+    /// Orders skipped, by reason (counted by the deferred mappings).
+    skipped: Arc<Mutex<BTreeMap<SkipReason, u64>>>,
 }
 
 impl Source {
@@ -151,13 +173,16 @@ impl Source {
                 line_items: client::order_line_items_query(),
                 refunds: client::order_refunds_query(),
             },
-            skipped: BTreeMap::new(),
+            skipped: Arc::default(),
         })
     }
 
-    /// Orders skipped so far, by reason.
-    pub fn skipped(&self) -> &BTreeMap<SkipReason, u64> {
-        &self.skipped
+    /// Orders skipped so far, by reason (of the pages mapped so far).
+    pub fn skipped(&self) -> BTreeMap<SkipReason, u64> {
+        self.skipped
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn payload(&self, message: String) -> SourceError {
@@ -332,13 +357,14 @@ impl Source {
         }
     }
 
-    fn ctx<'a>(&'a self, received_at: DateTime<Utc>) -> MapCtx<'a> {
-        MapCtx {
-            shop: &self.cfg.shop,
-            source: &self.source,
+    /// What the deferred mappings need, owned (they run on another worker).
+    fn owned_ctx(&self, received_at: DateTime<Utc>) -> OwnedCtx {
+        OwnedCtx {
+            shop: self.cfg.shop.clone(),
+            source: self.source.clone(),
             received_at,
             include_test_orders: self.cfg.include_test_orders,
-            normalizer: &self.normalizer,
+            normalizer: self.normalizer.clone(),
         }
     }
 
@@ -360,19 +386,29 @@ impl Source {
             .await
             .map_err(|e| self.cursor_refused(CUSTOMERS, &c, e))?;
         let conn = data.customers;
-        let ctx = self.ctx(Utc::now());
         let mut page = Page {
             objects: conn.nodes.len() as u64,
             ..Page::default()
         };
-        let mut page_max = None;
-        for node in &conn.nodes {
-            page_max = page_max.max(mapping::node_updated_at(node));
-            match mapping::map_customer(node, &ctx) {
-                Ok(ev) => page.events.push(ev),
-                Err(r) => page.rejected.push(r),
+        let page_max = conn
+            .nodes
+            .iter()
+            .map(mapping::node_updated_at)
+            .max()
+            .flatten();
+        let owned = self.owned_ctx(Utc::now());
+        let nodes = conn.nodes;
+        page.deferred = Some(Deferred::new(move || {
+            let ctx = owned.ctx();
+            let mut out = DeferredOutput::default();
+            for node in &nodes {
+                match mapping::map_customer(node, &ctx) {
+                    Ok(ev) => out.events.push(ev),
+                    Err(r) => out.rejected.push(r),
+                }
             }
-        }
+            out
+        }));
         let (next, done) = c.advance(page_max, &conn.page_info, self.overlap());
         page.position = next.max_updated_at.or(page_max).or(c.max_updated_at);
         page.cursor = next.to_value();
@@ -457,31 +493,46 @@ impl Source {
         for node in &mut conn.nodes {
             self.complete_order(node).await?;
         }
-        let ctx = self.ctx(Utc::now());
         let mut page = Page {
             objects: conn.nodes.len() as u64,
             ..Page::default()
         };
-        let mut page_max = None;
-        let mut skipped: Vec<SkipReason> = Vec::new();
-        for node in &conn.nodes {
-            page_max = page_max.max(mapping::node_updated_at(node));
-            let out = mapping::map_order(node, &ctx);
-            page.events.extend(out.events);
-            page.rejected.extend(out.rejected);
-            if let Some(reason) = out.skipped {
-                let order = node.get("id").and_then(|v| v.as_str()).unwrap_or("?");
-                tracing::debug!(connector = %self.instance, order, reason = reason.as_str(),
-                    "order skipped");
-                skipped.push(reason);
+        let page_max = conn
+            .nodes
+            .iter()
+            .map(mapping::node_updated_at)
+            .max()
+            .flatten();
+        let owned = self.owned_ctx(Utc::now());
+        let nodes = conn.nodes;
+        let instance = self.instance.clone();
+        let skipped_total = self.skipped.clone();
+        page.deferred = Some(Deferred::new(move || {
+            let ctx = owned.ctx();
+            let mut out = DeferredOutput::default();
+            let mut skipped: Vec<SkipReason> = Vec::new();
+            for node in &nodes {
+                let mapped = mapping::map_order(node, &ctx);
+                out.events.extend(mapped.events);
+                out.rejected.extend(mapped.rejected);
+                if let Some(reason) = mapped.skipped {
+                    let order = node.get("id").and_then(|v| v.as_str()).unwrap_or("?");
+                    tracing::debug!(connector = %instance, order, reason = reason.as_str(),
+                        "order skipped");
+                    skipped.push(reason);
+                }
             }
-        }
-        for reason in skipped {
-            *self.skipped.entry(reason).or_default() += 1;
-            metrics::counter!("socialcrm_connector_skipped_objects_total",
-                "connector" => self.instance.clone(), "stream" => ORDERS, "reason" => reason.as_str())
-            .increment(1);
-        }
+            if !skipped.is_empty() {
+                let mut total = skipped_total.lock().unwrap_or_else(|e| e.into_inner());
+                for reason in skipped {
+                    *total.entry(reason).or_default() += 1;
+                    metrics::counter!("socialcrm_connector_skipped_objects_total",
+                        "connector" => instance.clone(), "stream" => ORDERS, "reason" => reason.as_str())
+                    .increment(1);
+                }
+            }
+            out
+        }));
         let (next, done) = c.advance(page_max, &conn.page_info, self.overlap());
         page.position = next.max_updated_at.or(page_max).or(c.max_updated_at);
         page.cursor = next.to_value();
@@ -508,6 +559,14 @@ impl crate::runtime::Source for Source {
     }
 
     async fn fetch(&mut self, stream: &str, cursor: &Value) -> Result<Page, SourceError> {
+        let mut page = self.fetch_unmapped(stream, cursor).await?;
+        page.map_deferred();
+        Ok(page)
+    }
+
+    /// The page's objects are mapped later, by the runtime, on another worker:
+    /// the next page needs only the cursor.
+    async fn fetch_unmapped(&mut self, stream: &str, cursor: &Value) -> Result<Page, SourceError> {
         let c = self.parse_cursor(stream, cursor)?;
         match stream {
             CUSTOMERS => self.fetch_customers(c).await,

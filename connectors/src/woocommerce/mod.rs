@@ -38,7 +38,7 @@ use serde_json::{json, Value};
 
 use crate::runtime::config::{RuntimeSettings, Secret};
 use crate::runtime::http::{ApiClient, ApiError, ApiResponse, Request};
-use crate::runtime::{Page, Rejected, SourceError};
+use crate::runtime::{Deferred, DeferredOutput, Page, Rejected, SourceError};
 use mapping::{Ctx, OrderMapped};
 
 /// Stream of WordPress users with the customer role.
@@ -353,13 +353,6 @@ impl Source {
         }
     }
 
-    fn ctx(&self) -> Ctx<'_> {
-        Ctx {
-            site: &self.site,
-            received_at: Utc::now(),
-        }
-    }
-
     async fn fetch_orders(&mut self, cursor: &Value) -> Result<Page, SourceError> {
         let c: OrdersCursor =
             serde_json::from_value(cursor.clone()).map_err(|e| SourceError::CursorInvalid {
@@ -409,9 +402,9 @@ impl Source {
             .iter()
             .map(|raw| mapping::slim(raw, mapping::ORDER_FIELDS).unwrap_or(Value::Null))
             .collect();
-        let whole = |i: usize, r: Rejected| whole_object(&listed.items, i, r);
         let cutoff = listed.server_now - ChronoDuration::seconds(self.cfg.settle_secs as i64);
-        let ctx = self.ctx();
+        // what the deferred mapping does with each listed order, in page order
+        let mut todo: Vec<(usize, Todo)> = Vec::with_capacity(items.len());
         let mut page = Page {
             total: listed.total,
             ..Page::default()
@@ -438,13 +431,7 @@ impl Source {
                 }
             }
             let Some(key) = mapping::order_key(o) else {
-                page.rejected.push(whole(
-                    i,
-                    mapping::rejected_order(
-                        o,
-                        "order without a numeric `id` or a readable `date_modified_gmt`",
-                    ),
-                ));
+                todo.push((i, Todo::Reject));
                 continue;
             };
             if pos.is_some_and(|p| key <= p) {
@@ -460,15 +447,7 @@ impl Source {
                 out_of_order = true;
             }
             page.objects += 1;
-            match mapping::map_order(o, &ctx) {
-                OrderMapped::Events(evs) => page.events.extend(evs),
-                OrderMapped::Skipped(why) => {
-                    metrics::counter!("socialcrm_connector_skipped_objects_total",
-                        "connector" => self.instance.clone(), "reason" => why)
-                    .increment(1);
-                }
-                OrderMapped::Rejected(r) => page.rejected.push(whole(i, r)),
-            }
+            todo.push((i, Todo::Map));
             new_pos = Some(new_pos.map_or(key, |p| p.max(key)));
             consumed_upto = Some(i);
         }
@@ -497,6 +476,38 @@ impl Source {
             id: new_pos.map_or(0, |p| p.1),
             skip,
         });
+        let (site, received_at, instance) = (self.site.clone(), Utc::now(), self.instance.clone());
+        let raws = listed.items;
+        page.deferred = Some(Deferred::new(move || {
+            let ctx = Ctx {
+                site: &site,
+                received_at,
+            };
+            let mut out = DeferredOutput::default();
+            for (i, what) in todo {
+                let Some(o) = items.get(i) else { continue };
+                match what {
+                    Todo::Reject => out.rejected.push(whole_object(
+                        &raws,
+                        i,
+                        mapping::rejected_order(
+                            o,
+                            "order without a numeric `id` or a readable `date_modified_gmt`",
+                        ),
+                    )),
+                    Todo::Map => match mapping::map_order(o, &ctx) {
+                        OrderMapped::Events(evs) => out.events.extend(evs),
+                        OrderMapped::Skipped(why) => {
+                            metrics::counter!("socialcrm_connector_skipped_objects_total",
+                                "connector" => instance.clone(), "reason" => why)
+                            .increment(1);
+                        }
+                        OrderMapped::Rejected(r) => out.rejected.push(whole_object(&raws, i, r)),
+                    },
+                }
+            }
+            out
+        }));
         Ok(page)
     }
 
@@ -549,7 +560,6 @@ impl Source {
             }
             break listed;
         };
-        let ctx = self.ctx();
         let mut page = Page {
             total: listed.total,
             ..Page::default()
@@ -562,13 +572,11 @@ impl Source {
             .iter()
             .map(|raw| mapping::slim(raw, mapping::CUSTOMER_FIELDS).unwrap_or(Value::Null))
             .collect();
-        let whole = |i: usize, r: Rejected| whole_object(&listed.items, i, r);
+        // what the deferred mapping does with each listed customer, in page order
+        let mut todo: Vec<(usize, Todo)> = Vec::with_capacity(items.len());
         for (i, o) in items.iter().enumerate() {
             let Some(id) = mapping::customer_id(o) else {
-                page.rejected.push(whole(
-                    i,
-                    mapping::rejected_customer(o, "customer without a numeric `id`"),
-                ));
+                todo.push((i, Todo::Reject));
                 continue;
             };
             if id <= c.last_id {
@@ -582,16 +590,7 @@ impl Source {
                     continue;
                 }
             }
-            match mapping::map_customer(o, &ctx) {
-                Ok(ev) => {
-                    page.position = Some(
-                        page.position
-                            .map_or(ev.occurred_at, |p: DateTime<Utc>| p.max(ev.occurred_at)),
-                    );
-                    page.events.push(ev);
-                }
-                Err(r) => page.rejected.push(whole(i, r)),
-            }
+            todo.push((i, Todo::Map));
         }
         let done = (listed.items.len() as u64) < per_page;
         page.caught_up = done;
@@ -602,8 +601,44 @@ impl Source {
             since: c.since,
             done,
         });
+        let (site, received_at) = (self.site.clone(), Utc::now());
+        let raws = listed.items;
+        page.deferred = Some(Deferred::new(move || {
+            let ctx = Ctx {
+                site: &site,
+                received_at,
+            };
+            let mut out = DeferredOutput::default();
+            for (i, what) in todo {
+                let Some(o) = items.get(i) else { continue };
+                match what {
+                    Todo::Reject => out.rejected.push(whole_object(
+                        &raws,
+                        i,
+                        mapping::rejected_customer(o, "customer without a numeric `id`"),
+                    )),
+                    Todo::Map => match mapping::map_customer(o, &ctx) {
+                        Ok(ev) => {
+                            out.position = out.position.max(Some(ev.occurred_at));
+                            out.events.push(ev);
+                        }
+                        Err(r) => out.rejected.push(whole_object(&raws, i, r)),
+                    },
+                }
+            }
+            out
+        }));
         Ok(page)
     }
+}
+
+/// What a deferred mapping does with one listed object.
+#[derive(Debug, Clone, Copy)]
+enum Todo {
+    /// Maps it.
+    Map,
+    /// Rejects it: it has no usable key (id, modification time).
+    Reject,
 }
 
 /// A rejection of listed object `i` (mapped from its slim form) carrying the
@@ -648,6 +683,14 @@ impl crate::runtime::Source for Source {
     }
 
     async fn fetch(&mut self, stream: &str, cursor: &Value) -> Result<Page, SourceError> {
+        let mut page = self.fetch_unmapped(stream, cursor).await?;
+        page.map_deferred();
+        Ok(page)
+    }
+
+    /// The page's objects are mapped later, by the runtime, on another worker:
+    /// the next page needs only their ids and times.
+    async fn fetch_unmapped(&mut self, stream: &str, cursor: &Value) -> Result<Page, SourceError> {
         match stream {
             CUSTOMERS => self.fetch_customers(cursor).await,
             _ => self.fetch_orders(cursor).await,

@@ -302,12 +302,32 @@ fn partial_error(v: &Value) -> PartialError {
 /// Maps one answer of the mention timeline. `Err` when the body is not the
 /// documented JSON object at all; single bad posts become [`Rejected`].
 pub fn map_response(body: &[u8], ctx: &MapContext<'_>) -> Result<MappedPage, String> {
+    parse_response(body).map(|p| map_parsed(p, ctx))
+}
+
+/// One answer, parsed but not mapped: what the cursor needs (`meta`, the
+/// newest post id, the number of posts, partial errors) and the posts.
+#[derive(Debug, Default)]
+pub struct ParsedPage {
+    /// Posts in `data`.
+    pub objects: u64,
+    pub meta: Meta,
+    pub errors: Vec<PartialError>,
+    /// Highest post id in `data` (also of rejected posts).
+    pub newest_id: Option<String>,
+    /// Each post of `data`, in order: typed with its text, or rejected.
+    posts: Vec<Result<(Tweet, Box<RawValue>), Rejected>>,
+    included: Included,
+}
+
+/// The first half of [`map_response`]: parses the answer and each post; the
+/// mapping is [`map_parsed`].
+pub fn parse_response(body: &[u8]) -> Result<ParsedPage, String> {
     let env: Envelope<'_> = serde_json::from_slice(body)
         .map_err(|e| format!("not the documented timeline object: {e}"))?;
     let included = read_includes(env.includes);
     let data = env.data.unwrap_or_default();
-    let mut page = MappedPage {
-        events: Vec::with_capacity(data.len()),
+    let mut page = ParsedPage {
         objects: data.len() as u64,
         meta: env.meta.unwrap_or_default(),
         errors: env
@@ -316,11 +336,16 @@ pub fn map_response(body: &[u8], ctx: &MapContext<'_>) -> Result<MappedPage, Str
             .iter()
             .map(partial_error)
             .collect(),
-        ..MappedPage::default()
+        posts: Vec::with_capacity(data.len()),
+        included,
+        ..ParsedPage::default()
     };
     for raw in data {
-        let tweet = match serde_json::from_str::<Tweet>(raw.get()) {
-            Ok(t) => t,
+        match serde_json::from_str::<Tweet>(raw.get()) {
+            Ok(t) => {
+                page.newest_id = max_id(page.newest_id.take(), Some(&t.id));
+                page.posts.push(Ok((t, raw.to_owned())));
+            }
             Err(e) => {
                 let v: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
                 let id = match v.get("id") {
@@ -331,15 +356,36 @@ pub fn map_response(body: &[u8], ctx: &MapContext<'_>) -> Result<MappedPage, Str
                 if let Some(i) = v.get("id").and_then(Value::as_str) {
                     page.newest_id = max_id(page.newest_id.take(), Some(i));
                 }
-                page.rejected.push(Rejected::json(
+                page.posts.push(Err(Rejected::json(
                     id,
                     format!("not the documented post object: {e}"),
                     &v,
-                ));
+                )));
+            }
+        }
+    }
+    Ok(page)
+}
+
+/// The second half of [`map_response`]: maps the parsed posts.
+pub fn map_parsed(parsed: ParsedPage, ctx: &MapContext<'_>) -> MappedPage {
+    let mut page = MappedPage {
+        events: Vec::with_capacity(parsed.posts.len()),
+        objects: parsed.objects,
+        meta: parsed.meta,
+        errors: parsed.errors,
+        newest_id: parsed.newest_id,
+        ..MappedPage::default()
+    };
+    let included = parsed.included;
+    for post in parsed.posts {
+        let (tweet, raw) = match post {
+            Ok(t) => t,
+            Err(r) => {
+                page.rejected.push(r);
                 continue;
             }
         };
-        page.newest_id = max_id(page.newest_id.take(), Some(&tweet.id));
         if let Some(since) = ctx.since_id {
             if is_numeric_id(&tweet.id) && cmp_ids(&tweet.id, since) != Ordering::Greater {
                 page.skipped_synced += 1;
@@ -362,7 +408,7 @@ pub fn map_response(body: &[u8], ctx: &MapContext<'_>) -> Result<MappedPage, Str
             }
         }
     }
-    Ok(page)
+    page
 }
 
 fn x_id(v: &str) -> Identifier {

@@ -24,10 +24,10 @@ use serde_json::Value;
 
 use crate::runtime::config::RuntimeSettings;
 use crate::runtime::http::{ApiClient, ApiError, Request};
-use crate::runtime::{Page, SourceError};
+use crate::runtime::{Deferred, DeferredOutput, Page, SourceError};
 
 pub use config::Config;
-use mapping::{MapContext, MappedPage};
+use mapping::{MapContext, Meta};
 
 /// The one stream.
 pub const STREAM: &str = "mentions";
@@ -182,28 +182,54 @@ impl Source {
             }
             Err(e) => return Err(e.into()),
         };
-        let received_at = Utc::now();
-        let ctx = MapContext {
-            brand_id: &self.brand_id,
-            source: &self.source,
-            received_at,
-            since_id: c.since_id.as_deref(),
-        };
-        let mapped =
-            mapping::map_response(&resp.body, &ctx).map_err(|message| ApiError::Payload {
-                source_name: self.instance.clone(),
-                url: resp.url.clone(),
-                message,
-            })?;
-        self.report_errors(&mapped)?;
-        Ok(self.next_page(&c, mapped))
+        let parsed = mapping::parse_response(&resp.body).map_err(|message| ApiError::Payload {
+            source_name: self.instance.clone(),
+            url: resp.url.clone(),
+            message,
+        })?;
+        self.report_errors(&parsed.errors, parsed.objects)?;
+        let mut page = self.next_page(
+            &c,
+            &parsed.meta,
+            parsed.newest_id.as_deref(),
+            parsed.objects,
+        );
+        let (brand_id, source, instance) = (
+            self.brand_id.clone(),
+            self.source.clone(),
+            self.instance.clone(),
+        );
+        let (received_at, since_id) = (Utc::now(), c.since_id);
+        page.deferred = Some(Deferred::new(move || {
+            let ctx = MapContext {
+                brand_id: &brand_id,
+                source: &source,
+                received_at,
+                since_id: since_id.as_deref(),
+            };
+            let m = mapping::map_parsed(parsed, &ctx);
+            if m.skipped_own > 0 {
+                tracing::debug!(connector = %instance, posts = m.skipped_own,
+                    "posts by the brand account itself skipped");
+            }
+            DeferredOutput {
+                events: m.events,
+                rejected: m.rejected,
+                position: m.newest_at,
+            }
+        }));
+        Ok(page)
     }
 
     /// Logs partial errors; an answer that only says the brand user does not exist
     /// is an error (a wrong `user_id` must not look like "no mentions").
-    fn report_errors(&self, m: &MappedPage) -> Result<(), ApiError> {
-        for e in &m.errors {
-            if m.objects == 0
+    fn report_errors(
+        &self,
+        errors: &[mapping::PartialError],
+        objects: u64,
+    ) -> Result<(), ApiError> {
+        for e in errors {
+            if objects == 0
                 && e.resource_type == "user"
                 && (e.parameter == "id" || e.resource_id == self.brand_id)
             {
@@ -220,20 +246,17 @@ impl Source {
                 resource_id = %e.resource_id, parameter = %e.parameter, title = %e.title,
                 detail = %e.detail, "X answered with a partial error; the rest of the page is kept");
         }
-        if m.skipped_own > 0 {
-            tracing::debug!(connector = %self.instance, posts = m.skipped_own,
-                "posts by the brand account itself skipped");
-        }
         Ok(())
     }
 
-    fn next_page(&self, c: &Cursor, m: MappedPage) -> Page {
+    /// The page's cursor; its mapping is left to the caller.
+    fn next_page(&self, c: &Cursor, meta: &Meta, newest_id: Option<&str>, objects: u64) -> Page {
         let walk_newest = mapping::max_id(
-            mapping::max_id(c.walk_newest_id.clone(), m.meta.newest_id.as_deref()),
-            m.newest_id.as_deref(),
+            mapping::max_id(c.walk_newest_id.clone(), meta.newest_id.as_deref()),
+            newest_id,
         );
-        let walk_objects = c.walk_objects + m.objects;
-        let (cursor, caught_up) = match m.meta.next_token.clone() {
+        let walk_objects = c.walk_objects + objects;
+        let (cursor, caught_up) = match meta.next_token.clone() {
             Some(token) if Some(&token) != c.pagination_token.as_ref() => (
                 Cursor {
                     since_id: c.since_id.clone(),
@@ -266,13 +289,10 @@ impl Source {
             }
         };
         Page {
-            events: m.events,
-            rejected: m.rejected,
             cursor: cursor.to_value(),
             caught_up,
-            total: None,
-            position: m.newest_at,
-            objects: m.objects,
+            objects,
+            ..Page::default()
         }
     }
 }
@@ -303,6 +323,21 @@ impl crate::runtime::Source for Source {
         .to_value()
     }
     async fn fetch(&mut self, stream: &str, cursor: &Value) -> Result<Page, SourceError> {
+        if stream != STREAM {
+            return Err(SourceError::Api(ApiError::Payload {
+                source_name: self.instance.clone(),
+                url: String::new(),
+                message: format!("unknown stream `{stream}` (the X connector has `{STREAM}`)"),
+            }));
+        }
+        let mut page = self.fetch_unmapped(stream, cursor).await?;
+        page.map_deferred();
+        Ok(page)
+    }
+
+    /// The page's posts are mapped later, by the runtime, on another worker:
+    /// the next page needs only `meta` and the posts' ids.
+    async fn fetch_unmapped(&mut self, stream: &str, cursor: &Value) -> Result<Page, SourceError> {
         if stream != STREAM {
             return Err(SourceError::Api(ApiError::Payload {
                 source_name: self.instance.clone(),

@@ -2,8 +2,9 @@
 //! connector. Each connector's fake API (`connectors/src/<name>/fake.rs`) serves N
 //! generated objects locally, in the provider's documented format and page sizes;
 //! the real connector (`registry::run`, `--once`) pulls, maps and produces them to
-//! a fresh Kafka topic until caught up. Figure: events Kafka acknowledged ÷ wall
-//! time. The fake server runs in the same process, so its CPU counts against us.
+//! a fresh Kafka topic until caught up, with the connector's default page sizes.
+//! Figure: events Kafka acknowledged ÷ wall time. The fake server runs in the
+//! same process, so its CPU counts against us.
 
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,9 @@ async fn fake(kind: &str, objects: usize, seed: u64) -> Result<(FakeServer, Sour
                 objects, seed,
             )))
             .await;
-            let c = SourceConfig::Mastodon(mastodon::fake::test_config(&s.base_url));
+            let mut c = mastodon::fake::test_config(&s.base_url);
+            c.page_size = mastodon::config::default_page_size();
+            let c = SourceConfig::Mastodon(c);
             (s, c)
         }
         "x" => {
@@ -51,7 +54,10 @@ async fn fake(kind: &str, objects: usize, seed: u64) -> Result<(FakeServer, Sour
                 objects, seed,
             )))
             .await;
-            let c = SourceConfig::Shopify(shopify::fake::test_config(&s.base_url));
+            // the connector's default page sizes (the tests' config uses smaller ones)
+            let mut c = shopify::fake::test_config(&s.base_url);
+            c.page_size = shopify::config::default_page_size();
+            let c = SourceConfig::Shopify(c);
             (s, c)
         }
         "telegram" => {
