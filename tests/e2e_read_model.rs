@@ -179,6 +179,17 @@ fn memory_and_clickhouse_agree_changes_show_within_a_poll_and_erasures_disappear
     identity(&w, "phone", "+14155550100", "c_d", 1, 10);
     score(&w, "c_a", "R0", 11.0);
     score(&w, "c_a", "R1", 41.5);
+    // R1 completed, with its leaderboards filled by the scoring job's statement
+    w.query("INSERT INTO score_runs (run_id, started_at, finished_at) VALUES ('R1', now(), now())");
+    w.query(
+        &socialcrm_pipeline::scoring::job::leaderboards_sql(&w.db)
+            .replacen('?', "'R1'", 1)
+            .replacen(
+                '?',
+                &socialcrm_pipeline::scoring::job::LEADERBOARD_ROWS.to_string(),
+                1,
+            ),
+    );
     for (i, at) in [100u32, 300, 200, 500, 400].iter().enumerate() {
         let primary = if i % 2 == 0 {
             format!("email:{ann}")
@@ -225,9 +236,14 @@ fn memory_and_clickhouse_agree_changes_show_within_a_poll_and_erasures_disappear
         "/v1/profiles/lookup?id=email:nobody@example.com",
         "/v1/profiles/c_nobody",
         "/v1/profiles/lookup?id=nonsense",
+        // leaderboards: names of live profiles from memory on one server
+        "/v1/top/influencers",
+        "/v1/top/influencers?network=x",
     ];
     let before = memory_answers(&memory);
     same_answers(&memory, &clickhouse, &paths);
+    let (_, top) = get(&memory, "/v1/top/influencers?network=x");
+    assert_eq!(top["items"][0]["customer_id"], "c_a", "{top}");
     assert_eq!(
         memory_answers(&memory) - before,
         7.0,

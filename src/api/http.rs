@@ -487,7 +487,12 @@ async fn leaderboard(s: &AppState, raw: Option<String>) -> ApiResult<(Option<Str
 
 async fn top_influencers(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {
     let (network, limit) = leaderboard(&s, raw).await?;
-    Ok(Json(s.q.top_influencers(network.as_deref(), limit).await?))
+    let model = s.profiles.model.clone();
+    let known = move |cid: &str| model.as_ref().and_then(|m| m.name(cid));
+    Ok(Json(
+        s.q.top_influencers(network.as_deref(), limit, Some(&known))
+            .await?,
+    ))
 }
 
 async fn top_advocates(State(s): St, RawQuery(raw): RawQuery) -> ApiResult<Json<Value>> {

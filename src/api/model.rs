@@ -35,7 +35,8 @@ use socialcrm_pipeline::scoring::job::ScoreRow;
 use socialcrm_schemas::retry::{retry, RetryPolicy, Retryable};
 
 use super::queries::{
-    detail_json, run_id_of, QResult, Queries, QueryError, RecentEvent, RECENT_EVENT_COLUMNS,
+    detail_json, run_id_of, NameRow, QResult, Queries, QueryError, RecentEvent,
+    RECENT_EVENT_COLUMNS,
 };
 
 /// Ids per batched point query (a few tens of KB of SQL, well under `max_query_size`).
@@ -490,6 +491,22 @@ impl ReadModel {
         }
         let a = self.read().resolve(cid);
         self.answer(a)
+    }
+
+    /// The name and identifiers of live profile `cid` (exactly that id, as a
+    /// `profiles` row by customer id), once the model is loaded.
+    pub fn name(&self, cid: &str) -> Option<NameRow> {
+        if !self.is_loaded() {
+            return None;
+        }
+        let entry = self.read().live.get(cid)?.clone();
+        let p: ProfileRow = postcard::from_bytes(&entry.profile).ok()?;
+        Some(NameRow {
+            customer_id: p.customer_id,
+            display_name: p.display_name,
+            identifier_types: p.identifier_types,
+            identifier_values: p.identifier_values,
+        })
     }
 
     /// Whether a customer's erasure is in progress (the ClickHouse fallback may still

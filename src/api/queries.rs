@@ -241,12 +241,16 @@ struct Count {
 }
 
 #[derive(Debug, Row, Deserialize)]
-struct NameRow {
-    customer_id: String,
-    display_name: String,
-    identifier_types: Vec<String>,
-    identifier_values: Vec<String>,
+pub struct NameRow {
+    pub customer_id: String,
+    pub display_name: String,
+    pub identifier_types: Vec<String>,
+    pub identifier_values: Vec<String>,
 }
+
+/// Names of live profiles known without asking ClickHouse (the serve process's
+/// read model), by exact customer id.
+pub type KnownNames<'a> = &'a (dyn Fn(&str) -> Option<NameRow> + Send + Sync);
 
 #[derive(Debug, Row, Deserialize)]
 struct InfluenceRow {
@@ -572,29 +576,27 @@ impl Queries {
 
     /// Most influential customers of the newest scoring run, overall or among the
     /// customers present on one network (with that network's figures).
-    pub async fn top_influencers(&self, network: Option<&str>, limit: u64) -> QResult<Value> {
+    pub async fn top_influencers(
+        &self,
+        network: Option<&str>,
+        limit: u64,
+        known: Option<KnownNames<'_>>,
+    ) -> QResult<Value> {
         let network = network_param(network)?;
         let cond = if network.is_some() {
             "has(networks, ?)"
         } else {
             "1"
         };
-        // the ranking reads two columns of the whole run; the breakdown and names
-        // of the winners are then point reads by customer id
-        #[derive(Debug, Row, Deserialize)]
-        struct Ranked {
-            customer_id: String,
-            run_id: String,
-        }
         // the run's stored leaderboard (migration 0013) holds the top
-        // LEADERBOARD_ROWS of each network; a longer list, or a run scored before
-        // the leaderboards existed (no rows), is ranked from the run's scores
-        let mut ranked: Vec<Ranked> = Vec::new();
+        // LEADERBOARD_ROWS of each network with their breakdown: one small read
+        let mut rows: Vec<InfluenceRow> = Vec::new();
         if limit <= LEADERBOARD_ROWS {
-            ranked = self
+            rows = self
                 .client
                 .query(
-                    "SELECT customer_id, run_id FROM influencer_ranks \
+                    "SELECT customer_id, influence_score, reach, amplification, pagerank, networks, \
+                     network_followers, network_amplification FROM influencer_ranks \
                      WHERE run_id = (SELECT max(run_id) FROM score_runs) AND network = ? \
                      ORDER BY influence_score DESC, customer_id LIMIT ?",
                 )
@@ -603,7 +605,15 @@ impl Queries {
                 .fetch_all()
                 .await?;
         }
-        if ranked.is_empty() {
+        // a longer list, or a run scored before the leaderboards existed (no rows),
+        // is ranked from the run's scores: two columns of the whole run, then the
+        // winners' breakdown by customer id
+        if rows.is_empty() {
+            #[derive(Debug, Row, Deserialize)]
+            struct Ranked {
+                customer_id: String,
+                run_id: String,
+            }
             let sql = format!(
                 "SELECT customer_id, run_id FROM v_scores WHERE {cond} \
                  ORDER BY influence_score DESC, customer_id LIMIT ?"
@@ -612,23 +622,37 @@ impl Queries {
             if let Some(n) = &network {
                 q = q.bind(n.as_str());
             }
-            ranked = q.bind(limit).fetch_all().await?;
+            let ranked: Vec<Ranked> = q.bind(limit).fetch_all().await?;
+            let ids: Vec<String> = ranked.iter().map(|r| r.customer_id.clone()).collect();
+            let run_id = ranked.first().map(|r| r.run_id.clone()).unwrap_or_default();
+            let sql = format!(
+                "SELECT customer_id, influence_score, reach, amplification, pagerank, networks, network_followers, \
+                 network_amplification FROM scores WHERE customer_id IN {} AND run_id = ?",
+                in_list(ids.len())
+            );
+            let mut details: BTreeMap<String, InfluenceRow> =
+                bind_strs(self.client.query(&sql), &ids)
+                    .bind(&run_id)
+                    .fetch_all::<InfluenceRow>()
+                    .await?
+                    .into_iter()
+                    .map(|r| (r.customer_id.clone(), r))
+                    .collect();
+            rows = ids.iter().filter_map(|c| details.remove(c)).collect();
         }
-        let ids: Vec<String> = ranked.iter().map(|r| r.customer_id.clone()).collect();
-        let run_id = ranked.first().map(|r| r.run_id.clone()).unwrap_or_default();
-        let sql = format!(
-            "SELECT customer_id, influence_score, reach, amplification, pagerank, networks, network_followers, \
-             network_amplification FROM scores WHERE customer_id IN {} AND run_id = ?",
-            in_list(ids.len())
-        );
-        let details = bind_strs(self.client.query(&sql), &ids).bind(&run_id);
-        let (details, names) = tokio::join!(details.fetch_all::<InfluenceRow>(), self.names(&ids));
-        let mut details: BTreeMap<String, InfluenceRow> = details?
-            .into_iter()
-            .map(|r| (r.customer_id.clone(), r))
-            .collect();
-        let names = names?;
-        let rows: Vec<InfluenceRow> = ids.iter().filter_map(|c| details.remove(c)).collect();
+        // names: from the caller's live profiles where it knows them (a point read
+        // of `profiles` touches a granule per customer)
+        let mut names: BTreeMap<String, NameRow> = BTreeMap::new();
+        let mut unknown: Vec<String> = Vec::new();
+        for r in &rows {
+            match known.and_then(|k| k(&r.customer_id)) {
+                Some(n) => {
+                    names.insert(r.customer_id.clone(), n);
+                }
+                None => unknown.push(r.customer_id.clone()),
+            }
+        }
+        names.extend(self.names(&unknown).await?);
         let items: Vec<Value> = rows
             .iter()
             .enumerate()

@@ -261,7 +261,7 @@ pub async fn top(cfg: &Config, cmd: TopCommand) -> Result<()> {
     let q = crate::api::queries(cfg)?;
     let (v, json, influencers) = match cmd {
         TopCommand::Influencers(a) => (
-            q.top_influencers(a.network.as_deref(), a.limit).await,
+            q.top_influencers(a.network.as_deref(), a.limit, None).await,
             a.json,
             true,
         ),

@@ -357,6 +357,9 @@ def test_scores_migration_and_scoring_queries(sess):
                      "FROM %s.influencer_ranks WHERE run_id = 'r9' "
                      "ORDER BY network, influence_score DESC, customer_id) GROUP BY network ORDER BY network" % DB)
     assert got == [["", ["c_b", "c_a"]], ["mastodon", ["c_a", "c_d"]], ["x", ["c_b", "c_a"]]]
+    got = rows(sess, "SELECT networks FROM %s.influencer_ranks WHERE run_id = 'r9' AND customer_id = 'c_a' "
+                     "AND network = 'x'" % DB)
+    assert got == [[["mastodon", "x"]]]
 
 
 def test_identity_rules_columns_and_reattribution(sess):
@@ -538,7 +541,8 @@ def test_erasure_deletes_the_person_and_keeps_the_ledger_entries(sess):
               "('%s', 1, 1, '', ['user_id', 'anonymous_id'], ['bob', 'ann-pc'])" % (db, ann, retired, ann, bob, bob))
     run(sess, "INSERT INTO %s.scores (customer_id, run_id, scored_at) VALUES ('%s', 'r', now()), "
               "('%s', 'r', now())" % (db, ann, bob))
-    run(sess, "INSERT INTO %s.influencer_ranks VALUES ('r', '', '%s', 9), ('r', '', '%s', 1)" % (db, ann, bob))
+    run(sess, "INSERT INTO %s.influencer_ranks (run_id, network, customer_id, influence_score) "
+              "VALUES ('r', '', '%s', 9), ('r', '', '%s', 1)" % (db, ann, bob))
     run(sess, "INSERT INTO %s.event_moves VALUES ('1-1', 'email:ann@x.io', '%s', now())" % (db, ann))
     run(sess, "INSERT INTO %s.erasure_keys VALUES ('r1', 'id', 'email:ann@x.io', 'sha256:h1'), "
               "('r1', 'id', 'anonymous_id:ann-pc', 'sha256:h2'), ('r1', 'id', 'email:ann@x.io', 'sha256:h1'), "
