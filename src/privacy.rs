@@ -327,15 +327,7 @@ pub async fn request(cfg: &Config, subject: &str, requested_by: &str) -> PResult
         subject: s.recorded_as.clone(),
         requested_at: now,
     };
-    let payload = serde_json::to_vec(&cmd)
-        .map_err(|e| PrivacyError::Unavailable(format!("encoding the request: {e}")))?;
-    send(
-        cfg,
-        &cfg.kafka.topics.privacy_commands,
-        &request_id,
-        &payload,
-    )
-    .await?;
+    send_privacy_command(cfg, &request_id, &cmd).await?;
     tracing::info!(request = %request_id, customers = s.customer_ids.len(), identifiers = s.keys.len(), "erasure requested");
     Ok(Requested {
         request_id,
@@ -429,15 +421,7 @@ pub async fn unsuppress(
         subject: hash,
         requested_at: now,
     };
-    let payload = serde_json::to_vec(&cmd)
-        .map_err(|e| PrivacyError::Unavailable(format!("encoding the request: {e}")))?;
-    send(
-        cfg,
-        &cfg.kafka.topics.privacy_commands,
-        &request_id,
-        &payload,
-    )
-    .await?;
+    send_privacy_command(cfg, &request_id, &cmd).await?;
     tracing::info!(request = %request_id, id_type = %row.id_type, requested_by, "suppression lift requested");
     Ok(row)
 }
@@ -518,6 +502,19 @@ pub async fn lifts(cfg: &Config) -> PResult<Vec<LiftRow>> {
 }
 
 /// Sends one keyed message and waits for Kafka's acknowledgement.
+/// Sends an erase or unsuppress command on `crm.privacy.commands`, keyed by its request.
+async fn send_privacy_command(cfg: &Config, request_id: &str, cmd: &EraseCommand) -> PResult<()> {
+    let payload = serde_json::to_vec(cmd)
+        .map_err(|e| PrivacyError::Unavailable(format!("encoding the request: {e}")))?;
+    send(
+        cfg,
+        &cfg.kafka.topics.privacy_commands,
+        request_id,
+        &payload,
+    )
+    .await
+}
+
 pub async fn send(cfg: &Config, topic: &str, key: &str, payload: &[u8]) -> PResult<()> {
     send_opt(cfg, topic, key, Some(payload)).await
 }

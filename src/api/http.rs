@@ -531,6 +531,16 @@ impl From<crate::privacy::PrivacyError> for ApiError {
 /// Longest `wait_secs` of an erase request; the erasure itself goes on after the answer.
 const MAX_ERASE_WAIT_SECS: u64 = 600;
 
+/// A privacy request's `wait_secs`, at most [`MAX_ERASE_WAIT_SECS`].
+fn check_wait(wait_secs: u64) -> ApiResult<()> {
+    if wait_secs > MAX_ERASE_WAIT_SECS {
+        return Err(bad(format!(
+            "`wait_secs` must be at most {MAX_ERASE_WAIT_SECS}, got {wait_secs}"
+        )));
+    }
+    Ok(())
+}
+
 /// `POST /v1/privacy/erase` `{"subject": "type:value" | "c_…", "wait_secs": 30}`:
 /// 200 with the final status when the erasure finished within `wait_secs`, else
 /// 202 with the request id (it goes on in this server; `GET /v1/privacy/erasures`).
@@ -554,12 +564,7 @@ async fn privacy_erase(
             "the body must be {{\"subject\": \"type:value or c_…\", \"wait_secs\": 30}}: {e}"
         ))
     })?;
-    if b.wait_secs > MAX_ERASE_WAIT_SECS {
-        return Err(bad(format!(
-            "`wait_secs` must be at most {MAX_ERASE_WAIT_SECS}, got {}",
-            b.wait_secs
-        )));
-    }
+    check_wait(b.wait_secs)?;
     let cfg = s.config.clone();
     let r = crate::privacy::request(&cfg, &b.subject, &format!("api:{}", k.name)).await?;
     let id = r.request_id.clone();
@@ -634,12 +639,7 @@ async fn privacy_unsuppress(
             "the body must be {{\"subject\": \"type:value\", \"reason\": \"...\", \"wait_secs\": 30}}: {e}"
         ))
     })?;
-    if b.wait_secs > MAX_ERASE_WAIT_SECS {
-        return Err(bad(format!(
-            "`wait_secs` must be at most {MAX_ERASE_WAIT_SECS}, got {}",
-            b.wait_secs
-        )));
-    }
+    check_wait(b.wait_secs)?;
     let row =
         crate::privacy::unsuppress(&s.config, &b.subject, &format!("api:{}", k.name), &b.reason)
             .await?;
