@@ -531,6 +531,11 @@ impl From<crate::privacy::PrivacyError> for ApiError {
 /// Longest `wait_secs` of an erase request; the erasure itself goes on after the answer.
 const MAX_ERASE_WAIT_SECS: u64 = 600;
 
+/// A privacy request's `wait_secs` when the body gives none.
+fn default_privacy_wait() -> u64 {
+    30
+}
+
 /// A privacy request's `wait_secs`, at most [`MAX_ERASE_WAIT_SECS`].
 fn check_wait(wait_secs: u64) -> ApiResult<()> {
     if wait_secs > MAX_ERASE_WAIT_SECS {
@@ -553,11 +558,8 @@ async fn privacy_erase(
     #[serde(deny_unknown_fields)]
     struct EraseBody {
         subject: String,
-        #[serde(default = "default_wait")]
+        #[serde(default = "default_privacy_wait")]
         wait_secs: u64,
-    }
-    fn default_wait() -> u64 {
-        30
     }
     let b: EraseBody = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
@@ -628,11 +630,8 @@ async fn privacy_unsuppress(
     struct UnsuppressBody {
         subject: String,
         reason: String,
-        #[serde(default = "default_wait")]
+        #[serde(default = "default_privacy_wait")]
         wait_secs: u64,
-    }
-    fn default_wait() -> u64 {
-        30
     }
     let b: UnsuppressBody = serde_json::from_slice(&body).map_err(|e| {
         bad(format!(
