@@ -2,14 +2,17 @@
 //! "Incremental score update"): one profile rescored against the distributions of
 //! a run over 1,000,000 customers, for a typical and a heavy profile, alone and as
 //! the identity writer does it (`Graph::rescore`: follow merges, store, mark dirty).
-//! `cargo bench -p socialcrm-pipeline --bench scoring`
+//! A second group times the full run's fold (`job::Fold`): 2,000,000 events of
+//! 1,000,000 customers in random order, as the run reads them from `v_events`.
+//! `cargo bench -p socialcrm-pipeline --bench scoring [-- fold]`
 
 use chrono::{DateTime, Duration, Utc};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use socialcrm_pipeline::config::IdentityConfig;
 use socialcrm_pipeline::identity::Graph;
 use socialcrm_pipeline::profile::ProfileState;
 use socialcrm_pipeline::scoring::incremental::IncrementalModel;
+use socialcrm_pipeline::scoring::job::{EventFact, Fold};
 use socialcrm_pipeline::scoring::model::{score_all, CustomerFacts, TypeAgg};
 use socialcrm_pipeline::scoring::ScoringConfig;
 use socialcrm_schemas::{CanonicalEvent, Channel, IdType, Identifier, Revenue};
@@ -146,5 +149,84 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench);
+/// One event of the fold's data set, owned.
+struct Ev {
+    customer: usize,
+    kind: usize,
+    at: u32,
+    target: Option<usize>,
+    followers: f64,
+}
+
+const SOCIAL: [&str; 4] = ["mention", "reply", "reshare", "like"];
+
+fn fold(c: &mut Criterion) {
+    const EVENTS: u64 = 2_000_000;
+    let now = 1_800_000_000i64;
+    let cfg = ScoringConfig::default();
+    let ids: Vec<String> = (0..CUSTOMERS)
+        .map(|c| format!("c_{:016x}", mix(c)))
+        .collect();
+    let handles: Vec<String> = (0..CUSTOMERS).map(|c| format!("@u{c}@m.social")).collect();
+    // skewed: low numbers are heavy users and popular targets
+    let pick = |r: u64| ((r % CUSTOMERS) * (r % 1000) / 1000) as usize;
+    let events: Vec<Ev> = (0..EVENTS)
+        .map(|n| {
+            let r = mix(n);
+            let kind = (r % 10) as usize;
+            Ev {
+                customer: pick(r >> 8),
+                kind,
+                at: (now - (mix(n + 7) % (120 * 86_400)) as i64) as u32,
+                target: (kind < 6).then(|| pick(mix(n + 3))),
+                followers: if kind < 6 && r.is_multiple_of(3) {
+                    (r % 5000) as f64
+                } else {
+                    -1.0
+                },
+            }
+        })
+        .collect();
+    let mut g = c.benchmark_group("fold");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(EVENTS));
+    g.bench_function("2,000,000 events of 1,000,000 customers", |b| {
+        b.iter(|| {
+            let mut fold = Fold::new(&cfg, now, 42);
+            for (c, h) in ids.iter().zip(&handles) {
+                fold.identity("mastodon", h, c);
+            }
+            for e in &events {
+                let (t, ch) = match e.kind {
+                    0..=5 => (SOCIAL[e.kind % 4], "social"),
+                    6..=8 => ("page", "web"),
+                    _ => ("order", "shop"),
+                };
+                fold.add(&EventFact {
+                    customer_id: &ids[e.customer],
+                    event_type: t,
+                    channel: ch,
+                    network: if e.kind < 6 { "mastodon" } else { ch },
+                    occurred_at: e.at,
+                    revenue_amount: if e.kind == 9 { 25.0 } else { 0.0 },
+                    followers_count: e.followers,
+                    categories: if e.kind == 9 {
+                        vec!["shoes"]
+                    } else {
+                        Vec::new()
+                    },
+                    target_types: e.target.map(|_| vec!["mastodon"]).unwrap_or_default(),
+                    target_values: e
+                        .target
+                        .map(|t| vec![handles[t].as_str()])
+                        .unwrap_or_default(),
+                });
+            }
+            fold.finish()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, fold);
 criterion_main!(benches);

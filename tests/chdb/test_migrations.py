@@ -288,7 +288,7 @@ def scoring_query(name, params):
     """A scoring query file as the job runs it: comments dropped, `?` bound in order."""
     with open(os.path.join(SCORING_SQL_DIR, name + ".sql"), encoding="utf-8") as f:
         text = "\n".join(l for l in f.read().splitlines() if not l.strip().startswith("--"))
-    parts = text.replace("{snap}", DB + ".scoring_snapshot_test").replace("{db}", DB).split("?")
+    parts = text.replace("{db}", DB).split("?")
     assert len(parts) == len(params) + 1, (name, len(parts) - 1, params)
     out = parts[0]
     for p, rest in zip(params, parts[1:]):
@@ -321,23 +321,21 @@ def test_scores_migration_and_scoring_queries(sess):
     run(sess, "INSERT INTO %s.identities (%s) VALUES "
               "('mastodon', '@carl@m.social', 'c_carl', 1, now(), now(), 1)" % (DB, id_cols))
 
-    run(sess, scoring_query("snapshot", [now]))
-    aggs = rows(sess, scoring_query("aggregates", [now, 30.0 * day, now - 90 * day])
-                + " ORDER BY customer_id, event_type")
-    got = {(r[0], r[1]): (int(r[3]), float(r[4]), int(r[5]), float(r[8])) for r in aggs}
-    assert got[("c_o2", "reshare")][1] == pytest.approx(0.5)   # 30 days = one half-life
-    assert got[("c_carl", "order")] == (1, pytest.approx(2 ** (-10 / 30)), 1, 40.0)
+    # the job folds these rows itself (pipeline/src/scoring/job.rs, `Fold`)
+    evs = rows(sess, scoring_query("events", [now]) + " ORDER BY occurred_at, customer_id")
+    got = [[r[0], r[1], r[2], r[3], int(r[4]), float(r[5]), float(r[6]), list(r[7]), list(r[8]), list(r[9])]
+           for r in evs]
+    assert got == [
+        ["c_o2", "reshare", "social", "mastodon", now - 30 * day, 0.0, -1.0, [], ["mastodon"], ["@carl@m.social"]],
+        ["c_carl", "order", "social", "mastodon", now - 10 * day, 40.0, -1.0, ["shoes", "bags"], [], []],
+        ["c_carl", "post", "social", "mastodon", now - day, 0.0, 120.0, [], [], []],
+        ["c_o1", "reshare", "social", "mastodon", now - day, 0.0, -1.0, [], ["mastodon"], ["@carl@m.social"]],
+    ]
+    # events after the as-of time are left out
+    assert rows(sess, scoring_query("events", [now - 2 * day]) + " ORDER BY occurred_at")[-1][1] == "order"
 
-    fol = rows(sess, scoring_query("followers", []))
-    assert [[r[0], r[1], float(r[2])] for r in fol] == [["c_carl", "mastodon", 120.0]]
-
-    cats = rows(sess, scoring_query("categories", []) + " ORDER BY category")
-    assert [[r[0], r[1], r[2], int(r[3])] for r in cats] == [
-        ["c_carl", "order", "bags", 1], ["c_carl", "order", "shoes", 1]]
-
-    edges = rows(sess, scoring_query("edges", []) + " ORDER BY src")
-    assert [[r[0], r[1], r[2], r[3], int(r[4])] for r in edges] == [
-        ["c_o1", "c_carl", "reshare", "mastodon", 1], ["c_o2", "c_carl", "reshare", "mastodon", 1]]
+    ids = rows(sess, scoring_query("identities", []))
+    assert [list(r) for r in ids] == [["mastodon", "@carl@m.social", "c_carl"]]
 
     # scores table and v_scores: only the newest completed run is shown
     run(sess, "INSERT INTO %s.scores (customer_id, run_id, scored_at, engagement_score) VALUES "

@@ -1,14 +1,14 @@
 -- One pass over crm.v_events (FINAL plus the alias join) per scoring run: the
--- columns the other scoring queries need, in a Memory table that the job drops at
--- the end. Follower counts and product categories are extracted here once.
+-- columns the job folds into each customer's facts and the interaction graph.
+-- Follower counts and product categories are extracted here; the job does the
+-- grouping itself while ClickHouse streams the rows (job.rs, `Fold`).
 -- Parameter: now (unix s).
-CREATE TABLE {snap} ENGINE = Memory AS
 SELECT
     customer_id,
     type,
     channel,
     splitByChar(':', source)[1] AS network,
-    occurred_at,
+    toUInt32(occurred_at) AS occurred_at,
     revenue_amount,
     if(position(traits, '"followers_count"') > 0,
        visitParamExtractFloat(traits, 'followers_count'), -1.) AS followers_count,
