@@ -27,6 +27,8 @@ pub enum ScoringError {
     },
     #[error("cannot encode score components: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("a task writing scores failed: {0}")]
+    Task(String),
 }
 
 fn ch(what: &'static str) -> impl FnOnce(clickhouse::error::Error) -> ScoringError {
@@ -732,6 +734,57 @@ pub fn apply_pagerank(
     (pr.iterations, pr.delta)
 }
 
+/// Inserts of a run's scores that run at once: ClickHouse parses each insert on
+/// one thread, so two keep both cores of a small machine busy.
+const INSERT_STREAMS: usize = 2;
+
+/// Writes a run's rows to `crm.scores`, in inserts of `batch` rows, from
+/// [`INSERT_STREAMS`] tasks that each take a contiguous part of the rows.
+async fn write_scores(
+    client: &clickhouse::Client,
+    mut scored: Vec<Scored>,
+    run_id: &str,
+    at: u32,
+    batch: usize,
+) -> Result<(), ScoringError> {
+    for s in scored.iter_mut() {
+        s.run_id = run_id.to_string();
+        s.scored_at = at;
+    }
+    let customers = scored.len();
+    let rows = Arc::new(scored);
+    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let per = customers.div_ceil(INSERT_STREAMS).max(1);
+    let tasks: Vec<_> = (0..customers)
+        .step_by(per)
+        .map(|from| {
+            let (client, rows, written) = (client.clone(), rows.clone(), written.clone());
+            tokio::spawn(async move {
+                let part = &rows[from..(from + per).min(rows.len())];
+                for chunk in part.chunks(batch.max(1)) {
+                    let mut insert = client
+                        .insert::<ScoreRow>("scores")
+                        .await
+                        .map_err(ch("insert scores"))?;
+                    for row in chunk {
+                        insert.write(row).await.map_err(ch("insert scores"))?;
+                    }
+                    insert.end().await.map_err(ch("insert scores"))?;
+                    let written = written
+                        .fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed)
+                        + chunk.len();
+                    tracing::info!(written, customers, "scores written");
+                }
+                Ok::<(), ScoringError>(())
+            })
+        })
+        .collect();
+    for task in futures::future::join_all(tasks).await {
+        task.map_err(|e| ScoringError::Task(e.to_string()))??;
+    }
+    Ok(())
+}
+
 /// One full scoring run as of `now`.
 pub async fn run(
     chc: &ClickHouseConfig,
@@ -774,25 +827,7 @@ pub async fn run(
     let t = Instant::now();
     let customers = scored.len();
     let at = now_s as u32;
-    let mut it = scored.into_iter().peekable();
-    let mut written = 0usize;
-    while it.peek().is_some() {
-        let mut insert = client
-            .insert::<ScoreRow>("scores")
-            .await
-            .map_err(ch("insert scores"))?;
-        for s in it.by_ref().take(cfg.insert_batch) {
-            let row = Scored {
-                run_id: run_id.clone(),
-                scored_at: at,
-                ..s
-            };
-            insert.write(&row).await.map_err(ch("insert scores"))?;
-            written += 1;
-        }
-        insert.end().await.map_err(ch("insert scores"))?;
-        tracing::info!(written, customers, "scores written");
-    }
+    write_scores(&client, scored, &run_id, at, cfg.insert_batch).await?;
     // the leaderboards and the model of the incremental updates, before the run
     // counts as complete
     client
