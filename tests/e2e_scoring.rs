@@ -199,8 +199,9 @@ fn score_of(w: &World, ident: &str) -> Value {
 /// the world and the run's report.
 fn scored_world(name: &str) -> (World, Value) {
     let mut w = World::new(name);
-    // no schedule here (runs are explicit), but apply completed runs quickly
-    w.append_config("[scoring]\ninterval_secs = 0\napply_poll_secs = 1");
+    // no schedule here (runs are explicit), but apply completed runs quickly; inserts
+    // of 2 rows, so that each of the job's insert streams writes several
+    w.append_config("[scoring]\ninterval_secs = 0\napply_poll_secs = 1\ninsert_batch = 2");
     let t = w.topics();
     let evs = world_events();
     let n = evs.len() as u64;

@@ -11,7 +11,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::ScoringConfig;
-use super::model::{decay, lifecycle, rfm_fm, rfm_segment, round3, top_n, CustomerFacts, Scored};
+use super::model::{
+    decay, lifecycle, rfm_fm, rfm_segment, round3, top_n, CustomerFacts, Ranked, Scored,
+};
 use crate::profile::{ProfileScores, ProfileState, DECAY_ORIGIN};
 
 const DAY: f64 = 86_400.0;
@@ -158,6 +160,46 @@ impl IncrementalModel {
         facts: &[CustomerFacts],
         scored: &[Scored],
     ) -> IncrementalModel {
+        let col = |g: fn(&Scored) -> f64| -> Vec<f64> { scored.iter().map(g).collect() };
+        Self::from_columns(
+            run_id,
+            as_of,
+            cfg,
+            facts,
+            &col(|s| s.frequency as f64),
+            &col(|s| s.monetary),
+            &col(|s| s.engagement_raw),
+        )
+    }
+
+    /// The distributions of a run from its ranking, before its rows are built.
+    pub fn from_ranked(
+        run_id: &str,
+        as_of: i64,
+        cfg: &ScoringConfig,
+        facts: &[CustomerFacts],
+        ranked: &Ranked<'_>,
+    ) -> IncrementalModel {
+        Self::from_columns(
+            run_id,
+            as_of,
+            cfg,
+            facts,
+            ranked.frequency(),
+            ranked.monetary(),
+            ranked.engagement_raw(),
+        )
+    }
+
+    fn from_columns(
+        run_id: &str,
+        as_of: i64,
+        cfg: &ScoringConfig,
+        facts: &[CustomerFacts],
+        frequency: &[f64],
+        monetary: &[f64],
+        engagement_raw: &[f64],
+    ) -> IncrementalModel {
         let interactions: Vec<f64> = facts
             .iter()
             .map(|f| {
@@ -167,26 +209,28 @@ impl IncrementalModel {
                     .sum()
             })
             .collect();
-        let col = |g: fn(&Scored) -> f64| -> Vec<f64> { scored.iter().map(g).collect() };
         let buyers: Vec<&CustomerFacts> = facts
             .iter()
             .filter(|f| f.orders > 0 && f.last_order_at.is_some())
             .collect();
-        let d = |v: Vec<f64>| Dist::from_values(&v, MAX_POINTS);
+        let d = |v: &[f64]| Dist::from_values(v, MAX_POINTS);
         IncrementalModel {
             run_id: run_id.to_string(),
             as_of,
             config: cfg.clone(),
-            interactions: d(interactions),
-            frequency: d(col(|s| s.frequency as f64)),
-            monetary: d(col(|s| s.monetary)),
-            engagement_raw: d(col(|s| s.engagement_raw)),
-            buyer_last_order: d(buyers
+            interactions: d(&interactions),
+            frequency: d(frequency),
+            monetary: d(monetary),
+            engagement_raw: d(engagement_raw),
+            buyer_last_order: d(&buyers
                 .iter()
                 .map(|f| f.last_order_at.unwrap_or(0) as f64)
-                .collect()),
-            buyer_orders: d(buyers.iter().map(|f| f.orders as f64).collect()),
-            buyer_monetary: d(buyers.iter().map(|f| f.monetary.max(0.0)).collect()),
+                .collect::<Vec<_>>()),
+            buyer_orders: d(&buyers.iter().map(|f| f.orders as f64).collect::<Vec<_>>()),
+            buyer_monetary: d(&buyers
+                .iter()
+                .map(|f| f.monetary.max(0.0))
+                .collect::<Vec<_>>()),
         }
     }
 

@@ -14,7 +14,7 @@ use socialcrm_schemas::clickhouse_config::ClickHouseConfig;
 
 use super::config::ScoringConfig;
 use super::incremental::IncrementalModel;
-use super::model::{decay, score_all, CustomerFacts, Scored, TypeAgg};
+use super::model::{decay, CustomerFacts, Ranked, Scored, TypeAgg};
 use super::pagerank::{pagerank, Graph};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +27,6 @@ pub enum ScoringError {
     },
     #[error("cannot encode score components: {0}")]
     Encode(#[from] serde_json::Error),
-    #[error("a task writing scores failed: {0}")]
-    Task(String),
 }
 
 fn ch(what: &'static str) -> impl FnOnce(clickhouse::error::Error) -> ScoringError {
@@ -738,51 +736,64 @@ pub fn apply_pagerank(
 /// one thread, so two keep both cores of a small machine busy.
 const INSERT_STREAMS: usize = 2;
 
-/// Writes a run's rows to `crm.scores`, in inserts of `batch` rows, from
-/// [`INSERT_STREAMS`] tasks that each take a contiguous part of the rows.
-async fn write_scores(
+/// Builds a run's rows and writes them to `crm.scores`, in inserts of `batch`
+/// rows, from [`INSERT_STREAMS`] threads that each take a contiguous part of the
+/// customers: one builds rows while another's insert is parsed, and only the rows
+/// of the inserts in flight are held.
+fn write_scores(
     client: &clickhouse::Client,
-    mut scored: Vec<Scored>,
+    ranked: &Ranked<'_>,
     run_id: &str,
     at: u32,
     batch: usize,
 ) -> Result<(), ScoringError> {
-    for s in scored.iter_mut() {
-        s.run_id = run_id.to_string();
-        s.scored_at = at;
-    }
-    let customers = scored.len();
-    let rows = Arc::new(scored);
-    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handle = tokio::runtime::Handle::current();
+    let customers = ranked.len();
+    let written = std::sync::atomic::AtomicUsize::new(0);
     let per = customers.div_ceil(INSERT_STREAMS).max(1);
-    let tasks: Vec<_> = (0..customers)
-        .step_by(per)
-        .map(|from| {
-            let (client, rows, written) = (client.clone(), rows.clone(), written.clone());
-            tokio::spawn(async move {
-                let part = &rows[from..(from + per).min(rows.len())];
-                for chunk in part.chunks(batch.max(1)) {
-                    let mut insert = client
-                        .insert::<ScoreRow>("scores")
-                        .await
-                        .map_err(ch("insert scores"))?;
-                    for row in chunk {
-                        insert.write(row).await.map_err(ch("insert scores"))?;
+    let batch = batch.max(1);
+    std::thread::scope(|scope| {
+        let streams: Vec<_> = (0..customers)
+            .step_by(per)
+            .map(|from| {
+                let (handle, written) = (&handle, &written);
+                scope.spawn(move || -> Result<(), ScoringError> {
+                    let to = (from + per).min(customers);
+                    for start in (from..to).step_by(batch) {
+                        let rows: Vec<Scored> = (start..(start + batch).min(to))
+                            .map(|i| Scored {
+                                run_id: run_id.to_string(),
+                                scored_at: at,
+                                ..ranked.build(i)
+                            })
+                            .collect();
+                        handle.block_on(async {
+                            let mut insert = client
+                                .insert::<ScoreRow>("scores")
+                                .await
+                                .map_err(ch("insert scores"))?;
+                            for row in &rows {
+                                insert.write(row).await.map_err(ch("insert scores"))?;
+                            }
+                            insert.end().await.map_err(ch("insert scores"))
+                        })?;
+                        let written = written
+                            .fetch_add(rows.len(), std::sync::atomic::Ordering::Relaxed)
+                            + rows.len();
+                        tracing::info!(written, customers, "scores written");
                     }
-                    insert.end().await.map_err(ch("insert scores"))?;
-                    let written = written
-                        .fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed)
-                        + chunk.len();
-                    tracing::info!(written, customers, "scores written");
-                }
-                Ok::<(), ScoringError>(())
+                    Ok(())
+                })
             })
-        })
-        .collect();
-    for task in futures::future::join_all(tasks).await {
-        task.map_err(|e| ScoringError::Task(e.to_string()))??;
-    }
-    Ok(())
+            .collect();
+        for stream in streams {
+            match stream.join() {
+                Ok(done) => done?,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(())
+    })
 }
 
 /// One full scoring run as of `now`.
@@ -817,17 +828,20 @@ pub async fn run(
         started.format("%Y%m%dT%H%M%S%.3fZ"),
         rand_suffix()
     );
-    let (scored, model) = tokio::task::block_in_place(|| {
-        let scored = score_all(&facts, now_s, cfg);
-        let model = IncrementalModel::from_run(&run_id, now_s, cfg, &facts, &scored);
-        (scored, model)
+    // ranking is the part every row needs; each row (with its components) is
+    // built while the rows before it are written
+    let (ranked, model) = tokio::task::block_in_place(|| {
+        let ranked = Ranked::new(&facts, now_s, cfg);
+        let model = IncrementalModel::from_ranked(&run_id, now_s, cfg, &facts, &ranked);
+        (ranked, model)
     });
-    drop(facts);
     let compute_secs = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    let customers = scored.len();
+    let customers = ranked.len();
     let at = now_s as u32;
-    write_scores(&client, scored, &run_id, at, cfg.insert_batch).await?;
+    tokio::task::block_in_place(|| write_scores(&client, &ranked, &run_id, at, cfg.insert_batch))?;
+    drop(ranked);
+    drop(facts);
     // the leaderboards and the model of the incremental updates, before the run
     // counts as complete
     client

@@ -350,90 +350,190 @@ struct Rfm<'a> {
     segment: &'a str,
 }
 
-/// Scores every customer of the workspace at time `now` (unix seconds).
-pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<Scored> {
-    let n = facts.len();
-    let mut interactions = Vec::with_capacity(n);
-    let mut frequency = Vec::with_capacity(n);
-    let mut monetary = Vec::with_capacity(n);
-    let mut reach_v = Vec::with_capacity(n);
-    let mut amp_v = Vec::with_capacity(n);
-    let mut pr_v = Vec::with_capacity(n);
-    for f in facts {
-        interactions.push(
-            f.aggs
+/// A run's customers ranked against each other (percentiles, RFM quintiles): the
+/// row of each customer, with its components, is built from it on demand, so that a
+/// run can write rows while it builds more.
+pub struct Ranked<'a> {
+    facts: &'a [CustomerFacts],
+    now: i64,
+    cfg: &'a ScoringConfig,
+    interactions: Vec<f64>,
+    frequency: Vec<f64>,
+    monetary: Vec<f64>,
+    reach_v: Vec<f64>,
+    amp_v: Vec<f64>,
+    p_int: Vec<f64>,
+    p_freq: Vec<f64>,
+    p_mon: Vec<f64>,
+    p_reach: Vec<f64>,
+    p_amp: Vec<f64>,
+    p_pr: Vec<f64>,
+    eng_raw: Vec<f64>,
+    inf_raw: Vec<f64>,
+    /// (recency days, recency score, channels in the window, dispersion score)
+    parts: Vec<(Option<f64>, f64, u32, f64)>,
+    eng_score: Vec<f64>,
+    inf_score: Vec<f64>,
+    rfm: Vec<(u8, u8, u8)>,
+}
+
+impl<'a> Ranked<'a> {
+    /// Ranks every customer of the workspace at time `now` (unix seconds).
+    pub fn new(facts: &'a [CustomerFacts], now: i64, cfg: &'a ScoringConfig) -> Self {
+        let n = facts.len();
+        let mut interactions = Vec::with_capacity(n);
+        let mut frequency = Vec::with_capacity(n);
+        let mut monetary = Vec::with_capacity(n);
+        let mut reach_v = Vec::with_capacity(n);
+        let mut amp_v = Vec::with_capacity(n);
+        let mut pr_v = Vec::with_capacity(n);
+        for f in facts {
+            interactions.push(
+                f.aggs
+                    .iter()
+                    .map(|a| cfg.type_weight(&a.event_type) * a.decayed)
+                    .sum::<f64>(),
+            );
+            frequency.push(f.aggs.iter().map(|a| a.in_window).sum::<u64>() as f64);
+            monetary.push(f.monetary.max(0.0));
+            reach_v.push(reach(&f.followers, cfg.reach_network_decay));
+            amp_v.push(f.amplification.iter().map(|(_, a)| a.max(0.0)).sum::<f64>());
+            pr_v.push(f.pagerank.unwrap_or(0.0));
+        }
+        let p_int = percentiles(&interactions);
+        let p_freq = percentiles(&frequency);
+        let p_mon = percentiles(&monetary);
+        let p_reach = percentiles(&reach_v);
+        let p_amp = percentiles(&amp_v);
+        let p_pr = percentiles(&pr_v);
+
+        let em = &cfg.engagement_mix;
+        let im = &cfg.influence_mix;
+        let mut eng_raw = Vec::with_capacity(n);
+        let mut inf_raw = Vec::with_capacity(n);
+        let mut parts = Vec::with_capacity(n);
+        for (i, f) in facts.iter().enumerate() {
+            let last = f.aggs.iter().map(|a| a.last_at).max();
+            let recency_days = last.map(|l| ((now - l) as f64 / DAY).max(0.0));
+            let recency = recency_days
+                .map(|d| 100.0 * decay(d * DAY, cfg.half_life_days))
+                .unwrap_or(0.0);
+            let channels: BTreeSet<&str> = f
+                .aggs
                 .iter()
-                .map(|a| cfg.type_weight(&a.event_type) * a.decayed)
-                .sum::<f64>(),
-        );
-        frequency.push(f.aggs.iter().map(|a| a.in_window).sum::<u64>() as f64);
-        monetary.push(f.monetary.max(0.0));
-        reach_v.push(reach(&f.followers, cfg.reach_network_decay));
-        amp_v.push(f.amplification.iter().map(|(_, a)| a.max(0.0)).sum::<f64>());
-        pr_v.push(f.pagerank.unwrap_or(0.0));
-    }
-    let p_int = percentiles(&interactions);
-    let p_freq = percentiles(&frequency);
-    let p_mon = percentiles(&monetary);
-    let p_reach = percentiles(&reach_v);
-    let p_amp = percentiles(&amp_v);
-    let p_pr = percentiles(&pr_v);
+                .filter(|a| a.in_window > 0)
+                .map(|a| &*a.channel)
+                .collect();
+            let dispersion = 100.0
+                * (channels.len().min(cfg.dispersion_full_channels as usize)) as f64
+                / cfg.dispersion_full_channels as f64;
+            let e = em.interactions * p_int[i]
+                + em.recency * recency
+                + em.frequency * p_freq[i]
+                + em.monetary * p_mon[i]
+                + em.dispersion * dispersion;
+            let inf = im.reach * p_reach[i] + im.amplification * p_amp[i] + im.centrality * p_pr[i];
+            eng_raw.push(e);
+            inf_raw.push(inf);
+            parts.push((recency_days, recency, channels.len() as u32, dispersion));
+        }
+        let eng_score = percentiles(&eng_raw);
+        let inf_score = percentiles(&inf_raw);
 
-    let em = &cfg.engagement_mix;
-    let im = &cfg.influence_mix;
-    let mut eng_raw = Vec::with_capacity(n);
-    let mut inf_raw = Vec::with_capacity(n);
-    let mut parts = Vec::with_capacity(n);
-    for (i, f) in facts.iter().enumerate() {
-        let last = f.aggs.iter().map(|a| a.last_at).max();
-        let recency_days = last.map(|l| ((now - l) as f64 / DAY).max(0.0));
-        let recency = recency_days
-            .map(|d| 100.0 * decay(d * DAY, cfg.half_life_days))
-            .unwrap_or(0.0);
-        let channels: BTreeSet<&str> = f
-            .aggs
-            .iter()
-            .filter(|a| a.in_window > 0)
-            .map(|a| &*a.channel)
+        // RFM over customers with at least one order
+        let buyers: Vec<usize> = (0..n)
+            .filter(|&i| facts[i].orders > 0 && facts[i].last_order_at.is_some())
             .collect();
-        let dispersion = 100.0 * (channels.len().min(cfg.dispersion_full_channels as usize)) as f64
-            / cfg.dispersion_full_channels as f64;
-        let e = em.interactions * p_int[i]
-            + em.recency * recency
-            + em.frequency * p_freq[i]
-            + em.monetary * p_mon[i]
-            + em.dispersion * dispersion;
-        let inf = im.reach * p_reach[i] + im.amplification * p_amp[i] + im.centrality * p_pr[i];
-        eng_raw.push(e);
-        inf_raw.push(inf);
-        parts.push((recency_days, recency, channels.len() as u32, dispersion));
+        let rq = quintiles(
+            &buyers
+                .iter()
+                .map(|&i| facts[i].last_order_at.unwrap_or(0) as f64)
+                .collect::<Vec<_>>(),
+        );
+        let fq = quintiles(
+            &buyers
+                .iter()
+                .map(|&i| facts[i].orders as f64)
+                .collect::<Vec<_>>(),
+        );
+        let mq = quintiles(&buyers.iter().map(|&i| monetary[i]).collect::<Vec<_>>());
+        let mut rfm = vec![(0u8, 0u8, 0u8); n];
+        for (k, &i) in buyers.iter().enumerate() {
+            rfm[i] = (rq[k], fq[k], mq[k]);
+        }
+        Ranked {
+            facts,
+            now,
+            cfg,
+            interactions,
+            frequency,
+            monetary,
+            reach_v,
+            amp_v,
+            p_int,
+            p_freq,
+            p_mon,
+            p_reach,
+            p_amp,
+            p_pr,
+            eng_raw,
+            inf_raw,
+            parts,
+            eng_score,
+            inf_score,
+            rfm,
+        }
     }
-    let eng_score = percentiles(&eng_raw);
-    let inf_score = percentiles(&inf_raw);
 
-    // RFM over customers with at least one order
-    let buyers: Vec<usize> = (0..n)
-        .filter(|&i| facts[i].orders > 0 && facts[i].last_order_at.is_some())
-        .collect();
-    let rq = quintiles(
-        &buyers
-            .iter()
-            .map(|&i| facts[i].last_order_at.unwrap_or(0) as f64)
-            .collect::<Vec<_>>(),
-    );
-    let fq = quintiles(
-        &buyers
-            .iter()
-            .map(|&i| facts[i].orders as f64)
-            .collect::<Vec<_>>(),
-    );
-    let mq = quintiles(&buyers.iter().map(|&i| monetary[i]).collect::<Vec<_>>());
-    let mut rfm = vec![(0u8, 0u8, 0u8); n];
-    for (k, &i) in buyers.iter().enumerate() {
-        rfm[i] = (rq[k], fq[k], mq[k]);
+    /// Customers ranked.
+    pub fn len(&self) -> usize {
+        self.facts.len()
     }
 
-    let build = |i: usize| -> Scored {
+    pub fn is_empty(&self) -> bool {
+        self.facts.is_empty()
+    }
+
+    /// Events in the window per customer (the run's frequency column).
+    pub fn frequency(&self) -> &[f64] {
+        &self.frequency
+    }
+
+    /// Net revenue per customer, at least 0 (the run's monetary column).
+    pub fn monetary(&self) -> &[f64] {
+        &self.monetary
+    }
+
+    /// Engagement before its percentile, per customer.
+    pub fn engagement_raw(&self) -> &[f64] {
+        &self.eng_raw
+    }
+
+    /// The row of customer `i`, with its components.
+    pub fn build(&self, i: usize) -> Scored {
+        let Ranked {
+            facts,
+            now,
+            cfg,
+            interactions,
+            frequency,
+            monetary,
+            reach_v,
+            amp_v,
+            p_int,
+            p_freq,
+            p_mon,
+            p_reach,
+            p_amp,
+            p_pr,
+            eng_raw,
+            inf_raw,
+            parts,
+            eng_score,
+            inf_score,
+            rfm,
+        } = self;
+        let (now, em, im) = (*now, &cfg.engagement_mix, &cfg.influence_mix);
         let f = &facts[i];
         let (recency_days, recency, channels_n, dispersion) = parts[i];
         let (r, fr, m) = rfm[i];
@@ -594,7 +694,14 @@ pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<
             network_amplification: networks.values().map(|v| v.1).collect(),
             components,
         }
-    };
+    }
+}
+
+/// Scores every customer of the workspace at time `now` (unix seconds).
+pub fn score_all(facts: &[CustomerFacts], now: i64, cfg: &ScoringConfig) -> Vec<Scored> {
+    let ranked = Ranked::new(facts, now, cfg);
+    let n = ranked.len();
+    let build = |i: usize| ranked.build(i);
     // building the components is most of the work: spread it over the cores
     let threads = std::thread::available_parallelism()
         .map_or(1, |t| t.get())
