@@ -412,31 +412,41 @@ pub async fn run_source<S: Source>(
                                 })
                                 .max(1);
                             inflight_size += size;
-                            // validation and encoding run on another worker while the
-                            // next page is fetched and mapped
-                            let cpu = cpu_slots.clone();
+                            let (cpu, on_pool) = (cpu_slots.clone(), ahead > 1);
                             let send = tokio::spawn(async move {
                                 // mapping, validation and encoding are CPU work of a
-                                // millisecond or more per page: they run on the
-                                // blocking pool, a few at a time, so that the async
-                                // workers stay free for the HTTP calls of the page
-                                // chain (and, in tests and benchmarks, the fake API)
-                                let permit = cpu.acquire_owned().await.ok();
-                                let prepared = tokio::task::spawn_blocking(move || {
-                                    let _permit = permit;
+                                // millisecond or more per page: when pages are fetched
+                                // ahead, they run on the blocking pool, a few at a
+                                // time, so that the async workers stay free for the
+                                // HTTP calls of the page chain (and, in tests and
+                                // benchmarks, the fake API); with one page at a time
+                                // nothing runs beside them, and the hop only adds latency
+                                let prepared = if !on_pool {
                                     prepare(
                                         mapped,
                                         pre_rejected,
                                         deferred,
                                         &norm,
                                         suppression.as_ref(),
-                                    )
-                                })
-                                .await
-                                .map_err(|e| {
-                                    tracing::error!(error = %e, "page preparation failed");
-                                    ProduceError::Create(rdkafka::error::KafkaError::Canceled)
-                                })??;
+                                    )?
+                                } else {
+                                    let permit = cpu.acquire_owned().await.ok();
+                                    tokio::task::spawn_blocking(move || {
+                                        let _permit = permit;
+                                        prepare(
+                                            mapped,
+                                            pre_rejected,
+                                            deferred,
+                                            &norm,
+                                            suppression.as_ref(),
+                                        )
+                                    })
+                                    .await
+                                    .map_err(|e| {
+                                        tracing::error!(error = %e, "page preparation failed");
+                                        ProduceError::Create(rdkafka::error::KafkaError::Canceled)
+                                    })??
+                                };
                                 let policy = RetryPolicy::forever(
                                     Duration::from_millis(500),
                                     Duration::from_secs(30),

@@ -59,6 +59,13 @@ pub const CUSTOMER_FIELDS: &[&str] = &[
     "username",
 ];
 
+/// The fields of an order that [`order_key`] reads: what the walk needs of
+/// each listed order before the mapping (which slims with [`ORDER_FIELDS`]).
+pub const ORDER_KEY_FIELDS: &[&str] = &["date_modified_gmt", "id"];
+
+/// The fields of a customer that [`customer_id`] and [`customer_modified`] read.
+pub const CUSTOMER_KEY_FIELDS: &[&str] = &["date_created_gmt", "date_modified_gmt", "id"];
+
 /// The fields of a line item that [`map_order`] reads.
 const LINE_ITEM_FIELDS: &[&str] = &[
     "name",
