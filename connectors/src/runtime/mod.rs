@@ -260,6 +260,13 @@ const MAX_PAGES_IN_FLIGHT: usize = 64;
 /// A page is always fetched when nothing is in flight, however large it is.
 const MAX_EVENTS_IN_FLIGHT: usize = 4096;
 
+/// Pages of at least this many objects are prepared (mapped, validated,
+/// encoded) on the blocking pool when pages are fetched ahead. Smaller pages
+/// (Shopify's 8 orders) and one-page-at-a-time sources (Telegram, where
+/// nothing runs beside the page) are prepared on the async worker: the hop to
+/// another thread would cost more than it frees.
+const POOL_MIN_PAGE: usize = 32;
+
 /// A stored cursor is rewritten at most this often while pages keep coming (and
 /// always when a stream caught up or the run ends): fewer fsyncs, and a crash
 /// replays at most this much more.
@@ -412,15 +419,15 @@ pub async fn run_source<S: Source>(
                                 })
                                 .max(1);
                             inflight_size += size;
-                            let (cpu, on_pool) = (cpu_slots.clone(), ahead > 1);
+                            let on_pool = ahead > 1 && size >= POOL_MIN_PAGE;
+                            let cpu = cpu_slots.clone();
                             let send = tokio::spawn(async move {
                                 // mapping, validation and encoding are CPU work of a
-                                // millisecond or more per page: when pages are fetched
-                                // ahead, they run on the blocking pool, a few at a
-                                // time, so that the async workers stay free for the
-                                // HTTP calls of the page chain (and, in tests and
-                                // benchmarks, the fake API); with one page at a time
-                                // nothing runs beside them, and the hop only adds latency
+                                // millisecond or more per large page: when pages are
+                                // fetched ahead, they run on the blocking pool, a few
+                                // at a time, so that the async workers stay free for
+                                // the HTTP calls of the page chain (and, in tests and
+                                // benchmarks, the fake API); see POOL_MIN_PAGE
                                 let prepared = if !on_pool {
                                     prepare(
                                         mapped,

@@ -1068,6 +1068,22 @@ fn config_defaults_errors_and_secrets() {
 }
 
 #[test]
+fn slim_field_lists_are_sorted() {
+    use super::mapping::{
+        CUSTOMER_FIELDS, CUSTOMER_KEY_FIELDS, LINE_ITEM_FIELDS, ORDER_FIELDS, ORDER_KEY_FIELDS,
+    };
+    for fields in [
+        ORDER_FIELDS,
+        ORDER_KEY_FIELDS,
+        CUSTOMER_FIELDS,
+        CUSTOMER_KEY_FIELDS,
+        LINE_ITEM_FIELDS,
+    ] {
+        assert!(fields.windows(2).all(|w| w[0] < w[1]), "{fields:?}");
+    }
+}
+
+#[test]
 fn slim_orders_map_like_whole_orders() {
     // the walk parses only the fields the mapping reads: same events, same
     // rejections, for generated and malformed orders
