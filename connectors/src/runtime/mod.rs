@@ -260,6 +260,13 @@ const MAX_PAGES_IN_FLIGHT: usize = 64;
 /// A page is always fetched when nothing is in flight, however large it is.
 const MAX_EVENTS_IN_FLIGHT: usize = 4096;
 
+/// Pages of at least this many objects are prepared (mapped, validated,
+/// encoded) on the blocking pool when pages are fetched ahead. Smaller pages
+/// (Shopify's 8 orders) and one-page-at-a-time sources (Telegram, where
+/// nothing runs beside the page) are prepared on the async worker: the hop to
+/// another thread would cost more than it frees.
+const POOL_MIN_PAGE: usize = 32;
+
 /// A stored cursor is rewritten at most this often while pages keep coming (and
 /// always when a stream caught up or the run ends): fewer fsyncs, and a crash
 /// replays at most this much more.
@@ -338,6 +345,9 @@ pub async fn run_source<S: Source>(
     tokio::pin!(shutdown);
     let mut stopping = false;
     let mut timing = Timing::default();
+    let cpu_slots = std::sync::Arc::new(tokio::sync::Semaphore::new(
+        std::thread::available_parallelism().map_or(2, |n| n.get()),
+    ));
     let ahead = if source.fetch_ahead() {
         MAX_PAGES_IN_FLIGHT
     } else {
@@ -409,42 +419,55 @@ pub async fn run_source<S: Source>(
                                 })
                                 .max(1);
                             inflight_size += size;
-                            // validation and encoding run on another worker while the
-                            // next page is fetched and mapped
+                            let on_pool = ahead > 1 && size >= POOL_MIN_PAGE;
+                            let cpu = cpu_slots.clone();
                             let send = tokio::spawn(async move {
-                                let (mut mapped, mut pre_rejected) = (mapped, pre_rejected);
-                                let mut position = None;
-                                if let Some(d) = deferred {
-                                    let out = d.run();
-                                    mapped.extend(out.events);
-                                    pre_rejected.extend(out.rejected);
-                                    position = out.position;
-                                }
-                                let (mut good, rejected) =
-                                    check_events(mapped, &norm, &pre_rejected);
-                                let before = good.len();
-                                if let Some(list) = &suppression {
-                                    good.retain(|ev| list.suppressed(ev).is_none());
-                                }
-                                let suppressed = (before - good.len()) as u64;
+                                // mapping, validation and encoding are CPU work of a
+                                // millisecond or more per large page: when pages are
+                                // fetched ahead, they run on the blocking pool, a few
+                                // at a time, so that the async workers stay free for
+                                // the HTTP calls of the page chain (and, in tests and
+                                // benchmarks, the fake API); see POOL_MIN_PAGE
+                                let prepared = if !on_pool {
+                                    prepare(
+                                        mapped,
+                                        pre_rejected,
+                                        deferred,
+                                        &norm,
+                                        suppression.as_ref(),
+                                    )?
+                                } else {
+                                    let permit = cpu.acquire_owned().await.ok();
+                                    tokio::task::spawn_blocking(move || {
+                                        let _permit = permit;
+                                        prepare(
+                                            mapped,
+                                            pre_rejected,
+                                            deferred,
+                                            &norm,
+                                            suppression.as_ref(),
+                                        )
+                                    })
+                                    .await
+                                    .map_err(|e| {
+                                        tracing::error!(error = %e, "page preparation failed");
+                                        ProduceError::Create(rdkafka::error::KafkaError::Canceled)
+                                    })??
+                                };
                                 let policy = RetryPolicy::forever(
                                     Duration::from_millis(500),
                                     Duration::from_secs(30),
                                 );
-                                let encoded = good
-                                    .iter()
-                                    .map(crate::producer::Encoded::new)
-                                    .collect::<Result<Vec<_>, _>>()?;
                                 retry(&policy, "connector produce", || async {
-                                    ev.send_encoded(&encoded).await?;
-                                    dlq_send(&dl, &n, &rejected).await
+                                    ev.send_encoded(&prepared.encoded).await?;
+                                    dlq_send(&dl, &n, &prepared.rejected).await
                                 })
                                 .await?;
                                 Ok(Sent {
-                                    events: good.len() as u64,
-                                    rejected: rejected.len() as u64,
-                                    suppressed,
-                                    position,
+                                    events: prepared.encoded.len() as u64,
+                                    rejected: prepared.rejected.len() as u64,
+                                    suppressed: prepared.suppressed,
+                                    position: prepared.position,
                                 })
                             });
                             inflight.push_back(InFlight {
@@ -558,6 +581,49 @@ pub async fn run_source<S: Source>(
         failed_polls = stats.failed_polls, fetch_ms = timing.fetch.as_millis() as u64,
         ack_wait_ms = timing.ack_wait.as_millis() as u64, "connector stopped");
     Ok(stats)
+}
+
+/// A page ready for Kafka: its events validated and encoded, its rejected objects.
+struct Prepared {
+    encoded: Vec<crate::producer::Encoded>,
+    rejected: Vec<Rejected>,
+    suppressed: u64,
+    /// Newest object time found by a deferred mapping.
+    position: Option<DateTime<Utc>>,
+}
+
+/// Runs a page's deferred mapping, validates its events (invalid ones become
+/// rejected objects), drops suppressed people's events and encodes the rest.
+fn prepare(
+    mut mapped: Vec<CanonicalEvent>,
+    mut pre_rejected: Vec<Rejected>,
+    deferred: Option<Deferred>,
+    normalizer: &Normalizer,
+    suppression: Option<&SuppressionList>,
+) -> Result<Prepared, ProduceError> {
+    let mut position = None;
+    if let Some(d) = deferred {
+        let out = d.run();
+        mapped.extend(out.events);
+        pre_rejected.extend(out.rejected);
+        position = out.position;
+    }
+    let (mut good, rejected) = check_events(mapped, normalizer, &pre_rejected);
+    let before = good.len();
+    if let Some(list) = suppression {
+        good.retain(|ev| list.suppressed(ev).is_none());
+    }
+    let suppressed = (before - good.len()) as u64;
+    let encoded = good
+        .iter()
+        .map(crate::producer::Encoded::new)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Prepared {
+        encoded,
+        rejected,
+        suppressed,
+        position,
+    })
 }
 
 /// Waits for a page's events to be acknowledged; returns its cursor.

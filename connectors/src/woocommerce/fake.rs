@@ -442,6 +442,7 @@ pub fn test_config(base_url: &str) -> Config {
         customer_rescan_hours: 24,
         settle_secs: 0,
         query_string_auth: false,
+        concurrent_pages: super::default_concurrent_pages(),
     }
 }
 

@@ -25,6 +25,7 @@
 //! See `docs/connectors/woocommerce.md`.
 
 pub mod mapping;
+pub mod window;
 
 #[cfg(any(test, feature = "testkit"))]
 pub mod fake;
@@ -82,6 +83,12 @@ pub struct Config {
     /// instead of the `Authorization` header (for servers that drop that header).
     #[serde(default)]
     pub query_string_auth: bool,
+    /// Requests of one walk step sent at once (1-16) while `X-WP-Total` says
+    /// more pages follow: consecutive windows of the list, each overlapping
+    /// the one before by a few objects to prove nothing moved between them.
+    /// 1 = one request at a time.
+    #[serde(default = "default_concurrent_pages")]
+    pub concurrent_pages: u32,
 }
 
 fn default_per_page() -> u32 {
@@ -96,6 +103,12 @@ fn default_customer_rescan_hours() -> u64 {
 fn default_settle_secs() -> u64 {
     30
 }
+pub fn default_concurrent_pages() -> u32 {
+    4
+}
+
+/// Highest `concurrent_pages` accepted.
+pub const MAX_CONCURRENT_PAGES: u32 = 16;
 
 impl Config {
     /// Checks values; errors name the field (`{prefix}.per_page`), never a secret.
@@ -162,6 +175,12 @@ impl Config {
         }
         if self.customer_rescan_hours == 0 {
             return Err(format!("{prefix}.customer_rescan_hours must be at least 1"));
+        }
+        if !(1..=MAX_CONCURRENT_PAGES).contains(&self.concurrent_pages) {
+            return Err(format!(
+                "{prefix}.concurrent_pages must be between 1 and {MAX_CONCURRENT_PAGES} (got {})",
+                self.concurrent_pages
+            ));
         }
         if self.settle_secs > 3600 {
             return Err(format!(
@@ -258,6 +277,18 @@ struct Listed<T> {
     server_now: DateTime<Utc>,
 }
 
+/// One step of a walk: the list from an offset, read by one or more requests
+/// (see [`window`]).
+struct Step {
+    items: Vec<Box<RawValue>>,
+    /// `X-WP-Total` of the first request.
+    total: Option<u64>,
+    /// The shop's clock at the first request.
+    server_now: DateTime<Utc>,
+    /// The step reached the end of the list.
+    reached_end: bool,
+}
+
 /// The `woocommerce` source.
 pub struct Source {
     instance: String,
@@ -266,6 +297,10 @@ pub struct Source {
     site: String,
     /// Orders consumed by this process (progress totals).
     orders_done: u64,
+    /// Objects of each list left after the last step (from `X-WP-Total`), while
+    /// a walk is under way: how many requests the next step sends.
+    orders_left: Option<u64>,
+    customers_left: Option<u64>,
 }
 
 impl Source {
@@ -289,7 +324,72 @@ impl Source {
             client,
             site,
             orders_done: 0,
+            orders_left: None,
+            customers_left: None,
         })
+    }
+
+    /// One walk step: the list `path` with `query` from `offset` (`page=1` when
+    /// 0), read by `n` requests at once and joined (see [`window`]). A failing
+    /// request other than the first ends the step before its window.
+    async fn step(
+        &self,
+        path: &str,
+        query: Vec<(String, String)>,
+        offset: u64,
+        n: usize,
+    ) -> Result<Step, ApiError> {
+        let per_page = u64::from(self.cfg.per_page);
+        let calls = window::offsets(offset, per_page, n).into_iter().map(|o| {
+            let mut q = query.clone();
+            if o > 0 {
+                q.push(("offset".into(), o.to_string()));
+            } else {
+                q.push(("page".into(), "1".into()));
+            }
+            self.list::<Box<RawValue>>(path, q)
+        });
+        let mut answers = futures::future::join_all(calls).await.into_iter();
+        let first = match answers.next() {
+            Some(r) => r?,
+            None => return Err(self.payload(path, "no request was sent".into())),
+        };
+        let (total, server_now) = (first.total, first.server_now);
+        let mut windows = vec![first.items];
+        for (i, answer) in answers.enumerate() {
+            match answer {
+                Ok(l) => windows.push(l.items),
+                Err(e) => {
+                    if e.is_auth() {
+                        return Err(e);
+                    }
+                    tracing::debug!(connector = %self.instance, window = i + 1, error = %e,
+                        "a window of the step failed; the step ends before it");
+                    break;
+                }
+            }
+        }
+        let joined = window::join(windows, per_page as usize);
+        if joined.windows < n {
+            tracing::debug!(connector = %self.instance, path, windows = joined.windows, sent = n,
+                "the list moved between the step's requests; the rest is read by the next step");
+        }
+        Ok(Step {
+            items: joined.items,
+            total,
+            server_now,
+            reached_end: joined.reached_end,
+        })
+    }
+
+    fn payload(&self, path: &str, message: String) -> ApiError {
+        ApiError::Payload {
+            source_name: self.instance.clone(),
+            url: self
+                .client
+                .shown(&format!("{}/{path}", self.cfg.api_base())),
+            message,
+        }
     }
 
     /// GET `<api>/<path>` with `query`; the list and its headers.
@@ -362,6 +462,7 @@ impl Source {
         let pos = c.modified.map(|t| (t, c.id));
         let per_page = u64::from(self.cfg.per_page);
         let mut offset = c.skip.saturating_sub(OVERLAP);
+        let n = window::requests(self.cfg.concurrent_pages, per_page, self.orders_left);
         let listed = loop {
             let mut q = vec![
                 ("orderby".to_string(), "modified".to_string()),
@@ -375,16 +476,11 @@ impl Source {
                     wc_time(t - ChronoDuration::seconds(1)),
                 ));
             }
-            if offset > 0 {
-                q.push(("offset".into(), offset.to_string()));
-            } else {
-                q.push(("page".into(), "1".into()));
-            }
-            let listed: Listed<Box<RawValue>> = self.list(ORDERS, q).await?;
-            let first = listed
+            let step = self.step(ORDERS, q, offset, n).await?;
+            let first = step
                 .items
                 .first()
-                .and_then(|raw| mapping::slim(raw, mapping::ORDER_FIELDS))
+                .and_then(|raw| mapping::slim(raw, mapping::ORDER_KEY_FIELDS))
                 .and_then(|o| mapping::order_key(&o));
             if offset > 0 && !matches!((first, pos), (Some(f), Some(p)) if f <= p) {
                 // orders of that second moved away meanwhile: start the second again
@@ -393,14 +489,14 @@ impl Source {
                 offset = 0;
                 continue;
             }
-            break listed;
+            break step;
         };
-        // only the fields the walk and the mapping read are built; a rejected order
-        // carries its whole text
+        // the walk reads only the keys here; the deferred mapping builds the
+        // fields it maps (a rejected order carries its whole text)
         let items: Vec<Value> = listed
             .items
             .iter()
-            .map(|raw| mapping::slim(raw, mapping::ORDER_FIELDS).unwrap_or(Value::Null))
+            .map(|raw| mapping::slim(raw, mapping::ORDER_KEY_FIELDS).unwrap_or(Value::Null))
             .collect();
         let cutoff = listed.server_now - ChronoDuration::seconds(self.cfg.settle_secs as i64);
         // what the deferred mapping does with each listed order, in page order
@@ -465,7 +561,11 @@ impl Source {
             (_, None) => c.skip,
             (None, Some(_)) => 0,
         };
-        page.caught_up = held || (items.len() as u64) < per_page;
+        page.caught_up = held || listed.reached_end;
+        self.orders_left = match listed.total {
+            Some(t) if !page.caught_up => Some(t.saturating_sub(offset + items.len() as u64)),
+            _ => None,
+        };
         self.orders_done += page.objects;
         page.total = listed
             .total
@@ -485,7 +585,8 @@ impl Source {
             };
             let mut out = DeferredOutput::default();
             for (i, what) in todo {
-                let Some(o) = items.get(i) else { continue };
+                let Some(raw) = raws.get(i) else { continue };
+                let o = &mapping::slim(raw, mapping::ORDER_FIELDS).unwrap_or(Value::Null);
                 match what {
                     Todo::Reject => out.rejected.push(whole_object(
                         &raws,
@@ -533,23 +634,19 @@ impl Source {
         }
         let per_page = u64::from(self.cfg.per_page);
         let mut offset = c.offset.saturating_sub(OVERLAP);
+        let n = window::requests(self.cfg.concurrent_pages, per_page, self.customers_left);
         let listed = loop {
-            let mut q = vec![
+            let q = vec![
                 ("orderby".to_string(), "id".to_string()),
                 ("order".into(), "asc".into()),
                 ("per_page".into(), per_page.to_string()),
                 ("role".into(), self.cfg.customer_role.clone()),
             ];
-            if offset > 0 {
-                q.push(("offset".into(), offset.to_string()));
-            } else {
-                q.push(("page".into(), "1".into()));
-            }
-            let listed: Listed<Box<RawValue>> = self.list(CUSTOMERS, q).await?;
-            let first = listed
+            let step = self.step(CUSTOMERS, q, offset, n).await?;
+            let first = step
                 .items
                 .first()
-                .and_then(|raw| mapping::slim(raw, mapping::CUSTOMER_FIELDS))
+                .and_then(|raw| mapping::slim(raw, mapping::CUSTOMER_KEY_FIELDS))
                 .and_then(|o| mapping::customer_id(&o));
             if offset > 0 && first.is_none_or(|f| f > c.last_id) {
                 // customers before this window were deleted: step back
@@ -558,19 +655,19 @@ impl Source {
                 offset = offset.saturating_sub(per_page);
                 continue;
             }
-            break listed;
+            break step;
         };
         let mut page = Page {
             total: listed.total,
             ..Page::default()
         };
         let mut last_id = c.last_id;
-        // only the fields the walk and the mapping read are built; a rejected
-        // customer carries its whole text
+        // the walk reads only the keys here; the deferred mapping builds the
+        // fields it maps (a rejected customer carries its whole text)
         let items: Vec<Value> = listed
             .items
             .iter()
-            .map(|raw| mapping::slim(raw, mapping::CUSTOMER_FIELDS).unwrap_or(Value::Null))
+            .map(|raw| mapping::slim(raw, mapping::CUSTOMER_KEY_FIELDS).unwrap_or(Value::Null))
             .collect();
         // what the deferred mapping does with each listed customer, in page order
         let mut todo: Vec<(usize, Todo)> = Vec::with_capacity(items.len());
@@ -592,8 +689,12 @@ impl Source {
             }
             todo.push((i, Todo::Map));
         }
-        let done = (listed.items.len() as u64) < per_page;
+        let done = listed.reached_end;
         page.caught_up = done;
+        self.customers_left = match listed.total {
+            Some(t) if !done => Some(t.saturating_sub(offset + listed.items.len() as u64)),
+            _ => None,
+        };
         page.cursor = json!(CustomersCursor {
             pass_started: c.pass_started,
             last_id,
@@ -610,7 +711,8 @@ impl Source {
             };
             let mut out = DeferredOutput::default();
             for (i, what) in todo {
-                let Some(o) = items.get(i) else { continue };
+                let Some(raw) = raws.get(i) else { continue };
+                let o = &mapping::slim(raw, mapping::CUSTOMER_FIELDS).unwrap_or(Value::Null);
                 match what {
                     Todo::Reject => out.rejected.push(whole_object(
                         &raws,

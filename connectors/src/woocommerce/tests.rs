@@ -469,11 +469,17 @@ fn only(set: &BTreeSet<String>, kind: &str) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn orders_walk_to_the_end_through_a_crowded_second() {
+    for concurrent_pages in [1, 4] {
+        crowded_second_walk(concurrent_pages).await;
+    }
+}
+
+async fn crowded_second_walk(concurrent_pages: u32) {
     // 700 orders, 150 of them modified in one second: more than a page
     let data = FakeData::generate(700, 5);
     let expected = data.expected_event_ids(&fake_site());
     let server = FakeServer::start(fake::router(data)).await;
-    let mut s = source(&server.base_url, |_| {});
+    let mut s = source(&server.base_url, |c| c.concurrent_pages = concurrent_pages);
     let start = s.initial_cursor(ORDERS, None);
     assert_eq!(start, json!({"modified": null, "id": 0, "skip": 0}));
     let mut last: Option<(DateTime<Utc>, u64)> = None;
@@ -493,7 +499,11 @@ async fn orders_walk_to_the_end_through_a_crowded_second() {
             .cloned()
             .collect()
     );
-    assert!(pages >= 7, "{pages}");
+    // one request per step: 100 orders per step; 4: up to 385
+    assert!(
+        pages >= if concurrent_pages == 1 { 7 } else { 3 },
+        "{pages}"
+    );
     let seen = server.controls.seen();
     assert!(seen.iter().all(|r| r.uri.contains("orderby=modified")
         && r.uri.contains("order=asc")
@@ -1058,6 +1068,22 @@ fn config_defaults_errors_and_secrets() {
 }
 
 #[test]
+fn slim_field_lists_are_sorted() {
+    use super::mapping::{
+        CUSTOMER_FIELDS, CUSTOMER_KEY_FIELDS, LINE_ITEM_FIELDS, ORDER_FIELDS, ORDER_KEY_FIELDS,
+    };
+    for fields in [
+        ORDER_FIELDS,
+        ORDER_KEY_FIELDS,
+        CUSTOMER_FIELDS,
+        CUSTOMER_KEY_FIELDS,
+        LINE_ITEM_FIELDS,
+    ] {
+        assert!(fields.windows(2).all(|w| w[0] < w[1]), "{fields:?}");
+    }
+}
+
+#[test]
 fn slim_orders_map_like_whole_orders() {
     // the walk parses only the fields the mapping reads: same events, same
     // rejections, for generated and malformed orders
@@ -1068,6 +1094,12 @@ fn slim_orders_map_like_whole_orders() {
         let slim = super::mapping::slim(&raw, super::mapping::ORDER_FIELDS).expect("slim");
         assert_eq!(
             super::mapping::order_key(&slim),
+            super::mapping::order_key(o)
+        );
+        // the walk reads the key from the key fields alone
+        let key = super::mapping::slim(&raw, super::mapping::ORDER_KEY_FIELDS).expect("key");
+        assert_eq!(
+            super::mapping::order_key(&key),
             super::mapping::order_key(o)
         );
         match (map_order(&slim, &ctx()), map_order(o, &ctx())) {
@@ -1132,10 +1164,179 @@ fn slim_customers_map_like_whole_customers() {
             super::mapping::customer_modified(&slim),
             super::mapping::customer_modified(c)
         );
+        // the walk reads id and time from the key fields alone
+        let key = super::mapping::slim(&raw, super::mapping::CUSTOMER_KEY_FIELDS).expect("key");
+        assert_eq!(
+            super::mapping::customer_id(&key),
+            super::mapping::customer_id(c)
+        );
+        assert_eq!(
+            super::mapping::customer_modified(&key),
+            super::mapping::customer_modified(c)
+        );
         match (map_customer(&slim, &ctx()), map_customer(c, &ctx())) {
             (Ok(a), Ok(b)) => assert_eq!(a, b),
             (Err(a), Err(b)) => assert_eq!((a.object_id, a.reason), (b.object_id, b.reason)),
             (a, b) => panic!("{a:?} != {b:?}"),
         }
     }
+}
+
+/// A list of `n` objects `{"id": k}` from `from` on, as raw texts.
+fn raws(from: u64, n: u64) -> Vec<Box<serde_json::value::RawValue>> {
+    (from..from + n)
+        .map(|k| serde_json::value::RawValue::from_string(format!("{{\"id\":{k}}}")).expect("raw"))
+        .collect()
+}
+
+fn raw_ids(items: &[Box<serde_json::value::RawValue>]) -> Vec<u64> {
+    items
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(r.get()).expect("json")["id"]
+                .as_u64()
+                .expect("id")
+        })
+        .collect()
+}
+
+#[test]
+fn step_windows_join_only_when_their_overlap_matches() {
+    use super::window::{join, offsets, requests};
+    // per_page 10, overlap 5: windows start every 5 objects
+    assert_eq!(offsets(0, 10, 4), [0, 5, 10, 15]);
+    assert_eq!(offsets(7, 100, 3), [7, 102, 197]);
+    // consecutive windows of an unchanged list: each object once, in order
+    let j = join(vec![raws(0, 10), raws(5, 10), raws(10, 10)], 10);
+    assert_eq!(raw_ids(&j.items), (0..20).collect::<Vec<_>>());
+    assert_eq!((j.windows, j.reached_end), (3, false));
+    // a short window is the end of the list; windows after it are not used
+    let j = join(vec![raws(0, 10), raws(5, 7), raws(10, 2)], 10);
+    assert_eq!(raw_ids(&j.items), (0..12).collect::<Vec<_>>());
+    assert_eq!((j.windows, j.reached_end), (2, true));
+    // object 3 left the list between the first and the second request: the
+    // second window starts one later, and joining it would skip object 10
+    let j = join(vec![raws(0, 10), raws(6, 10), raws(11, 10)], 10);
+    assert_eq!(raw_ids(&j.items), (0..10).collect::<Vec<_>>());
+    assert_eq!((j.windows, j.reached_end), (1, false));
+    // an object changed (same id, other text) inside the overlap: not joined
+    let mut changed = raws(5, 10);
+    changed[2] =
+        serde_json::value::RawValue::from_string("{\"id\":7,\"status\":\"completed\"}".into())
+            .expect("raw");
+    let j = join(vec![raws(0, 10), changed], 10);
+    assert_eq!((j.windows, j.items.len()), (1, 10));
+    // the list shrank below the overlap: not joined, not the end either
+    let j = join(vec![raws(0, 10), raws(5, 3)], 10);
+    assert_eq!((j.windows, j.reached_end), (1, false));
+    // nothing answered
+    assert!(join(Vec::new(), 10).reached_end);
+    // how many requests a step sends
+    assert_eq!(requests(4, 100, None), 1, "unknown rest of the list");
+    assert_eq!(requests(4, 100, Some(80)), 1);
+    assert_eq!(requests(4, 100, Some(101)), 2);
+    assert_eq!(requests(4, 100, Some(10_000)), 4);
+    assert_eq!(requests(1, 100, Some(10_000)), 1, "concurrent_pages = 1");
+    assert_eq!(
+        requests(4, 5, Some(10_000)),
+        1,
+        "pages no larger than the overlap"
+    );
+}
+
+/// Walks orders and customers with `concurrent_pages` requests per step; the
+/// event ids, and how many steps (pages) each stream took.
+async fn walk_all(data: FakeData, concurrent_pages: u32) -> (BTreeSet<String>, usize, usize) {
+    let server = FakeServer::start(fake::router(data)).await;
+    let mut s = source(&server.base_url, |c| {
+        c.per_page = 10;
+        c.concurrent_pages = concurrent_pages;
+    });
+    let start = s.initial_cursor(ORDERS, None);
+    let (orders, _, order_steps) = walk(&mut s, ORDERS, start, |_, _| {}).await;
+    let start = s.initial_cursor(CUSTOMERS, None);
+    let (customers, _, customer_steps) = walk(&mut s, CUSTOMERS, start, |_, _| {}).await;
+    let all: Vec<CanonicalEvent> = orders.into_iter().chain(customers).collect();
+    let got = ids(&all);
+    assert_eq!(got.len(), all.len(), "no event emitted twice");
+    (got, order_steps, customer_steps)
+}
+
+#[tokio::test]
+async fn concurrent_pages_read_the_same_as_one_request_at_a_time() {
+    let mut data = FakeData::generate(300, 21);
+    data.add_malformed_orders(3);
+    data.add_malformed_customers(2);
+    let expected = data.expected_event_ids(&fake_site());
+    let (serial, serial_orders, serial_customers) = walk_all(data.clone(), 1).await;
+    let (windows, window_orders, window_customers) = walk_all(data, 4).await;
+    assert_eq!(serial, expected);
+    assert_eq!(windows, expected);
+    // 4 windows of 10 with an overlap of 5 cover 25 objects per step
+    assert!(
+        window_orders * 2 < serial_orders,
+        "{window_orders} vs {serial_orders}"
+    );
+    assert!(
+        window_customers * 2 < serial_customers,
+        "{window_customers} vs {serial_customers}"
+    );
+}
+
+#[tokio::test]
+async fn orders_leaving_their_place_between_a_steps_requests_are_never_skipped() {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+    let shop = FakeShop::new(FakeData::generate(300, 22));
+    let (shop2, tick) = (shop.clone(), Arc::new(AtomicI64::new(0)));
+    // before answering a window request (one with an offset), the shop saves
+    // the first order of the list again: it moves to the end and every order
+    // after it moves up by one, under the windows answered before it
+    let router = shop.router().layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let (shop, tick) = (shop2.clone(), tick.clone());
+            async move {
+                let query = req.uri().query().unwrap_or("").to_string();
+                let t = tick.fetch_add(1, Ordering::SeqCst);
+                if query.contains("offset=") && t < 60 {
+                    // the first order of the list this request reads
+                    let after = query
+                        .split('&')
+                        .find_map(|kv| kv.strip_prefix("modified_after="))
+                        .and_then(|v| parse_wc_date(&v.replace("%3A", ":")));
+                    let first = shop
+                        .orders()
+                        .iter()
+                        .filter_map(|o| {
+                            let m = o["date_modified_gmt"].as_str().and_then(parse_wc_date)?;
+                            Some((m, o["id"].as_u64()?))
+                        })
+                        .filter(|(m, _)| after.is_none_or(|a| *m > a))
+                        .min();
+                    if let Some((_, id)) = first {
+                        let at = fake::seconds_ago(3600) + chrono::Duration::seconds(t);
+                        shop.touch_order(id, at, None);
+                    }
+                }
+                next.run(req).await
+            }
+        },
+    ));
+    let server = FakeServer::start(router).await;
+    let mut s = source(&server.base_url, |c| {
+        c.per_page = 10;
+        c.concurrent_pages = 4;
+    });
+    let start = s.initial_cursor(ORDERS, None);
+    let (events, _, _) = walk(&mut s, ORDERS, start, |_, _| {}).await;
+    let final_expected: BTreeSet<String> = FakeData {
+        orders: shop.orders(),
+        customers: Vec::new(),
+        ..FakeData::empty()
+    }
+    .expected_event_ids(&fake_site());
+    let got = ids(&events);
+    let missing: Vec<_> = final_expected.difference(&got).collect();
+    assert!(missing.is_empty(), "skipped: {missing:?}");
+    assert_eq!(got, final_expected);
 }

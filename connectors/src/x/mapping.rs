@@ -320,6 +320,81 @@ pub struct ParsedPage {
     included: Included,
 }
 
+/// What the next request needs from an answer, read without parsing the posts:
+/// [`parse_response`]'s `objects`, `meta`, `errors` and `newest_id`, for the
+/// same bodies (the shapes checked are the same, so a body this accepts
+/// [`parse_response`] accepts too).
+#[derive(Debug, Default, PartialEq)]
+pub struct PageHead {
+    /// Posts in `data`.
+    pub objects: u64,
+    pub meta: Meta,
+    pub errors: Vec<PartialError>,
+    /// Highest post id in `data` (also of posts that will be rejected).
+    pub newest_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct HeadEnvelope<'a> {
+    #[serde(borrow, default)]
+    data: Option<Vec<&'a RawValue>>,
+    #[serde(default)]
+    #[allow(dead_code)] // read for its shape only
+    includes: Option<HeadIncludes>,
+    #[serde(default)]
+    meta: Option<Meta>,
+    #[serde(default)]
+    errors: Option<Vec<Value>>,
+}
+
+/// [`Includes`] with its entries skipped, not kept.
+#[derive(Deserialize)]
+struct HeadIncludes {
+    #[serde(default)]
+    #[allow(dead_code)] // read for its shape only
+    users: Option<Vec<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    tweets: Option<Vec<serde::de::IgnoredAny>>,
+}
+
+/// A post's `id` alone (the rest of the post is skipped).
+#[derive(Deserialize)]
+struct PostId<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+}
+
+/// Reads what the cursor needs from an answer (see [`PageHead`]); the posts
+/// are parsed later, by [`parse_response`].
+pub fn parse_head(body: &[u8]) -> Result<PageHead, String> {
+    let env: HeadEnvelope<'_> = serde_json::from_slice(body)
+        .map_err(|e| format!("not the documented timeline object: {e}"))?;
+    let data = env.data.unwrap_or_default();
+    let mut newest_id = None;
+    for raw in &data {
+        // as in parse_response: the id of a post, typed or rejected, when it is a string
+        let id = serde_json::from_str::<PostId<'_>>(raw.get())
+            .ok()
+            .and_then(|p| p.id)
+            .and_then(|id| serde_json::from_str::<String>(id.get()).ok());
+        if let Some(id) = id {
+            newest_id = max_id(newest_id, Some(&id));
+        }
+    }
+    Ok(PageHead {
+        objects: data.len() as u64,
+        meta: env.meta.unwrap_or_default(),
+        errors: env
+            .errors
+            .unwrap_or_default()
+            .iter()
+            .map(partial_error)
+            .collect(),
+        newest_id,
+    })
+}
+
 /// The first half of [`map_response`]: parses the answer and each post; the
 /// mapping is [`map_parsed`].
 pub fn parse_response(body: &[u8]) -> Result<ParsedPage, String> {

@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::runtime::config::RuntimeSettings;
 use crate::runtime::http::{ApiClient, ApiError, Request};
-use crate::runtime::{Deferred, DeferredOutput, Page, SourceError};
+use crate::runtime::{Deferred, DeferredOutput, Page, Rejected, SourceError};
 
 pub use config::Config;
 use mapping::{MapContext, Meta};
@@ -182,30 +182,41 @@ impl Source {
             }
             Err(e) => return Err(e.into()),
         };
-        let parsed = mapping::parse_response(&resp.body).map_err(|message| ApiError::Payload {
+        // only what the cursor needs is read here; the posts are parsed and
+        // mapped by the deferred mapping, off the page chain
+        let head = mapping::parse_head(&resp.body).map_err(|message| ApiError::Payload {
             source_name: self.instance.clone(),
             url: resp.url.clone(),
             message,
         })?;
-        self.report_errors(&parsed.errors, parsed.objects)?;
-        let mut page = self.next_page(
-            &c,
-            &parsed.meta,
-            parsed.newest_id.as_deref(),
-            parsed.objects,
-        );
+        self.report_errors(&head.errors, head.objects)?;
+        let mut page = self.next_page(&c, &head.meta, head.newest_id.as_deref(), head.objects);
         let (brand_id, source, instance) = (
             self.brand_id.clone(),
             self.source.clone(),
             self.instance.clone(),
         );
-        let (received_at, since_id) = (Utc::now(), c.since_id);
+        let (received_at, since_id, body) = (Utc::now(), c.since_id, resp.body);
         page.deferred = Some(Deferred::new(move || {
             let ctx = MapContext {
                 brand_id: &brand_id,
                 source: &source,
                 received_at,
                 since_id: since_id.as_deref(),
+            };
+            // parse_head accepted the body, and parse_response checks the same shapes
+            let parsed = match mapping::parse_response(&body) {
+                Ok(p) => p,
+                Err(reason) => {
+                    return DeferredOutput {
+                        rejected: vec![Rejected {
+                            object_id: "?".into(),
+                            reason,
+                            raw: body.to_vec(),
+                        }],
+                        ..DeferredOutput::default()
+                    }
+                }
             };
             let m = mapping::map_parsed(parsed, &ctx);
             if m.skipped_own > 0 {
@@ -335,8 +346,9 @@ impl crate::runtime::Source for Source {
         Ok(page)
     }
 
-    /// The page's posts are mapped later, by the runtime, on another worker:
-    /// the next page needs only `meta` and the posts' ids.
+    /// The page's posts are parsed and mapped later, by the runtime, on another
+    /// worker: the next page needs only `meta` and the posts' ids
+    /// ([`mapping::parse_head`]).
     async fn fetch_unmapped(&mut self, stream: &str, cursor: &Value) -> Result<Page, SourceError> {
         if stream != STREAM {
             return Err(SourceError::Api(ApiError::Payload {

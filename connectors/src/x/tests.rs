@@ -278,6 +278,69 @@ fn malformed_posts_are_rejected_with_id_and_reason_and_the_rest_maps() {
     assert_eq!(page.newest_id.as_deref(), Some("107"));
 }
 
+/// The cursor is read by `parse_head` alone (the posts are parsed off the page
+/// chain): it must read what the full parse reads, and refuse what it refuses.
+#[test]
+fn page_head_reads_what_the_full_parse_reads() {
+    let mut generated = fake::generate(120, 7);
+    generated.add_malformed(
+        5,
+        json!({"id": "99999999999999999999", "text": "no author"}),
+    );
+    generated.add_malformed(6, json!({"id": 12, "author_id": "11"}));
+    let bodies: Vec<Vec<u8>> = vec![
+        serde_json::to_vec(&documented_page()).expect("json"),
+        serde_json::to_vec(&json!({"data": [
+            {"id": "100", "author_id": "11", "created_at": "2026-01-01T00:00:00Z"},
+            {"id": 104, "author_id": "11"},
+            "not an object",
+            [1, 2],
+            {"id": "0099", "text": "leading zeros"},
+            {"id": "not-numeric"},
+            {"id": "108", "author_id": "11"},
+            {"author_id": "11"}
+        ], "meta": {"result_count": 8, "next_token": "t"}}))
+        .expect("json"),
+        br#"{"meta":{"result_count":0}}"#.to_vec(),
+        br#"{"errors":[{"title":"Not Found Error","resource_type":"user","parameter":"id"}]}"#
+            .to_vec(),
+        generated.full_response(),
+        // shapes both refuse
+        b"<html>".to_vec(),
+        b"[1,2]".to_vec(),
+        // an escaped id
+        br#"{"data": [{"id": "10\u0039", "author_id": "11"}, {"id": "99"}]}"#.to_vec(),
+        br#"{"data": {"id": "1"}}"#.to_vec(),
+        br#"{"data": [], "includes": "none"}"#.to_vec(),
+        br#"{"data": [], "includes": {"users": {"id": "1"}}}"#.to_vec(),
+        br#"{"data": [], "meta": {"next_token": 5}}"#.to_vec(),
+    ];
+    let mut accepted = 0;
+    for body in &bodies {
+        let text = String::from_utf8_lossy(body);
+        match (mapping::parse_head(body), mapping::parse_response(body)) {
+            (Ok(head), Ok(full)) => {
+                accepted += 1;
+                assert_eq!(head.objects, full.objects, "{text}");
+                assert_eq!(head.meta, full.meta, "{text}");
+                assert_eq!(head.errors, full.errors, "{text}");
+                assert_eq!(head.newest_id, full.newest_id, "{text}");
+            }
+            (Err(_), Err(_)) => {}
+            (head, full) => panic!(
+                "{text}: head {:?}, full parse {:?}",
+                head.map(|h| h.objects),
+                full.map(|f| f.objects)
+            ),
+        }
+    }
+    assert_eq!(accepted, 6);
+    // the generated page's newest id is read past the malformed posts
+    let head = mapping::parse_head(&bodies[4]).expect("head");
+    assert_eq!(head.objects, 122);
+    assert!(head.newest_id.is_some());
+}
+
 #[test]
 fn not_a_timeline_object_is_an_error() {
     assert!(mapping::map_response(b"<html>", &ctx(None)).is_err());
