@@ -522,10 +522,25 @@ mod tests {
     }
 
     fn request(p: &Privacy, cids: &[&str], keys: &[&str]) -> Vec<u8> {
+        encode(p, PrivacyAction::Erase, "erase-1", cids, keys, Utc::now())
+    }
+
+    fn command(p: &Privacy, action: PrivacyAction, id: &str, keys: &[&str], at: &str) -> Vec<u8> {
+        encode(p, action, id, &[], keys, at.parse().expect("time"))
+    }
+
+    fn encode(
+        p: &Privacy,
+        action: PrivacyAction,
+        id: &str,
+        cids: &[&str],
+        keys: &[&str],
+        at: chrono::DateTime<Utc>,
+    ) -> Vec<u8> {
         serde_json::to_vec(&EraseCommand {
             schema_version: 1,
-            request_id: "erase-1".into(),
-            action: PrivacyAction::Erase,
+            request_id: id.into(),
+            action,
             customer_ids: cids.iter().map(|c| c.to_string()).collect(),
             identifiers: keys
                 .iter()
@@ -537,28 +552,7 @@ mod tests {
             salt_id: p.hasher.salt_id(),
             requested_by: "cli".into(),
             subject: String::new(),
-            requested_at: Utc::now(),
-        })
-        .expect("json")
-    }
-
-    fn command(p: &Privacy, action: PrivacyAction, id: &str, keys: &[&str], at: &str) -> Vec<u8> {
-        serde_json::to_vec(&EraseCommand {
-            schema_version: 1,
-            request_id: id.into(),
-            action,
-            customer_ids: Vec::new(),
-            identifiers: keys
-                .iter()
-                .map(|k| HashedIdentifier {
-                    id_type: k.split(':').next().unwrap_or_default().into(),
-                    hash: p.hasher.hash_key(k),
-                })
-                .collect(),
-            salt_id: p.hasher.salt_id(),
-            requested_by: "cli".into(),
-            subject: String::new(),
-            requested_at: at.parse().expect("time"),
+            requested_at: at,
         })
         .expect("json")
     }

@@ -428,25 +428,22 @@ pub async fn run_source<S: Source>(
                                 // at a time, so that the async workers stay free for
                                 // the HTTP calls of the page chain (and, in tests and
                                 // benchmarks, the fake API); see POOL_MIN_PAGE
-                                let prepared = if !on_pool {
+                                let job = move || {
                                     prepare(
                                         mapped,
                                         pre_rejected,
                                         deferred,
                                         &norm,
                                         suppression.as_ref(),
-                                    )?
+                                    )
+                                };
+                                let prepared = if !on_pool {
+                                    job()?
                                 } else {
                                     let permit = cpu.acquire_owned().await.ok();
                                     tokio::task::spawn_blocking(move || {
                                         let _permit = permit;
-                                        prepare(
-                                            mapped,
-                                            pre_rejected,
-                                            deferred,
-                                            &norm,
-                                            suppression.as_ref(),
-                                        )
+                                        job()
                                     })
                                     .await
                                     .map_err(|e| {

@@ -456,6 +456,22 @@ async fn walk(
     }
 }
 
+/// The events are exactly those of `orders` (the paid ones, each at least once);
+/// their event ids.
+fn assert_emitted_every_order(orders: Vec<Value>, events: &[CanonicalEvent]) -> BTreeSet<String> {
+    let expected: BTreeSet<String> = FakeData {
+        orders,
+        customers: Vec::new(),
+        ..FakeData::empty()
+    }
+    .expected_event_ids(&fake_site());
+    let got = ids(events);
+    let missing: Vec<_> = expected.difference(&got).collect();
+    assert!(missing.is_empty(), "skipped: {missing:?}");
+    assert_eq!(got, expected);
+    got
+}
+
 fn ids(events: &[CanonicalEvent]) -> BTreeSet<String> {
     events.iter().map(|e| e.event_id.clone()).collect()
 }
@@ -575,16 +591,7 @@ async fn orders_changing_during_the_walk_are_never_skipped() {
     })
     .await;
     // every paid order of the final shop was emitted (at least once)
-    let final_expected: BTreeSet<String> = FakeData {
-        orders: shop.orders(),
-        customers: Vec::new(),
-        ..FakeData::empty()
-    }
-    .expected_event_ids(&fake_site());
-    let got = ids(&events);
-    let missing: Vec<_> = final_expected.difference(&got).collect();
-    assert!(missing.is_empty(), "skipped: {missing:?}");
-    assert_eq!(got, final_expected);
+    let got = assert_emitted_every_order(shop.orders(), &events);
     // some orders that became paid during the walk are among them
     assert!(got
         .iter()
@@ -1329,14 +1336,5 @@ async fn orders_leaving_their_place_between_a_steps_requests_are_never_skipped()
     });
     let start = s.initial_cursor(ORDERS, None);
     let (events, _, _) = walk(&mut s, ORDERS, start, |_, _| {}).await;
-    let final_expected: BTreeSet<String> = FakeData {
-        orders: shop.orders(),
-        customers: Vec::new(),
-        ..FakeData::empty()
-    }
-    .expected_event_ids(&fake_site());
-    let got = ids(&events);
-    let missing: Vec<_> = final_expected.difference(&got).collect();
-    assert!(missing.is_empty(), "skipped: {missing:?}");
-    assert_eq!(got, final_expected);
+    assert_emitted_every_order(shop.orders(), &events);
 }

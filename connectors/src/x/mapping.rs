@@ -273,6 +273,15 @@ fn read_includes(inc: Option<Includes<'_>>) -> Included {
     out
 }
 
+/// The `errors` of an answer (objects X could not return), read.
+fn partial_errors(errors: Option<Vec<Value>>) -> Vec<PartialError> {
+    errors
+        .unwrap_or_default()
+        .iter()
+        .map(partial_error)
+        .collect()
+}
+
 fn partial_error(v: &Value) -> PartialError {
     let s = |k: &str| match v.get(k) {
         Some(Value::String(s)) => s.clone(),
@@ -385,12 +394,7 @@ pub fn parse_head(body: &[u8]) -> Result<PageHead, String> {
     Ok(PageHead {
         objects: data.len() as u64,
         meta: env.meta.unwrap_or_default(),
-        errors: env
-            .errors
-            .unwrap_or_default()
-            .iter()
-            .map(partial_error)
-            .collect(),
+        errors: partial_errors(env.errors),
         newest_id,
     })
 }
@@ -405,12 +409,7 @@ pub fn parse_response(body: &[u8]) -> Result<ParsedPage, String> {
     let mut page = ParsedPage {
         objects: data.len() as u64,
         meta: env.meta.unwrap_or_default(),
-        errors: env
-            .errors
-            .unwrap_or_default()
-            .iter()
-            .map(partial_error)
-            .collect(),
+        errors: partial_errors(env.errors),
         posts: Vec::with_capacity(data.len()),
         included,
         ..ParsedPage::default()
