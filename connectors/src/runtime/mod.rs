@@ -287,11 +287,17 @@ struct InFlight {
 
 /// Where a run's wall time went (logged when it stops): fetching and mapping
 /// pages, and waiting for Kafka with no room to fetch further. What is left is
-/// cursor stores, retries' waits and polls' sleeps.
+/// cursor stores, retries' waits and polls' sleeps. `prepare` and `produce`
+/// are the produce tasks' own times, beside that wall time.
 #[derive(Debug, Default)]
 struct Timing {
     fetch: Duration,
     ack_wait: Duration,
+    /// Summed over pages (pages fetched ahead overlap): mapping deferred to
+    /// the produce task, validation and encoding.
+    prepare: Duration,
+    /// Summed over pages: producing and waiting for Kafka's acknowledgements.
+    produce: Duration,
 }
 
 /// What a page's produce task did.
@@ -301,6 +307,8 @@ struct Sent {
     suppressed: u64,
     /// Newest object time found by a deferred mapping.
     position: Option<DateTime<Utc>>,
+    prepare: Duration,
+    produce: Duration,
 }
 
 /// Why a stream's sync round ended.
@@ -378,7 +386,8 @@ pub async fn run_source<S: Source>(
                         if let Some(f) = inflight.pop_front() {
                             inflight_size -= f.size;
                             if let Some(c) =
-                                settle(f, &name, stream, &mut stats, &mut progress).await?
+                                settle(f, &name, stream, &mut stats, &mut timing, &mut progress)
+                                    .await?
                             {
                                 acked = Some(c);
                             }
@@ -437,6 +446,7 @@ pub async fn run_source<S: Source>(
                                         suppression.as_ref(),
                                     )
                                 };
+                                let prepare_started = std::time::Instant::now();
                                 let prepared = if !on_pool {
                                     job()?
                                 } else {
@@ -455,6 +465,8 @@ pub async fn run_source<S: Source>(
                                     Duration::from_millis(500),
                                     Duration::from_secs(30),
                                 );
+                                let prepare = prepare_started.elapsed();
+                                let produce_started = std::time::Instant::now();
                                 retry(&policy, "connector produce", || async {
                                     ev.send_encoded(&prepared.encoded).await?;
                                     dlq_send(&dl, &n, &prepared.rejected).await
@@ -465,6 +477,8 @@ pub async fn run_source<S: Source>(
                                     rejected: prepared.rejected.len() as u64,
                                     suppressed: prepared.suppressed,
                                     position: prepared.position,
+                                    prepare,
+                                    produce: produce_started.elapsed(),
                                 })
                             });
                             inflight.push_back(InFlight {
@@ -482,7 +496,8 @@ pub async fn run_source<S: Source>(
                             inflight_size = 0;
                             while let Some(f) = inflight.pop_front() {
                                 if let Some(c) =
-                                    settle(f, &name, stream, &mut stats, &mut progress).await?
+                                    settle(f, &name, stream, &mut stats, &mut timing, &mut progress)
+                                        .await?
                                 {
                                     acked = Some(c);
                                 }
@@ -531,7 +546,7 @@ pub async fn run_source<S: Source>(
                 let wait_started = std::time::Instant::now();
                 let settled = tokio::select! {
                     _ = &mut shutdown => None,
-                    r = settle(front, &name, stream, &mut stats, &mut progress) => Some(r),
+                    r = settle(front, &name, stream, &mut stats, &mut timing, &mut progress) => Some(r),
                 };
                 timing.ack_wait += wait_started.elapsed();
                 match settled {
@@ -576,7 +591,9 @@ pub async fn run_source<S: Source>(
     tracing::info!(connector = %name, pages = stats.pages, events = stats.events,
         rejected = stats.rejected, suppressed = stats.suppressed,
         failed_polls = stats.failed_polls, fetch_ms = timing.fetch.as_millis() as u64,
-        ack_wait_ms = timing.ack_wait.as_millis() as u64, "connector stopped");
+        ack_wait_ms = timing.ack_wait.as_millis() as u64,
+        prepare_ms = timing.prepare.as_millis() as u64,
+        produce_ms = timing.produce.as_millis() as u64, "connector stopped");
     Ok(stats)
 }
 
@@ -629,6 +646,7 @@ async fn settle(
     name: &str,
     stream: &str,
     stats: &mut RunStats,
+    timing: &mut Timing,
     progress: &mut Progress,
 ) -> Result<Option<Value>, RunError> {
     let Sent {
@@ -636,6 +654,8 @@ async fn settle(
         rejected,
         suppressed,
         position,
+        prepare,
+        produce,
     } = match f.send.await {
         Ok(Ok(sent)) => sent,
         Ok(Err(e)) => return Err(RunError::Producer(e)),
@@ -646,6 +666,8 @@ async fn settle(
             .inspect_err(|_| tracing::error!(error = %e, "produce task failed"))
         }
     };
+    timing.prepare += prepare;
+    timing.produce += produce;
     stats.pages += 1;
     stats.events += events;
     stats.rejected += rejected;
