@@ -431,10 +431,12 @@ fn cursor_walks_then_moves_the_watermark() {
         has_next_page: true,
         end_cursor: Some("abc".into()),
     };
+    let now = at("2026-11-20T12:00:00Z");
     let (c1, done) = c.advance(
         Some(at("2026-01-02T00:00:00Z")),
         &more,
         chrono::Duration::zero(),
+        now,
     );
     assert!(!done);
     assert_eq!(c1.after.as_deref(), Some("abc"));
@@ -447,6 +449,7 @@ fn cursor_walks_then_moves_the_watermark() {
         Some(at("2026-01-01T12:00:00Z")),
         &PageInfo::default(),
         chrono::Duration::seconds(60),
+        now,
     );
     assert!(done);
     assert_eq!(
@@ -454,11 +457,18 @@ fn cursor_walks_then_moves_the_watermark() {
         StreamCursor {
             updated_at_min: Some(at("2026-01-01T23:59:00Z")),
             after: None,
-            max_updated_at: None
+            max_updated_at: None,
+            synced_at: Some(now),
+            bulk: None,
         }
     );
     // an empty walk keeps the watermark
-    let (c3, done) = c2.advance(None, &PageInfo::default(), chrono::Duration::seconds(60));
+    let (c3, done) = c2.advance(
+        None,
+        &PageInfo::default(),
+        chrono::Duration::seconds(60),
+        now,
+    );
     assert!(done);
     assert_eq!(c3, c2);
 }
@@ -524,12 +534,15 @@ async fn customers_are_walked_page_by_page_with_the_right_cursor() {
         } else {
             assert!(p.caught_up);
             assert_eq!(p.objects, 30);
+            assert!(c.synced_at.is_some(), "the walk ended: {c:?}");
             assert_eq!(
                 c,
                 StreamCursor {
                     updated_at_min: Some(last_updated),
                     after: None,
-                    max_updated_at: None
+                    max_updated_at: None,
+                    synced_at: c.synced_at,
+                    bulk: None,
                 }
             );
         }
@@ -578,7 +591,15 @@ async fn an_empty_store_is_caught_up_at_once() {
     for stream in [CUSTOMERS, ORDERS] {
         let page = src.fetch(stream, &Value::Null).await.expect("page");
         assert!(page.caught_up && page.events.is_empty() && page.objects == 0);
-        assert_eq!(cursor(&page), StreamCursor::default());
+        let c = cursor(&page);
+        assert!(c.synced_at.is_some());
+        assert_eq!(
+            c,
+            StreamCursor {
+                synced_at: c.synced_at,
+                ..StreamCursor::default()
+            }
+        );
     }
 }
 
@@ -879,7 +900,7 @@ async fn a_refused_page_cursor_restarts_the_walk() {
     let c = StreamCursor {
         updated_at_min: Some(at("2026-01-01T00:00:00Z")),
         after: Some("bm90IGEgY3Vyc29y".into()),
-        max_updated_at: None,
+        ..StreamCursor::default()
     };
     match src.fetch(ORDERS, &c.to_value()).await {
         Err(SourceError::CursorInvalid {
