@@ -65,7 +65,7 @@ pub struct Config {
 
 /// When a walk uses a bulk operation (see [`Config::bulk`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum BulkMode {
     /// Backfills and long-unsynced streams only; incremental syncs stay paged.
     #[default]
@@ -97,6 +97,20 @@ fn default_bulk_threshold_secs() -> u64 {
 pub fn default_bulk_page_size() -> u32 {
     250
 }
+impl TryFrom<String> for BulkMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "auto" => Ok(BulkMode::Auto),
+            "always" => Ok(BulkMode::Always),
+            "never" => Ok(BulkMode::Never),
+            other => Err(format!(
+                "bulk must be \"auto\", \"always\" or \"never\", not `{other}`"
+            )),
+        }
+    }
+}
+
 /// Largest `bulk_page_size`: a page is mapped in memory at once.
 const MAX_BULK_PAGE_SIZE: u32 = 5_000;
 

@@ -104,6 +104,8 @@ pub struct BulkOptions {
     pub malformed_line: Option<u64>,
     /// The next download ends after this many bytes of what it serves.
     pub truncate_next_at: Option<u64>,
+    /// Downloads wait this long before each block of 64 KiB (a slow link).
+    pub block_delay: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -1210,14 +1212,21 @@ fn bulk_run(
         let mut out = String::with_capacity(all.len());
         for (i, line) in all.split_inclusive('\n').enumerate() {
             if i as u64 + 1 == k {
-                // cut in the middle: the id stays readable, the rest is not JSON
+                // the id first (as Shopify writes the selected fields), then half
+                // the line: not JSON
+                let id = serde_json::from_str::<Value>(line)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned())
+                    .unwrap_or(Value::Null);
                 let cut = line.len() / 2;
-                let cut = (0..=cut)
+                let cut = (1..=cut.max(1))
                     .rev()
                     .find(|c| line.is_char_boundary(*c))
-                    .unwrap_or(0);
-                out.push_str(&line[..cut]);
-                out.push('\n');
+                    .unwrap_or(1);
+                out.push_str(&format!(
+                    "{{\"id\":{id},{}\n",
+                    line.get(1..cut).unwrap_or("")
+                ));
             } else {
                 out.push_str(line);
             }
@@ -1362,6 +1371,7 @@ fn download(st: &ServerState, rest: &str, query: &str, headers: &HeaderMap) -> R
         .unwrap_or("");
     let mut g = st.data.write();
     let truncate = g.bulk.truncate_next_at.take();
+    let delay = g.bulk.block_delay;
     let Some(op) = num.and_then(|n| g.ops.iter().find(|o| o.num == n)) else {
         return plain(
             StatusCode::NOT_FOUND,
@@ -1403,8 +1413,14 @@ fn download(st: &ServerState, rest: &str, query: &str, headers: &HeaderMap) -> R
     }
     let size = op.size;
     drop(g);
-    let blocks = std::iter::from_fn(move || cur.next_block()).map(Ok::<Bytes, std::io::Error>);
-    let mut r = Response::new(Body::from_stream(futures::stream::iter(blocks)));
+    let blocks = futures::stream::unfold(cur, move |mut cur| async move {
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let block = cur.next_block()?;
+        Some((Ok::<Bytes, std::io::Error>(block), cur))
+    });
+    let mut r = Response::new(Body::from_stream(blocks));
     r.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/jsonl"),
