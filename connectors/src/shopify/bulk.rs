@@ -89,6 +89,14 @@ pub(super) struct Reader {
     /// Bytes still to drop before `offset` (a server that ignored `Range`).
     skip: u64,
     eof: bool,
+    result: ResultInfo,
+}
+
+/// What polling said about a completed operation's result.
+#[derive(Clone)]
+struct ResultInfo {
+    /// The signed link (kept in memory only: it grants access to the data).
+    url: String,
     file_size: Option<u64>,
     root_total: Option<u64>,
     created_at: Option<DateTime<Utc>>,
@@ -218,7 +226,7 @@ impl Reader {
         };
         let done = self.eof && end == self.buf.len();
         if done {
-            if let Some(size) = self.file_size {
+            if let Some(size) = self.result.file_size {
                 let read = self.offset + end as u64;
                 if read != size {
                     return Err(ApiError::Network {
@@ -404,7 +412,10 @@ impl Source {
             BulkMode::Always => true,
             BulkMode::Auto => match c.synced_at {
                 None => true,
-                Some(t) => (Utc::now() - t).num_seconds() > self.cfg.bulk_threshold_secs as i64,
+                Some(t) => {
+                    let threshold = self.cfg.bulk_threshold_secs.min(i64::MAX as u64) as i64;
+                    (Utc::now() - t).num_seconds() > threshold
+                }
             },
         }
     }
@@ -595,19 +606,14 @@ impl Source {
     }
 
     /// Opens the result at the cursor's position.
-    async fn open(
-        &self,
-        op: &BulkOperation,
-        url: &str,
-        b: &BulkCursor,
-    ) -> Result<Reader, ApiError> {
+    async fn open(&self, result: ResultInfo, b: &BulkCursor) -> Result<Reader, ApiError> {
         let mut req = Request::default();
         if b.offset > 0 {
             req.headers
                 .push(("Range".into(), format!("bytes={}-", b.offset)));
         }
         // the result URL is a signed link to Shopify's storage: no access token
-        let resp = self.download.open(url, &req).await?;
+        let resp = self.download.open(&result.url, &req).await?;
         let partial = resp.status() == reqwest::StatusCode::PARTIAL_CONTENT;
         Ok(Reader {
             op_id: b.id.clone(),
@@ -617,9 +623,7 @@ impl Source {
             lines: b.lines,
             skip: if partial { 0 } else { b.offset },
             eof: false,
-            file_size: op.file_size,
-            root_total: op.root_object_count,
-            created_at: b.created_at.or(parse_ts(op.created_at.as_deref())),
+            result,
         })
     }
 
@@ -664,7 +668,13 @@ impl Source {
                     )
                     .await;
             };
-            let reader = match self.open(&op, &url, &b).await {
+            let result = ResultInfo {
+                url,
+                file_size: op.file_size,
+                root_total: op.root_object_count,
+                created_at: b.created_at.or(parse_ts(op.created_at.as_deref())),
+            };
+            let reader = match self.open(result, &b).await {
                 Ok(r) => r,
                 // a refused link (expired, or a proxy in the way): paged works
                 Err(e @ (ApiError::Auth { .. } | ApiError::Client { .. })) => {
@@ -683,25 +693,34 @@ impl Source {
             self.readers.insert(stream.to_string(), reader);
         }
         let max = self.cfg.bulk_page_size as usize;
-        let Some(reader) = self.readers.get_mut(stream) else {
-            return Err(self.payload("bulk result reader missing".into()));
-        };
-        let raw = match reader.next_page(max, &self.instance).await {
-            Ok(raw) => raw,
-            Err(e) => {
-                // the next fetch re-opens the result at the cursor's position
-                self.readers.remove(stream);
-                return Err(e.into());
+        let mut reopened = false;
+        let (raw, reader) = loop {
+            let Some(mut reader) = self.readers.remove(stream) else {
+                return Err(self.payload("bulk result reader missing".into()));
+            };
+            match reader.next_page(max, &self.instance).await {
+                Ok(raw) => break (raw, reader),
+                // a download that broke off (or came short) is opened again once
+                // at the page's start; after that, the fetch fails and the runtime
+                // asks again from the stored cursor
+                Err(e) if !reopened => {
+                    reopened = true;
+                    tracing::warn!(connector = %self.instance, stream, operation = %b.id,
+                        offset = b.offset, error = %e, "bulk result download broke off; reading it again from the page's start");
+                    let fresh = self.open(reader.result.clone(), &b).await?;
+                    self.readers.insert(stream.to_string(), fresh);
+                }
+                Err(e) => return Err(e.into()),
             }
         };
         let (offset, lines, total, created_at) = (
             reader.offset,
             reader.lines,
-            reader.root_total,
-            reader.created_at,
+            reader.result.root_total,
+            reader.result.created_at,
         );
-        if raw.done {
-            self.readers.remove(stream);
+        if !raw.done {
+            self.readers.insert(stream.to_string(), reader);
         }
         let objects = raw.groups.iter().filter(|g| g.root.is_some()).count() as u64;
         let max_seen = c.max_updated_at.max(raw.max_updated_at);
