@@ -1386,10 +1386,11 @@ async fn a_download_503_then_429_with_retry_after_is_retried() {
 
 #[tokio::test]
 async fn a_truncated_download_is_read_again_from_the_cursor() {
-    let data = fake::generate(100, 10);
+    let data = fake::generate(300, 10);
+    // a few pages of 40 orders in
     data.set_bulk(fake::BulkOptions {
         polls_until_done: 1,
-        truncate_next_at: Some(70_000),
+        truncate_next_at: Some(300_000),
         ..Default::default()
     });
     let (server, mut src) = start_bulk(&data).await;
