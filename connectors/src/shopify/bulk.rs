@@ -557,7 +557,7 @@ impl Source {
                     return Ok(Polled::Completed(op));
                 }
                 "CREATED" | "RUNNING" | "CANCELING" => {
-                    if polls % 20 == 0 {
+                    if polls.is_multiple_of(20) {
                         tracing::info!(connector = %self.instance, stream, operation = id,
                             status = %op.status, objects = ?op.object_count, "bulk operation running");
                     }
