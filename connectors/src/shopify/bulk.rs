@@ -277,7 +277,8 @@ impl Reader {
             Err(e) => Err(ApiError::Network {
                 source_name: source_name.to_string(),
                 url: format!("bulk operation {} result", self.op_id),
-                message: format!("reading the download: {e}"),
+                // without the URL: its query is the link's signature
+                message: format!("reading the download: {}", e.without_url()),
             }),
         }
     }
