@@ -30,7 +30,14 @@ fn killed_mid_backfill_resumes_without_gap_or_extra() {
     let cfg = fake::test_config(&server.base_url);
     let expected = data.expected_event_ids(&cfg);
     assert!(expected.len() > 600, "{}", expected.len());
-    w.add_connector("shop_eu", &body(&server.base_url, fake::FAKE_TOKEN));
+    // the paged walk (a backfill reads in bulk by default: see the next test)
+    w.add_connector(
+        "shop_eu",
+        &format!(
+            "{}bulk = \"never\"\n",
+            body(&server.base_url, fake::FAKE_TOKEN)
+        ),
+    );
 
     // slow answers so that the kill lands mid-backfill
     server.controls.set_delay(Duration::from_millis(150));
@@ -74,6 +81,91 @@ fn killed_mid_backfill_resumes_without_gap_or_extra() {
         orders > 200 && with_revenue == orders,
         "{with_revenue}/{orders}"
     );
+}
+
+/// The default config reads a backfill through a bulk operation: killed (-9) once
+/// some pages of its result were stored, the connector resumes the same operation
+/// at the stored position, and ClickHouse ends with exactly the expected events.
+#[test]
+fn killed_mid_bulk_backfill_resumes_the_same_operation() {
+    let mut w = World::new("shopify_bulk_kill");
+    let data = fake::generate(600, 12);
+    // a slow download, so that the kill lands while the result is read
+    data.set_bulk(fake::BulkOptions {
+        polls_until_done: 1,
+        block_delay: Some(Duration::from_millis(200)),
+        ..Default::default()
+    });
+    let server = {
+        let d = data.clone();
+        BlockingFakeServer::start(move || fake::router(d))
+    };
+    let expected = data.expected_event_ids(&fake::test_config(&server.base_url));
+    w.add_connector(
+        "shop_eu",
+        &format!(
+            "{}bulk_page_size = 50\n",
+            body(&server.base_url, fake::FAKE_TOKEN)
+        ),
+    );
+    let state = w
+        .dir
+        .path()
+        .join("connector-state")
+        .join("shop_eu.cursors.json");
+    let stored_offset = || -> u64 {
+        std::fs::read(&state)
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok())
+            .map(|v| {
+                ["customers", "orders"]
+                    .iter()
+                    .filter_map(|s| v["streams"][s]["cursor"]["bulk"]["offset"].as_u64())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    };
+    let i = w.spawn_connector("shop_eu", &["--once"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stored_offset() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no bulk cursor with an offset after 60 s; state: {:?}; log: {}",
+            std::fs::read_to_string(&state).ok(),
+            w.log("connector-shop_eu")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        w.child(i).try_wait().expect("child").is_none(),
+        "the connector finished before the kill"
+    );
+    w.kill(i);
+    let offset = stored_offset();
+
+    data.set_bulk(fake::BulkOptions {
+        polls_until_done: 1,
+        ..Default::default()
+    });
+    let out = w.run_connector_once("shop_eu", &[]);
+    assert!(
+        out.status.success(),
+        "resume failed: {}",
+        w.log("connector-shop_eu")
+    );
+    assert!(offset > 0);
+    // one operation per stream: the one the kill interrupted was resumed
+    assert_eq!(
+        data.stats
+            .bulk_runs
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+
+    w.start_pipeline();
+    let got = w.wait_event_ids(expected.len(), Duration::from_secs(180));
+    assert_eq!(got, expected);
 }
 
 #[test]

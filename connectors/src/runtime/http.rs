@@ -181,8 +181,37 @@ impl ApiClient {
         policy: RetryPolicy,
         timeout: Duration,
     ) -> Result<Self, ApiError> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
+        Self::build(
+            source_name,
+            auth_fix,
+            policy,
+            reqwest::Client::builder().timeout(timeout),
+        )
+    }
+
+    /// A client for large downloads read as a stream ([`open`](Self::open)): no
+    /// bound on the whole call, only on each wait for more bytes (`read_timeout`).
+    pub fn streaming(
+        source_name: &str,
+        auth_fix: &str,
+        policy: RetryPolicy,
+        read_timeout: Duration,
+    ) -> Result<Self, ApiError> {
+        Self::build(
+            source_name,
+            auth_fix,
+            policy,
+            reqwest::Client::builder().read_timeout(read_timeout),
+        )
+    }
+
+    fn build(
+        source_name: &str,
+        auth_fix: &str,
+        policy: RetryPolicy,
+        builder: reqwest::ClientBuilder,
+    ) -> Result<Self, ApiError> {
+        let http = builder
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("socialcrm/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -243,8 +272,43 @@ impl ApiClient {
         retry(&self.policy, &what, || self.call_once(url, req)).await
     }
 
+    /// Calls `url` until it answers 2xx (retried like [`call`](Self::call)) and
+    /// returns the answer with its body unread, for the caller to stream
+    /// ([`reqwest::Response::chunk`]). Failed answers are classified as by `call`;
+    /// the inspector does not apply.
+    pub async fn open(&self, url: &str, req: &Request) -> Result<reqwest::Response, ApiError> {
+        let what = format!("{} download", self.source_name);
+        retry(&self.policy, &what, || async {
+            let resp = self.send(url, req).await?;
+            if resp.status().is_success() {
+                return Ok(resp);
+            }
+            // not a success: `answer` reads the (error) body and classifies it
+            self.answer(resp).await.and_then(|ok| {
+                Err(ApiError::Payload {
+                    source_name: self.source_name.clone(),
+                    url: ok.url,
+                    message: format!("unexpected status {}", ok.status),
+                })
+            })
+        })
+        .await
+    }
+
     /// One attempt, no retry.
     pub async fn call_once(&self, url: &str, req: &Request) -> Result<ApiResponse, ApiError> {
+        let resp = self.send(url, req).await?;
+        let result = self.answer(resp).await;
+        if let (Ok(resp), Some(inspect)) = (&result, &self.inspector) {
+            if let Some(e) = inspect(resp) {
+                return Err(e);
+            }
+        }
+        result
+    }
+
+    /// Sends one request (after any quota wait); the body is not read.
+    async fn send(&self, url: &str, req: &Request) -> Result<reqwest::Response, ApiError> {
         self.wait_for_quota().await;
         let method = req.method.clone().unwrap_or(Method::GET);
         let mut rb = self.http.request(method, url);
@@ -281,10 +345,15 @@ impl ApiClient {
                 });
             }
         };
-        let status = resp.status();
         metrics::counter!("socialcrm_connector_api_calls_total",
-            "connector" => self.source_name.clone(), "status" => status.as_u16().to_string())
+            "connector" => self.source_name.clone(), "status" => resp.status().as_u16().to_string())
         .increment(1);
+        Ok(resp)
+    }
+
+    /// Reads an answer's body and classifies it (success or a typed error).
+    async fn answer(&self, resp: reqwest::Response) -> Result<ApiResponse, ApiError> {
+        let status = resp.status();
         let headers = resp.headers().clone();
         let final_url = self.shown(resp.url().as_str());
         self.note_quota(&headers).await;
@@ -309,11 +378,6 @@ impl ApiClient {
         {
             if wait.is_none() {
                 *wait = body_wait.map(|w| w.min(MAX_SINGLE_WAIT));
-            }
-        }
-        if let (Ok(resp), Some(inspect)) = (&result, &self.inspector) {
-            if let Some(e) = inspect(resp) {
-                return Err(e);
             }
         }
         result

@@ -26,7 +26,7 @@ pub mod http;
 pub mod progress;
 pub mod state;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::future::Future;
 use std::time::Duration;

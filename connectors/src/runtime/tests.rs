@@ -20,11 +20,11 @@ use super::config::RuntimeSettings;
 use super::http::ApiError;
 use super::*;
 
-fn brokers() -> String {
+pub(crate) fn brokers() -> String {
     std::env::var("SOCIALCRM_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
-async fn kafka() -> KafkaConfig {
+pub(crate) async fn kafka() -> KafkaConfig {
     let tag: u32 = rand_tag();
     let k = KafkaConfig {
         brokers: brokers(),
@@ -127,7 +127,7 @@ fn opts(kafka: &KafkaConfig, dir: &std::path::Path) -> RunOptions {
     }
 }
 
-fn read_topic(topic: &str, min: usize) -> Vec<Vec<u8>> {
+pub(crate) fn read_topic(topic: &str, min: usize) -> Vec<Vec<u8>> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", format!("rt-reader-{}", rand_tag()))

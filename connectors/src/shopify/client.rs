@@ -73,27 +73,54 @@ pub fn refunds_query_cost() -> u64 {
     1 + 50 * REFUND_COST
 }
 
-const VISIT_FIELDS: &str = "fragment VisitFields on CustomerVisit { occurredAt landingPage referrerUrl source utmParameters { source medium campaign content term } }";
-const LINE_ITEM_FIELDS: &str = "fragment LineItemFields on LineItem { id title variantTitle sku quantity product { id productType } originalUnitPriceSet { shopMoney { amount currencyCode } } discountedTotalSet { shopMoney { amount currencyCode } } }";
-const REFUND_FIELDS: &str = "fragment RefundFields on Refund { id createdAt note totalRefundedSet { shopMoney { amount currencyCode } } }";
+/// Selections shared by the paged and the bulk queries (the bulk ones cannot take
+/// `first` on nested connections and read every line item and refund at once).
+const VISIT_SELECTION: &str =
+    "occurredAt landingPage referrerUrl source utmParameters { source medium campaign content term }";
+const LINE_ITEM_SELECTION: &str = "id title variantTitle sku quantity product { id productType } \
+originalUnitPriceSet { shopMoney { amount currencyCode } } discountedTotalSet { shopMoney { amount currencyCode } }";
+const REFUND_SELECTION: &str =
+    "id createdAt note totalRefundedSet { shopMoney { amount currencyCode } }";
+const CUSTOMER_SELECTION: &str = "id firstName lastName displayName createdAt updatedAt state tags locale verifiedEmail numberOfOrders \
+amountSpent { amount currencyCode } \
+defaultEmailAddress { emailAddress marketingState } \
+defaultPhoneNumber { phoneNumber marketingState } \
+defaultAddress { city provinceCode countryCodeV2 }";
+/// An order's own fields (without its journey, line items and refunds).
+const ORDER_SELECTION: &str =
+    "id name email phone createdAt updatedAt processedAt cancelledAt test sourceName tags \
+currencyCode presentmentCurrencyCode displayFinancialStatus displayFulfillmentStatus discountCodes \
+customer { id } \
+totalPriceSet { shopMoney { amount currencyCode } presentmentMoney { amount currencyCode } } \
+subtotalPriceSet { shopMoney { amount currencyCode } } \
+totalDiscountsSet { shopMoney { amount currencyCode } } \
+totalTaxSet { shopMoney { amount currencyCode } } \
+totalShippingPriceSet { shopMoney { amount currencyCode } } \
+totalRefundedSet { shopMoney { amount currencyCode } }";
+
+fn fragments() -> String {
+    format!(
+        "fragment VisitFields on CustomerVisit {{ {VISIT_SELECTION} }} \
+fragment LineItemFields on LineItem {{ {LINE_ITEM_SELECTION} }} \
+fragment RefundFields on Refund {{ {REFUND_SELECTION} }}"
+    )
+}
 
 /// Operation names; the fake server dispatches on them as well.
 pub const OP_CUSTOMERS: &str = "Customers";
 pub const OP_ORDERS: &str = "Orders";
 pub const OP_ORDER_LINE_ITEMS: &str = "OrderLineItems";
 pub const OP_ORDER_REFUNDS: &str = "OrderRefunds";
+pub const OP_BULK_RUN: &str = "BulkRun";
+pub const OP_BULK_OPERATION: &str = "BulkOperation";
 
 /// Customers updated since the filter, oldest update first.
 pub fn customers_query() -> String {
-    "query Customers($first: Int!, $after: String, $query: String) { \
-customers(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) { \
-pageInfo { hasNextPage endCursor } \
-nodes { id firstName lastName displayName createdAt updatedAt state tags locale verifiedEmail numberOfOrders \
-amountSpent { amount currencyCode } \
-defaultEmailAddress { emailAddress marketingState } \
-defaultPhoneNumber { phoneNumber marketingState } \
-defaultAddress { city provinceCode countryCodeV2 } } } }"
-        .to_string()
+    format!(
+        "query Customers($first: Int!, $after: String, $query: String) {{ \
+customers(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) {{ \
+pageInfo {{ hasNextPage endCursor }} nodes {{ {CUSTOMER_SELECTION} }} }} }}"
+    )
 }
 
 /// Orders updated since the filter, oldest update first, with their first line
@@ -103,18 +130,11 @@ pub fn orders_query() -> String {
         "query Orders($first: Int!, $after: String, $query: String, $lineItems: Int!, $refunds: Int!) {{ \
 orders(first: $first, after: $after, query: $query, sortKey: UPDATED_AT) {{ \
 pageInfo {{ hasNextPage endCursor }} \
-nodes {{ id name email phone createdAt updatedAt processedAt cancelledAt test sourceName tags \
-currencyCode presentmentCurrencyCode displayFinancialStatus displayFulfillmentStatus discountCodes \
-customer {{ id }} \
-totalPriceSet {{ shopMoney {{ amount currencyCode }} presentmentMoney {{ amount currencyCode }} }} \
-subtotalPriceSet {{ shopMoney {{ amount currencyCode }} }} \
-totalDiscountsSet {{ shopMoney {{ amount currencyCode }} }} \
-totalTaxSet {{ shopMoney {{ amount currencyCode }} }} \
-totalShippingPriceSet {{ shopMoney {{ amount currencyCode }} }} \
-totalRefundedSet {{ shopMoney {{ amount currencyCode }} }} \
+nodes {{ {ORDER_SELECTION} \
 customerJourneySummary {{ firstVisit {{ ...VisitFields }} lastVisit {{ ...VisitFields }} }} \
 lineItems(first: $lineItems) {{ pageInfo {{ hasNextPage endCursor }} nodes {{ ...LineItemFields }} }} \
-refunds(first: $refunds) {{ ...RefundFields }} }} }} }} {VISIT_FIELDS} {LINE_ITEM_FIELDS} {REFUND_FIELDS}"
+refunds(first: $refunds) {{ ...RefundFields }} }} }} }} {}",
+        fragments()
     )
 }
 
@@ -122,14 +142,83 @@ refunds(first: $refunds) {{ ...RefundFields }} }} }} }} {VISIT_FIELDS} {LINE_ITE
 pub fn order_line_items_query() -> String {
     format!(
         "query OrderLineItems($id: ID!, $first: Int!, $after: String) {{ order(id: $id) {{ \
-lineItems(first: $first, after: $after) {{ pageInfo {{ hasNextPage endCursor }} nodes {{ ...LineItemFields }} }} }} }} {LINE_ITEM_FIELDS}"
+lineItems(first: $first, after: $after) {{ pageInfo {{ hasNextPage endCursor }} nodes {{ ...LineItemFields }} }} }} }} {}",
+        fragments()
     )
 }
 
 /// Every refund of one order.
 pub fn order_refunds_query() -> String {
-    format!("query OrderRefunds($id: ID!) {{ order(id: $id) {{ refunds {{ ...RefundFields }} }} }} {REFUND_FIELDS}")
+    format!(
+        "query OrderRefunds($id: ID!) {{ order(id: $id) {{ refunds {{ ...RefundFields }} }} }} {}",
+        fragments()
+    )
 }
+
+/// `query: "…", ` for a connection's arguments (a JSON string is a valid GraphQL
+/// string for the filters built here).
+fn query_arg(filter: Option<&str>) -> String {
+    match filter {
+        Some(f) => format!(
+            "query: {}, ",
+            serde_json::to_string(f).unwrap_or_else(|_| "\"\"".into())
+        ),
+        None => String::new(),
+    }
+}
+
+/// The bulk query of the customers stream: the same fields as [`customers_query`],
+/// every customer updated since the filter, one JSONL line each.
+pub fn bulk_customers_query(filter: Option<&str>) -> String {
+    format!(
+        "{{ customers({}sortKey: UPDATED_AT) {{ edges {{ node {{ {CUSTOMER_SELECTION} }} }} }} }}",
+        query_arg(filter)
+    )
+}
+
+/// The bulk query of the orders stream: the same fields as [`orders_query`], with
+/// every line item (a nested connection: one JSONL line each, after its order,
+/// with `__parentId`) and every refund (a list: inside the order's line).
+pub fn bulk_orders_query(filter: Option<&str>) -> String {
+    format!(
+        "{{ orders({}sortKey: UPDATED_AT) {{ edges {{ node {{ {ORDER_SELECTION} \
+customerJourneySummary {{ firstVisit {{ {VISIT_SELECTION} }} lastVisit {{ {VISIT_SELECTION} }} }} \
+lineItems {{ edges {{ node {{ {LINE_ITEM_SELECTION} }} }} }} \
+refunds {{ {REFUND_SELECTION} }} }} }} }} }}",
+        query_arg(filter)
+    )
+}
+
+/// Starts a bulk query. `groupObjects: true` keeps each order's line items right
+/// after it in the result (the default is `false` since 2026-01), so that the
+/// result can be read as a stream, one order at a time.
+pub fn bulk_run_mutation() -> String {
+    format!(
+        "mutation {OP_BULK_RUN}($query: String!) {{ bulkOperationRunQuery(query: $query, groupObjects: true) {{ \
+bulkOperation {{ id status createdAt }} userErrors {{ field message code }} }} }}"
+    )
+}
+
+const BULK_OPERATION_SELECTION: &str = "id status errorCode createdAt completedAt objectCount rootObjectCount fileSize url partialDataUrl";
+
+/// Reads one bulk operation by id: `bulkOperation(id:)` from API version 2026-01
+/// on, `node(id:)` before (where `currentBulkOperation` only shows the newest).
+pub fn bulk_operation_query(api_version: &str) -> String {
+    if has_bulk_operation_field(api_version) {
+        format!("query {OP_BULK_OPERATION}($id: ID!) {{ bulkOperation(id: $id) {{ {BULK_OPERATION_SELECTION} }} }}")
+    } else {
+        format!("query {OP_BULK_OPERATION}($id: ID!) {{ bulkOperation: node(id: $id) {{ ... on BulkOperation {{ {BULK_OPERATION_SELECTION} }} }} }}")
+    }
+}
+
+/// `QueryRoot.bulkOperation(id:)` exists from 2026-01.
+pub fn has_bulk_operation_field(api_version: &str) -> bool {
+    api_version >= "2026-01"
+}
+
+/// Requested cost of `bulkOperationRunQuery` (a mutation: 10 points) and of a poll.
+pub const BULK_RUN_COST: u64 = 10;
+pub const BULK_POLL_COST: u64 = 1;
 
 /// The search filter of a sync: objects updated at or after `since` (inclusive, so
 /// that objects sharing the newest timestamp are never lost).
@@ -403,6 +492,78 @@ pub struct OrderRefundsData {
 pub struct OrderRefunds {
     #[serde(default)]
     pub refunds: Vec<Value>,
+}
+
+/// `data` of `BulkRun`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkRunData {
+    pub bulk_operation_run_query: Option<BulkRunPayload>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkRunPayload {
+    #[serde(default)]
+    pub bulk_operation: Option<BulkOperation>,
+    #[serde(default)]
+    pub user_errors: Vec<UserError>,
+}
+
+/// A `userErrors` entry (`BulkOperationUserError`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct UserError {
+    #[serde(default)]
+    pub field: Option<Vec<String>>,
+    pub message: String,
+    /// `INVALID`, `OPERATION_IN_PROGRESS`, `LIMIT_REACHED`.
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+/// `data` of `BulkOperation` (the field is aliased the same for `node(id:)`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkOperationData {
+    pub bulk_operation: Option<BulkOperation>,
+}
+
+/// A `BulkOperation` as the connector selects it. `UnsignedInt64` fields come as
+/// JSON strings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkOperation {
+    #[serde(default)]
+    pub id: String,
+    /// `CREATED`, `RUNNING`, `COMPLETED`, `FAILED`, `CANCELING`, `CANCELED`, `EXPIRED`.
+    #[serde(default)]
+    pub status: String,
+    /// `ACCESS_DENIED`, `INTERNAL_SERVER_ERROR`, `TIMEOUT` (failed operations).
+    #[serde(default)]
+    pub error_code: Option<String>,
+    #[serde(default)]
+    pub created_at: Option<String>,
+    #[serde(default)]
+    pub completed_at: Option<String>,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub object_count: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub root_object_count: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub file_size: Option<u64>,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub partial_data_url: Option<String>,
+}
+
+/// An `UnsignedInt64` (a string in Shopify's JSON; a number accepted too).
+fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Option::<Value>::deserialize(d)? {
+        Some(Value::String(s)) => s.trim().parse().ok(),
+        Some(Value::Number(n)) => n.as_u64(),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

@@ -47,6 +47,33 @@ pub struct Config {
     /// are skipped, so that test checkouts do not count as revenue.
     #[serde(default)]
     pub include_test_orders: bool,
+    /// When a walk reads through a bulk operation (`bulkOperationRunQuery`, one
+    /// JSONL file) instead of paged queries: `auto` for large reads (a stream that
+    /// never completed a walk, a `--since` backfill, or one whose last completed
+    /// walk is older than `bulk_threshold_secs`), `always`, or `never`.
+    #[serde(default)]
+    pub bulk: BulkMode,
+    /// With `bulk = "auto"`: a stream whose last completed walk started longer ago
+    /// than this is read with a bulk operation.
+    #[serde(default = "default_bulk_threshold_secs")]
+    pub bulk_threshold_secs: u64,
+    /// Objects (customers, or orders with their line items) per runtime page when a
+    /// bulk operation's result is read.
+    #[serde(default = "default_bulk_page_size")]
+    pub bulk_page_size: u32,
+}
+
+/// When a walk uses a bulk operation (see [`Config::bulk`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", try_from = "String")]
+pub enum BulkMode {
+    /// Backfills and long-unsynced streams only; incremental syncs stay paged.
+    #[default]
+    Auto,
+    /// Every walk.
+    Always,
+    /// Paged queries only.
+    Never,
 }
 
 pub fn default_api_version() -> String {
@@ -64,6 +91,28 @@ fn default_line_items_per_order() -> u32 {
 fn default_overlap_secs() -> u64 {
     60
 }
+fn default_bulk_threshold_secs() -> u64 {
+    86_400
+}
+pub fn default_bulk_page_size() -> u32 {
+    250
+}
+impl TryFrom<String> for BulkMode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "auto" => Ok(BulkMode::Auto),
+            "always" => Ok(BulkMode::Always),
+            "never" => Ok(BulkMode::Never),
+            other => Err(format!(
+                "bulk must be \"auto\", \"always\" or \"never\", not `{other}`"
+            )),
+        }
+    }
+}
+
+/// Largest `bulk_page_size`: a page is mapped in memory at once.
+const MAX_BULK_PAGE_SIZE: u32 = 5_000;
 
 /// True for `name.myshopify.com` with a valid store handle.
 fn is_myshopify_domain(s: &str) -> bool {
@@ -165,6 +214,12 @@ impl Config {
             return Err(format!(
                 "{prefix}.orders_page_size: {} orders per page with {} line items ({prefix}.line_items_per_order) and {REFUNDS_PER_ORDER} refunds each make a query of about {cost} points, over Shopify's single-query limit of {MAX_QUERY_COST}; {hint}",
                 self.orders_page_size, self.line_items_per_order
+            ));
+        }
+        if self.bulk_page_size == 0 || self.bulk_page_size > MAX_BULK_PAGE_SIZE {
+            return Err(format!(
+                "{prefix}.bulk_page_size must be between 1 and {MAX_BULK_PAGE_SIZE}, not {}",
+                self.bulk_page_size
             ));
         }
         if self.overlap_secs > 86_400 {

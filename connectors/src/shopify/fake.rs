@@ -10,6 +10,17 @@
 //! `throttleStatus`. Optional: a leaky bucket that answers `THROTTLED` (HTTP 200)
 //! when a query does not fit, scopes that answer `ACCESS_DENIED`.
 //!
+//! Bulk operations as documented: `bulkOperationRunQuery` (a `BulkRun` mutation
+//! with the bulk query in `$query`) answers `CREATED` and snapshots the objects the
+//! query selects; `bulkOperation(id:)` (API 2026-01 and newer) or `node(id:)`
+//! answers `RUNNING` for [`BulkOptions::polls_until_done`] polls, then `COMPLETED`
+//! with `objectCount`, `rootObjectCount`, `fileSize` and a `url` on the fake's own
+//! server (`/bulk-results/<n>.jsonl?sig=…`), which serves the JSONL result
+//! (pre-rendered lines: an order's line items follow it with `__parentId`) and
+//! honours `Range: bytes=N-`. Before 2026-01 only one bulk query runs at a time.
+//! [`BulkOptions`] injects failures: a `FAILED` operation, `userErrors`, a malformed
+//! line, a truncated download, an expired result.
+//!
 //! [`FakeData`] is a shared handle: keep a clone to add or change objects while the
 //! server runs.
 
@@ -28,7 +39,7 @@ use serde_json::{json, Map, Value};
 use socialcrm_schemas::Normalizer;
 
 use super::client::{self, MAX_QUERY_COST};
-use super::config::{default_api_version, Config};
+use super::config::{default_api_version, BulkMode, Config};
 use super::mapping::{self, MapCtx};
 use crate::runtime::config::Secret;
 
@@ -49,6 +60,10 @@ pub fn test_config(base_url: &str) -> Config {
         line_items_per_order: 10,
         overlap_secs: 0,
         include_test_orders: false,
+        // the tests of the paged queries; bulk tests and the benchmark set it
+        bulk: BulkMode::Never,
+        bulk_threshold_secs: 86_400,
+        bulk_page_size: 100,
     }
 }
 
@@ -68,6 +83,29 @@ pub struct FakeStats {
     pub throttled: AtomicUsize,
     /// `OrderLineItems` and `OrderRefunds` follow-ups.
     pub follow_ups: AtomicUsize,
+    /// Bulk operations started.
+    pub bulk_runs: AtomicUsize,
+    /// Polls of bulk operations.
+    pub bulk_polls: AtomicUsize,
+    /// Downloads of bulk results started (any outcome).
+    pub downloads: AtomicUsize,
+}
+
+/// How the fake's bulk operations behave (tests).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BulkOptions {
+    /// Polls answered `RUNNING` before the operation ends.
+    pub polls_until_done: u32,
+    /// End operations `FAILED` with this `errorCode` (`TIMEOUT`, ...).
+    pub fail_with: Option<String>,
+    /// Answer `bulkOperationRunQuery` with this user error (`code`, `message`).
+    pub refuse: Option<(String, String)>,
+    /// Replace this line (1-based) of each result by text that is not JSON.
+    pub malformed_line: Option<u64>,
+    /// The next download ends after this many bytes of what it serves.
+    pub truncate_next_at: Option<u64>,
+    /// Downloads wait this long before each block of 64 KiB (a slow link).
+    pub block_delay: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,8 +116,34 @@ struct Node {
     /// The node as served (parsed again when it must be cut or followed up: a
     /// large generated store stays small in memory).
     json: Arc<str>,
+    /// Its lines in a bulk result (an order's line items follow it, with
+    /// `__parentId`), newline-terminated.
+    jsonl: Arc<str>,
     line_items: usize,
     refunds: usize,
+}
+
+/// A node as a bulk result holds it: the node without its `lineItems`
+/// connection, then each line item with `__parentId`.
+fn bulk_lines(value: &Value) -> String {
+    let mut root = value.clone();
+    let items = root
+        .as_object_mut()
+        .and_then(|o| o.remove("lineItems"))
+        .and_then(|mut li| li.get_mut("nodes").map(Value::take));
+    let mut out = root.to_string();
+    out.push('\n');
+    if let Some(Value::Array(items)) = items {
+        let parent = value.get("id").cloned().unwrap_or(Value::Null);
+        for mut item in items {
+            if let Some(o) = item.as_object_mut() {
+                o.insert("__parentId".into(), parent.clone());
+            }
+            out.push_str(&item.to_string());
+            out.push('\n');
+        }
+    }
+    out
 }
 
 impl Node {
@@ -104,11 +168,13 @@ impl Node {
             .and_then(Value::as_array)
             .map_or(0, Vec::len);
         let json: Arc<str> = Arc::from(value.to_string());
+        let jsonl = Arc::from(bulk_lines(&value).as_str());
         Node {
             updated,
             num,
             gid,
             json,
+            jsonl,
             line_items,
             refunds,
         }
@@ -123,6 +189,26 @@ impl Node {
     }
 }
 
+/// One bulk operation of the fake.
+#[derive(Debug)]
+struct FakeOp {
+    num: u64,
+    created_at: DateTime<Utc>,
+    /// Polls so far.
+    polls: u32,
+    status: &'static str,
+    error_code: Option<String>,
+    /// Read `read_*` scope missing when it ran.
+    denied: bool,
+    /// The result: pre-rendered chunks (a node's lines each).
+    chunks: Arc<Vec<Arc<str>>>,
+    size: u64,
+    objects: u64,
+    roots: u64,
+    /// The link's signature (an expired result refuses it).
+    sig: String,
+}
+
 #[derive(Debug)]
 struct Inner {
     token: String,
@@ -131,6 +217,8 @@ struct Inner {
     customers: Vec<Node>,
     orders: Vec<Node>,
     order_index: HashMap<String, usize>,
+    bulk: BulkOptions,
+    ops: Vec<FakeOp>,
 }
 
 impl Inner {
@@ -171,6 +259,11 @@ impl FakeData {
                 customers: Vec::new(),
                 orders: Vec::new(),
                 order_index: HashMap::new(),
+                bulk: BulkOptions {
+                    polls_until_done: 1,
+                    ..BulkOptions::default()
+                },
+                ops: Vec::new(),
             })),
             stats: Arc::new(FakeStats::default()),
         }
@@ -187,6 +280,20 @@ impl FakeData {
     /// Simulate the leaky bucket (answers `THROTTLED` when a query does not fit).
     pub fn set_bucket(&self, bucket: Option<Bucket>) {
         self.write().bucket = bucket;
+    }
+
+    /// How bulk operations behave from now on.
+    pub fn set_bulk(&self, options: BulkOptions) {
+        self.write().bulk = options;
+    }
+
+    /// The results of every bulk operation so far expire (status `EXPIRED`, links
+    /// refused).
+    pub fn expire_bulk_results(&self) {
+        for op in &mut self.write().ops {
+            op.status = "EXPIRED";
+            op.sig = "expired".into();
+        }
     }
 
     /// Adds (or replaces, by `id`) a customer node as the API returns it; may be
@@ -620,6 +727,9 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path();
+    if let Some(rest) = path.strip_prefix("/bulk-results/") {
+        return download(&st, rest, uri.query().unwrap_or(""), &headers);
+    }
     let version = path
         .strip_prefix("/admin/api/")
         .and_then(|p| p.strip_suffix("/graphql.json"))
@@ -659,7 +769,11 @@ async fn handle(
         }
     };
     st.data.stats.queries.fetch_add(1, Ordering::Relaxed);
-    let mut resp = respond(StatusCode::OK, answer(&st, &req));
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let mut resp = respond(StatusCode::OK, answer(&st, &req, version, host));
     if let Ok(v) = axum::http::HeaderValue::from_str(version) {
         resp.headers_mut().insert("x-shopify-api-version", v);
     }
@@ -697,7 +811,7 @@ fn parse_filter(q: &str) -> Option<DateTime<Utc>> {
     mapping::parse_time(rest)
 }
 
-fn answer(st: &ServerState, req: &Value) -> String {
+fn answer(st: &ServerState, req: &Value, version: &str, host: &str) -> String {
     let op = req
         .get("operationName")
         .and_then(Value::as_str)
@@ -708,7 +822,7 @@ fn answer(st: &ServerState, req: &Value) -> String {
         .get("variables")
         .and_then(Value::as_object)
         .unwrap_or(&empty);
-    if !query.contains(&format!("query {op}(")) {
+    if !query.contains(&format!("query {op}(")) && !query.contains(&format!("mutation {op}(")) {
         return errors_only(
             vec![gql_error(
                 &format!("No operation named \"{op}\""),
@@ -723,6 +837,9 @@ fn answer(st: &ServerState, req: &Value) -> String {
         client::OP_CUSTOMERS => ("read_customers", "customers"),
         client::OP_ORDERS => ("read_orders", "orders"),
         client::OP_ORDER_LINE_ITEMS | client::OP_ORDER_REFUNDS => ("read_orders", "order"),
+        // scopes are checked when the bulk query runs
+        client::OP_BULK_RUN => ("", "bulkOperationRunQuery"),
+        client::OP_BULK_OPERATION => ("", "bulkOperation"),
         _ => {
             return errors_only(
                 vec![gql_error(
@@ -740,6 +857,8 @@ fn answer(st: &ServerState, req: &Value) -> String {
         client::OP_ORDERS => var_u32(vars, "first")
             .and_then(|f| var_u32(vars, "lineItems").map(|l| client::orders_query_cost(f, l))),
         client::OP_ORDER_LINE_ITEMS => var_u32(vars, "first").map(client::line_items_query_cost),
+        client::OP_BULK_RUN => Ok(client::BULK_RUN_COST),
+        client::OP_BULK_OPERATION => Ok(client::BULK_POLL_COST),
         _ => Ok(client::refunds_query_cost()),
     };
     let requested = match requested {
@@ -786,7 +905,7 @@ fn answer(st: &ServerState, req: &Value) -> String {
             }
         }
     };
-    if !data.scopes.iter().any(|s| s == scope) {
+    if !scope.is_empty() && !data.scopes.iter().any(|s| s == scope) {
         // the denied field is null in `data`, next to the error
         let denied = json!({
             "data": {field: null},
@@ -803,6 +922,14 @@ fn answer(st: &ServerState, req: &Value) -> String {
         return format!("{},\"extensions\":{cost}}}", &denied[..denied.len() - 1]);
     }
     let result = match op {
+        client::OP_BULK_RUN => {
+            drop(data);
+            bulk_run(st, vars, version)
+        }
+        client::OP_BULK_OPERATION => {
+            drop(data);
+            bulk_poll(st, query, vars, version, host)
+        }
         client::OP_CUSTOMERS => connection(&data.customers, vars, "customers", |n| {
             (n.json.to_string(), 5)
         }),
@@ -990,4 +1117,322 @@ fn order_refunds(data: &Inner, vars: &Map<String, Value>) -> Result<(String, u64
         .unwrap_or(json!([]));
     let actual = 1 + refunds.as_array().map_or(0, Vec::len) as u64 * 3;
     Ok((json!({"order": {"refunds": refunds}}).to_string(), actual))
+}
+
+// ---------------------------------------------------------------- bulk operations
+
+const BULK_GID: &str = "gid://shopify/BulkOperation/";
+
+fn bulk_payload(op: Value, user_errors: Value) -> Result<(String, u64), Value> {
+    let v = json!({"bulkOperationRunQuery": {"bulkOperation": op, "userErrors": user_errors}});
+    Ok((v.to_string(), client::BULK_RUN_COST))
+}
+
+/// `bulkOperationRunQuery`: snapshots what the bulk query selects.
+fn bulk_run(
+    st: &ServerState,
+    vars: &Map<String, Value>,
+    version: &str,
+) -> Result<(String, u64), Value> {
+    st.data.stats.bulk_runs.fetch_add(1, Ordering::Relaxed);
+    let Some(q) = vars.get("query").and_then(Value::as_str) else {
+        return Err(gql_error(
+            "Variable $query of type String! was provided invalid value",
+            "BAD_REQUEST",
+            json!({}),
+        ));
+    };
+    let mut g = st.data.write();
+    if let Some((code, message)) = g.bulk.refuse.clone() {
+        return bulk_payload(
+            Value::Null,
+            json!([{"field": null, "message": message, "code": code}]),
+        );
+    }
+    if version < "2026-01" {
+        if let Some(running) = g
+            .ops
+            .iter()
+            .find(|o| matches!(o.status, "CREATED" | "RUNNING"))
+        {
+            return bulk_payload(
+                Value::Null,
+                json!([{"field": null, "code": "OPERATION_IN_PROGRESS",
+                    "message": format!("A bulk query operation for this app and shop is already in progress: {BULK_GID}{}.", running.num)}]),
+            );
+        }
+    }
+    let c = q.find("customers(");
+    let o = q.find("orders(");
+    let (orders, at) = match (c, o) {
+        (Some(c), Some(o)) => (o < c, c.min(o)),
+        (Some(c), None) => (false, c),
+        (None, Some(o)) => (true, o),
+        (None, None) => {
+            return bulk_payload(
+                Value::Null,
+                json!([{"field": ["query"], "code": "INVALID",
+                    "message": "fake Shopify: the bulk query selects neither customers nor orders"}]),
+            )
+        }
+    };
+    let since = match q[at..].find("query: ") {
+        None => None,
+        Some(i) => {
+            let rest = &q[at + i + "query: ".len()..];
+            let filter = serde_json::Deserializer::from_str(rest)
+                .into_iter::<String>()
+                .next()
+                .and_then(Result::ok);
+            match filter.as_deref().and_then(parse_filter) {
+                Some(t) => Some(t),
+                None => {
+                    return bulk_payload(
+                        Value::Null,
+                        json!([{"field": ["query"], "code": "INVALID",
+                            "message": "fake Shopify: unsupported search query in the bulk query"}]),
+                    )
+                }
+            }
+        }
+    };
+    let (nodes, scope) = if orders {
+        (&g.orders, "read_orders")
+    } else {
+        (&g.customers, "read_customers")
+    };
+    let start = since.map_or(0, |t| nodes.partition_point(|n| n.updated < t));
+    let nodes = &nodes[start..];
+    let denied = !g.scopes.iter().any(|s| s == scope);
+    let roots = nodes.len() as u64;
+    let objects = roots + nodes.iter().map(|n| n.line_items as u64).sum::<u64>();
+    let mut chunks: Vec<Arc<str>> = nodes.iter().map(|n| n.jsonl.clone()).collect();
+    if let Some(k) = g.bulk.malformed_line {
+        let all: String = chunks.iter().map(|c| c.as_ref()).collect();
+        let mut out = String::with_capacity(all.len());
+        for (i, line) in all.split_inclusive('\n').enumerate() {
+            if i as u64 + 1 == k {
+                // the id first (as Shopify writes the selected fields), then half
+                // the line: not JSON
+                let id = serde_json::from_str::<Value>(line)
+                    .ok()
+                    .and_then(|v| v.get("id").cloned())
+                    .unwrap_or(Value::Null);
+                let cut = line.len() / 2;
+                let cut = (1..=cut.max(1))
+                    .rev()
+                    .find(|c| line.is_char_boundary(*c))
+                    .unwrap_or(1);
+                out.push_str(&format!(
+                    "{{\"id\":{id},{}\n",
+                    line.get(1..cut).unwrap_or("")
+                ));
+            } else {
+                out.push_str(line);
+            }
+        }
+        chunks = vec![Arc::from(out.as_str())];
+    }
+    let size = chunks.iter().map(|c| c.len() as u64).sum();
+    let num = 4_100_000 + g.ops.len() as u64;
+    let created_at = Utc::now();
+    g.ops.push(FakeOp {
+        num,
+        created_at,
+        polls: 0,
+        status: "CREATED",
+        error_code: None,
+        denied,
+        chunks: Arc::new(chunks),
+        size,
+        objects,
+        roots,
+        sig: format!("s{num}x{}", created_at.timestamp_subsec_nanos()),
+    });
+    bulk_payload(
+        json!({"id": format!("{BULK_GID}{num}"), "status": "CREATED", "createdAt": ts(created_at)}),
+        json!([]),
+    )
+}
+
+/// `bulkOperation(id:)` / `node(id:)`: moves the operation on, one step per poll.
+fn bulk_poll(
+    st: &ServerState,
+    query: &str,
+    vars: &Map<String, Value>,
+    version: &str,
+    host: &str,
+) -> Result<(String, u64), Value> {
+    st.data.stats.bulk_polls.fetch_add(1, Ordering::Relaxed);
+    if query.contains("bulkOperation(id:") && !client::has_bulk_operation_field(version) {
+        return Err(gql_error(
+            "Field 'bulkOperation' doesn't exist on type 'QueryRoot'",
+            "undefinedField",
+            json!({"typeName": "QueryRoot", "fieldName": "bulkOperation"}),
+        ));
+    }
+    let num = vars
+        .get("id")
+        .and_then(Value::as_str)
+        .and_then(|id| id.strip_prefix(BULK_GID))
+        .and_then(|n| n.parse::<u64>().ok());
+    let mut g = st.data.write();
+    let options = g.bulk.clone();
+    let Some(op) = num.and_then(|n| g.ops.iter_mut().find(|o| o.num == n)) else {
+        return Ok((r#"{"bulkOperation":null}"#.to_string(), 1));
+    };
+    if matches!(op.status, "CREATED" | "RUNNING") {
+        op.polls += 1;
+        if op.polls <= options.polls_until_done {
+            op.status = "RUNNING";
+        } else if op.denied {
+            op.status = "FAILED";
+            op.error_code = Some("ACCESS_DENIED".into());
+        } else if let Some(code) = options.fail_with.clone() {
+            op.status = "FAILED";
+            op.error_code = Some(code);
+        } else {
+            op.status = "COMPLETED";
+        }
+    }
+    let link = format!("http://{host}/bulk-results/{}.jsonl?sig={}", op.num, op.sig);
+    let done = op.status == "COMPLETED";
+    let (objects, roots) = match op.status {
+        "RUNNING" => (op.objects / 2, op.roots / 2),
+        "CREATED" => (0, 0),
+        _ => (op.objects, op.roots),
+    };
+    let v = json!({"bulkOperation": {
+        "id": format!("{BULK_GID}{}", op.num),
+        "status": op.status,
+        "errorCode": op.error_code,
+        "createdAt": ts(op.created_at),
+        "completedAt": if done { json!(ts(Utc::now())) } else { Value::Null },
+        "objectCount": objects.to_string(),
+        "rootObjectCount": roots.to_string(),
+        "fileSize": if done && op.size > 0 { json!(op.size.to_string()) } else { Value::Null },
+        "url": if done && op.size > 0 { json!(link) } else { Value::Null },
+        "partialDataUrl": if op.status == "FAILED" && op.size > 0 { json!(link) } else { Value::Null },
+    }});
+    Ok((v.to_string(), 1))
+}
+
+/// Where a download is in an operation's chunks.
+struct BodyCursor {
+    chunks: Arc<Vec<Arc<str>>>,
+    i: usize,
+    at: usize,
+    /// Bytes left to serve (a truncated download).
+    left: u64,
+}
+
+impl BodyCursor {
+    /// The next block of up to 64 KiB.
+    fn next_block(&mut self) -> Option<Bytes> {
+        let mut out = Vec::with_capacity(64 * 1024);
+        while out.len() < 64 * 1024 && self.left > 0 && self.i < self.chunks.len() {
+            let chunk = self.chunks[self.i].as_bytes();
+            let avail = &chunk[self.at..];
+            let take = avail.len().min(self.left as usize);
+            out.extend_from_slice(&avail[..take]);
+            self.left -= take as u64;
+            self.at += take;
+            if self.at == chunk.len() {
+                self.i += 1;
+                self.at = 0;
+            }
+        }
+        (!out.is_empty()).then(|| Bytes::from(out))
+    }
+}
+
+fn plain(status: StatusCode, body: &str) -> Response {
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = status;
+    r
+}
+
+/// `GET /bulk-results/<n>.jsonl?sig=…`: the result of a completed operation, as
+/// a storage bucket serves it (no Shopify token; `Range: bytes=N-` honoured).
+fn download(st: &ServerState, rest: &str, query: &str, headers: &HeaderMap) -> Response {
+    st.data.stats.downloads.fetch_add(1, Ordering::Relaxed);
+    if headers.contains_key("x-shopify-access-token") {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "fake storage: the Shopify access token must not be sent to the result link",
+        );
+    }
+    let num = rest
+        .strip_suffix(".jsonl")
+        .and_then(|n| n.parse::<u64>().ok());
+    let sig = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("sig="))
+        .unwrap_or("");
+    let mut g = st.data.write();
+    let truncate = g.bulk.truncate_next_at.take();
+    let delay = g.bulk.block_delay;
+    let Some(op) = num.and_then(|n| g.ops.iter().find(|o| o.num == n)) else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            "<Error><Code>NoSuchKey</Code></Error>",
+        );
+    };
+    if op.sig != sig || op.status != "COMPLETED" {
+        return plain(
+            StatusCode::FORBIDDEN,
+            "<Error><Code>ExpiredToken</Code><Message>The provided token has expired.</Message></Error>",
+        );
+    }
+    let from = headers
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<u64>().ok());
+    let start = from.unwrap_or(0);
+    if start > op.size {
+        return plain(StatusCode::RANGE_NOT_SATISFIABLE, "");
+    }
+    let mut cur = BodyCursor {
+        chunks: op.chunks.clone(),
+        i: 0,
+        at: 0,
+        left: truncate.unwrap_or(u64::MAX),
+    };
+    let mut skip = start;
+    while skip > 0 && cur.i < cur.chunks.len() {
+        let len = cur.chunks[cur.i].len() as u64;
+        if skip >= len {
+            skip -= len;
+            cur.i += 1;
+        } else {
+            cur.at = skip as usize;
+            skip = 0;
+        }
+    }
+    let size = op.size;
+    drop(g);
+    let blocks = futures::stream::unfold(cur, move |mut cur| async move {
+        if let Some(d) = delay {
+            tokio::time::sleep(d).await;
+        }
+        let block = cur.next_block()?;
+        Some((Ok::<Bytes, std::io::Error>(block), cur))
+    });
+    let mut r = Response::new(Body::from_stream(blocks));
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/jsonl"),
+    );
+    if from.is_some() {
+        *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = axum::http::HeaderValue::from_str(&format!(
+            "bytes {start}-{}/{size}",
+            size.saturating_sub(1)
+        )) {
+            r.headers_mut().insert(axum::http::header::CONTENT_RANGE, v);
+        }
+    }
+    r
 }

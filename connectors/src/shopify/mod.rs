@@ -14,7 +14,11 @@
 //! until the last reported bucket (`extensions.cost.throttleStatus`) holds the
 //! query's requested cost, and a `THROTTLED` answer (an HTTP 200) is retried after
 //! the wait it implies (see [`client`]).
+//!
+//! Large reads (backfills, streams not synced for a long time; `bulk`) go through
+//! a bulk operation instead of pages: see [`bulk`].
 
+pub mod bulk;
 pub mod client;
 pub mod config;
 #[cfg(any(test, feature = "testkit"))]
@@ -23,7 +27,7 @@ pub mod mapping;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +40,7 @@ use socialcrm_schemas::Normalizer;
 use crate::runtime::config::RuntimeSettings;
 use crate::runtime::http::{ApiClient, ApiError, Request};
 use crate::runtime::{Deferred, DeferredOutput, Page, SourceError};
+use bulk::BulkCursor;
 use client::{Answer, GqlError, PageInfo, Throttle};
 pub use config::Config;
 use mapping::{MapCtx, SkipReason};
@@ -57,6 +62,13 @@ pub struct StreamCursor {
     /// Newest `updatedAt` seen so far in the walk in progress.
     #[serde(default)]
     pub max_updated_at: Option<DateTime<Utc>>,
+    /// When the stream last caught up (a bulk walk: its operation's `createdAt`);
+    /// `bulk = "auto"` reads the next walk in bulk when this is old or unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synced_at: Option<DateTime<Utc>>,
+    /// The bulk operation the walk in progress reads, and how far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bulk: Option<BulkCursor>,
 }
 
 impl StreamCursor {
@@ -65,21 +77,24 @@ impl StreamCursor {
     }
 
     /// The cursor after a page: the next page of the same walk, or (at the end of
-    /// the walk) a new walk from the newest `updatedAt` seen minus `overlap`.
+    /// the walk, at `now`) a new walk from the newest `updatedAt` seen minus
+    /// `overlap`.
     pub fn advance(
         &self,
         page_max: Option<DateTime<Utc>>,
         info: &PageInfo,
         overlap: chrono::Duration,
+        now: DateTime<Utc>,
     ) -> (StreamCursor, bool) {
         let max = self.max_updated_at.max(page_max);
         if info.has_next_page {
             if let Some(end) = &info.end_cursor {
                 return (
                     StreamCursor {
-                        updated_at_min: self.updated_at_min,
                         after: Some(end.clone()),
                         max_updated_at: max,
+                        bulk: None,
+                        ..self.clone()
                     },
                     false,
                 );
@@ -94,6 +109,8 @@ impl StreamCursor {
                 updated_at_min: next_min,
                 after: None,
                 max_updated_at: None,
+                synced_at: Some(now),
+                bulk: None,
             },
             true,
         )
@@ -127,6 +144,51 @@ struct Queries {
     orders: String,
     line_items: String,
     refunds: String,
+    bulk_run: String,
+    bulk_operation: String,
+}
+
+/// Maps customer nodes into `out` (paged and bulk pages).
+fn map_customers_into(nodes: &[Value], ctx: &MapCtx<'_>, out: &mut DeferredOutput) {
+    for node in nodes {
+        match mapping::map_customer(node, ctx) {
+            Ok(ev) => out.events.push(ev),
+            Err(r) => out.rejected.push(r),
+        }
+    }
+}
+
+/// Maps order nodes and counts the skipped ones (paged and bulk pages).
+#[derive(Clone)]
+struct OrderMapper {
+    instance: String,
+    skipped_total: Arc<Mutex<BTreeMap<SkipReason, u64>>>,
+}
+
+impl OrderMapper {
+    fn map_into(&self, nodes: &[Value], ctx: &MapCtx<'_>, out: &mut DeferredOutput) {
+        let mut skipped: Vec<SkipReason> = Vec::new();
+        for node in nodes {
+            let mapped = mapping::map_order(node, ctx);
+            out.events.extend(mapped.events);
+            out.rejected.extend(mapped.rejected);
+            if let Some(reason) = mapped.skipped {
+                let order = node.get("id").and_then(|v| v.as_str()).unwrap_or("?");
+                tracing::debug!(connector = %self.instance, order, reason = reason.as_str(),
+                    "order skipped");
+                skipped.push(reason);
+            }
+        }
+        if !skipped.is_empty() {
+            let mut total = self.skipped_total.lock().unwrap_or_else(|e| e.into_inner());
+            for reason in skipped {
+                *total.entry(reason).or_default() += 1;
+                metrics::counter!("socialcrm_connector_skipped_objects_total",
+                    "connector" => self.instance.clone(), "stream" => ORDERS, "reason" => reason.as_str())
+                .increment(1);
+            }
+        }
+    }
 }
 
 /// A Shopify store.
@@ -142,6 +204,12 @@ pub struct Source {
     queries: Queries,
     /// Orders skipped, by reason (counted by the deferred mappings).
     skipped: Arc<Mutex<BTreeMap<SkipReason, u64>>>,
+    /// Downloads of bulk results (no token: the result URL is a signed link).
+    download: ApiClient,
+    /// Per stream, the bulk result being read.
+    readers: HashMap<String, bulk::Reader>,
+    /// Streams whose current walk is read paged after a bulk operation failed.
+    paged_fallback: HashSet<String>,
 }
 
 impl Source {
@@ -159,6 +227,20 @@ impl Source {
         )?
         .redact(cfg.token())
         .with_inspector(client::inspector(instance.to_string(), throttle.clone()));
+        let download = ApiClient::streaming(
+            instance,
+            "the bulk operation's result link was refused",
+            settings.retry_policy(),
+            Duration::from_secs(settings.request_timeout_secs),
+        )?;
+        let queries = Queries {
+            customers: client::customers_query(),
+            orders: client::orders_query(),
+            line_items: client::order_line_items_query(),
+            refunds: client::order_refunds_query(),
+            bulk_run: client::bulk_run_mutation(),
+            bulk_operation: client::bulk_operation_query(&cfg.api_version),
+        };
         Ok(Source {
             instance: instance.to_string(),
             source: format!("shopify:{}", cfg.shop),
@@ -167,13 +249,11 @@ impl Source {
             client,
             throttle,
             normalizer: Normalizer::default(),
-            queries: Queries {
-                customers: client::customers_query(),
-                orders: client::orders_query(),
-                line_items: client::order_line_items_query(),
-                refunds: client::order_refunds_query(),
-            },
+            queries,
             skipped: Arc::default(),
+            download,
+            readers: HashMap::new(),
+            paged_fallback: HashSet::new(),
         })
     }
 
@@ -368,6 +448,26 @@ impl Source {
         }
     }
 
+    fn order_counter(&self) -> OrderMapper {
+        OrderMapper {
+            instance: self.instance.clone(),
+            skipped_total: self.skipped.clone(),
+        }
+    }
+
+    /// The next page of a walk with paged queries.
+    async fn fetch_paged(&mut self, stream: &str, c: StreamCursor) -> Result<Page, SourceError> {
+        let page = match stream {
+            CUSTOMERS => self.fetch_customers(c).await?,
+            ORDERS => self.fetch_orders(c).await?,
+            other => return Err(self.payload(format!("unknown stream `{other}`"))),
+        };
+        if page.caught_up {
+            self.paged_fallback.remove(stream);
+        }
+        Ok(page)
+    }
+
     fn overlap(&self) -> chrono::Duration {
         chrono::Duration::seconds(self.cfg.overlap_secs.min(86_400) as i64)
     }
@@ -399,17 +499,11 @@ impl Source {
         let owned = self.owned_ctx(Utc::now());
         let nodes = conn.nodes;
         page.deferred = Some(Deferred::new(move || {
-            let ctx = owned.ctx();
             let mut out = DeferredOutput::default();
-            for node in &nodes {
-                match mapping::map_customer(node, &ctx) {
-                    Ok(ev) => out.events.push(ev),
-                    Err(r) => out.rejected.push(r),
-                }
-            }
+            map_customers_into(&nodes, &owned.ctx(), &mut out);
             out
         }));
-        let (next, done) = c.advance(page_max, &conn.page_info, self.overlap());
+        let (next, done) = c.advance(page_max, &conn.page_info, self.overlap(), Utc::now());
         page.position = next.max_updated_at.or(page_max).or(c.max_updated_at);
         page.cursor = next.to_value();
         page.caught_up = done;
@@ -505,35 +599,13 @@ impl Source {
             .flatten();
         let owned = self.owned_ctx(Utc::now());
         let nodes = conn.nodes;
-        let instance = self.instance.clone();
-        let skipped_total = self.skipped.clone();
+        let orders = self.order_counter();
         page.deferred = Some(Deferred::new(move || {
-            let ctx = owned.ctx();
             let mut out = DeferredOutput::default();
-            let mut skipped: Vec<SkipReason> = Vec::new();
-            for node in &nodes {
-                let mapped = mapping::map_order(node, &ctx);
-                out.events.extend(mapped.events);
-                out.rejected.extend(mapped.rejected);
-                if let Some(reason) = mapped.skipped {
-                    let order = node.get("id").and_then(|v| v.as_str()).unwrap_or("?");
-                    tracing::debug!(connector = %instance, order, reason = reason.as_str(),
-                        "order skipped");
-                    skipped.push(reason);
-                }
-            }
-            if !skipped.is_empty() {
-                let mut total = skipped_total.lock().unwrap_or_else(|e| e.into_inner());
-                for reason in skipped {
-                    *total.entry(reason).or_default() += 1;
-                    metrics::counter!("socialcrm_connector_skipped_objects_total",
-                        "connector" => instance.clone(), "stream" => ORDERS, "reason" => reason.as_str())
-                    .increment(1);
-                }
-            }
+            orders.map_into(&nodes, &owned.ctx(), &mut out);
             out
         }));
-        let (next, done) = c.advance(page_max, &conn.page_info, self.overlap());
+        let (next, done) = c.advance(page_max, &conn.page_info, self.overlap(), Utc::now());
         page.position = next.max_updated_at.or(page_max).or(c.max_updated_at);
         page.cursor = next.to_value();
         page.caught_up = done;
@@ -568,10 +640,15 @@ impl crate::runtime::Source for Source {
     /// the next page needs only the cursor.
     async fn fetch_unmapped(&mut self, stream: &str, cursor: &Value) -> Result<Page, SourceError> {
         let c = self.parse_cursor(stream, cursor)?;
-        match stream {
-            CUSTOMERS => self.fetch_customers(c).await,
-            ORDERS => self.fetch_orders(c).await,
-            other => Err(self.payload(format!("unknown stream `{other}`"))),
+        if stream != CUSTOMERS && stream != ORDERS {
+            return Err(self.payload(format!("unknown stream `{stream}`")));
         }
+        if let Some(b) = c.bulk.clone() {
+            return self.fetch_bulk(stream, c, b).await;
+        }
+        if self.wants_bulk(stream, &c) {
+            return self.start_bulk(stream, c).await;
+        }
+        self.fetch_paged(stream, c).await
     }
 }

@@ -54,9 +54,13 @@ async fn fake(kind: &str, objects: usize, seed: u64) -> Result<(FakeServer, Sour
                 objects, seed,
             )))
             .await;
-            // the connector's default page sizes (the tests' config uses smaller ones)
+            // the connector's defaults (the tests' config uses smaller pages and
+            // paged queries only): a first walk is a backfill, read through a bulk
+            // operation (`bulk = "auto"`) in pages of `bulk_page_size` objects
             let mut c = shopify::fake::test_config(&s.base_url);
             c.page_size = shopify::config::default_page_size();
+            c.bulk = shopify::config::BulkMode::default();
+            c.bulk_page_size = shopify::config::default_bulk_page_size();
             let c = SourceConfig::Shopify(c);
             (s, c)
         }
