@@ -191,12 +191,23 @@ refunds {{ {REFUND_SELECTION} }} }} }} }} }}",
 
 /// Starts a bulk query. `groupObjects: true` keeps each order's line items right
 /// after it in the result (the default is `false` since 2026-01), so that the
-/// result can be read as a stream, one order at a time.
-pub fn bulk_run_mutation() -> String {
+/// result can be read as a stream, one order at a time. Versions before 2025-07
+/// have no such argument (and would refuse the mutation): they always group.
+pub fn bulk_run_mutation(api_version: &str) -> String {
+    let group = if has_group_objects_argument(api_version) {
+        ", groupObjects: true"
+    } else {
+        ""
+    };
     format!(
-        "mutation {OP_BULK_RUN}($query: String!) {{ bulkOperationRunQuery(query: $query, groupObjects: true) {{ \
+        "mutation {OP_BULK_RUN}($query: String!) {{ bulkOperationRunQuery(query: $query{group}) {{ \
 bulkOperation {{ id status createdAt }} userErrors {{ field message code }} }} }}"
     )
+}
+
+/// `bulkOperationRunQuery(groupObjects:)` exists from 2025-07.
+pub fn has_group_objects_argument(api_version: &str) -> bool {
+    api_version >= "2025-07"
 }
 
 const BULK_OPERATION_SELECTION: &str = "id status errorCode createdAt completedAt objectCount rootObjectCount fileSize url partialDataUrl";
@@ -611,6 +622,18 @@ mod tests {
         // never more than the bucket can hold
         let w = t.wait_before(5000).expect("wait");
         assert!(w <= Duration::from_secs(9), "{w:?}");
+    }
+
+    #[test]
+    fn group_objects_only_where_the_version_has_it() {
+        assert!(bulk_run_mutation("2026-10").contains("groupObjects: true"));
+        assert!(bulk_run_mutation("2025-07").contains("groupObjects: true"));
+        let old = bulk_run_mutation("2025-04");
+        assert!(!old.contains("groupObjects"), "{old}");
+        assert!(
+            old.contains("bulkOperationRunQuery(query: $query)"),
+            "{old}"
+        );
     }
 
     #[test]

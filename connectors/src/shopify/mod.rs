@@ -238,7 +238,7 @@ impl Source {
             orders: client::orders_query(),
             line_items: client::order_line_items_query(),
             refunds: client::order_refunds_query(),
-            bulk_run: client::bulk_run_mutation(),
+            bulk_run: client::bulk_run_mutation(&cfg.api_version),
             bulk_operation: client::bulk_operation_query(&cfg.api_version),
         };
         Ok(Source {
