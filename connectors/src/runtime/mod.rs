@@ -294,7 +294,8 @@ struct Timing {
     fetch: Duration,
     ack_wait: Duration,
     /// Summed over pages (pages fetched ahead overlap): mapping deferred to
-    /// the produce task, validation and encoding.
+    /// the produce task, validation and encoding (not a page's wait for a
+    /// preparation slot).
     prepare: Duration,
     /// Summed over pages: producing and waiting for Kafka's acknowledgements.
     produce: Duration,
@@ -437,17 +438,20 @@ pub async fn run_source<S: Source>(
                                 // at a time, so that the async workers stay free for
                                 // the HTTP calls of the page chain (and, in tests and
                                 // benchmarks, the fake API); see POOL_MIN_PAGE
+                                // timed inside the job: a pooled page's wait for a
+                                // slot is not preparation
                                 let job = move || {
-                                    prepare(
+                                    let started = std::time::Instant::now();
+                                    let prepared = prepare(
                                         mapped,
                                         pre_rejected,
                                         deferred,
                                         &norm,
                                         suppression.as_ref(),
-                                    )
+                                    );
+                                    prepared.map(|p| (p, started.elapsed()))
                                 };
-                                let prepare_started = std::time::Instant::now();
-                                let prepared = if !on_pool {
+                                let (prepared, prepare) = if !on_pool {
                                     job()?
                                 } else {
                                     let permit = cpu.acquire_owned().await.ok();
@@ -465,7 +469,6 @@ pub async fn run_source<S: Source>(
                                     Duration::from_millis(500),
                                     Duration::from_secs(30),
                                 );
-                                let prepare = prepare_started.elapsed();
                                 let produce_started = std::time::Instant::now();
                                 retry(&policy, "connector produce", || async {
                                     ev.send_encoded(&prepared.encoded).await?;
