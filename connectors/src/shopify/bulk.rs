@@ -476,15 +476,12 @@ impl Source {
             return Err(self.payload("bulkOperationRunQuery: the answer has no payload".into()));
         };
         if !payload.user_errors.is_empty() {
-            let text = payload
-                .user_errors
-                .iter()
-                .map(|e| match &e.code {
-                    Some(code) => format!("{code}: {}", e.message),
-                    None => e.message.clone(),
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
+            let text = client::coded_messages(
+                payload
+                    .user_errors
+                    .iter()
+                    .map(|e| (e.code.as_deref(), e.message.as_str())),
+            );
             let busy = payload.user_errors.iter().any(|e| {
                 matches!(
                     e.code.as_deref(),

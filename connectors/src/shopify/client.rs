@@ -287,6 +287,18 @@ pub struct GqlError {
     pub required_access: Option<String>,
 }
 
+/// Errors as one line: `CODE: message; message; ...` (GraphQL `errors` and
+/// `userErrors` alike).
+pub fn coded_messages<'a>(errors: impl Iterator<Item = (Option<&'a str>, &'a str)>) -> String {
+    errors
+        .map(|(code, message)| match code {
+            Some(c) => format!("{c}: {message}"),
+            None => message.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Reads an `errors` value: a list of `{message, extensions: {code}}`, or a plain
 /// string as Shopify sends with some HTTP errors.
 pub fn parse_errors(errors: &Value) -> Vec<GqlError> {

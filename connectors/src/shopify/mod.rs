@@ -276,14 +276,11 @@ impl Source {
     /// GraphQL errors of an answer (other than the throttle, which the client
     /// retries) as a clear, permanent error.
     fn query_error(&self, stream: &str, op: &str, errors: &[GqlError]) -> SourceError {
-        let text = errors
-            .iter()
-            .map(|e| match &e.code {
-                Some(c) => format!("{c}: {}", e.message),
-                None => e.message.clone(),
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
+        let text = client::coded_messages(
+            errors
+                .iter()
+                .map(|e| (e.code.as_deref(), e.message.as_str())),
+        );
         if let Some(denied) = errors
             .iter()
             .find(|e| e.code.as_deref() == Some("ACCESS_DENIED"))
