@@ -188,6 +188,16 @@ impl Activity {
     }
 }
 
+/// `*counts[key] += 1`, allocating the key only the first time it is counted.
+fn bump(counts: &mut BTreeMap<String, u64>, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_string(), 1);
+        }
+    }
+}
+
 fn day_of(unix_secs: i64) -> u32 {
     unix_secs.div_euclid(86_400).clamp(0, u32::MAX as i64) as u32
 }
@@ -301,11 +311,8 @@ impl ProfileState {
         self.first_seen = self.first_seen.min(ev.occurred_at);
         self.last_seen = self.last_seen.max(ev.occurred_at);
         self.event_count += 1;
-        *self.event_counts.entry(ev.event_type.clone()).or_default() += 1;
-        *self
-            .channel_counts
-            .entry(ev.channel.as_str().to_string())
-            .or_default() += 1;
+        bump(&mut self.event_counts, &ev.event_type);
+        bump(&mut self.channel_counts, ev.channel.as_str());
         if !self.sources.contains(&ev.source) {
             self.sources.insert(ev.source.clone());
         }

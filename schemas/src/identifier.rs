@@ -133,7 +133,12 @@ impl Identifier {
 
     /// `type:value`, the written form used on the CLI and in keys.
     pub fn key(&self) -> String {
-        format!("{}:{}", self.id_type, self.value)
+        // not format!: this runs several times per event on the pipeline's hot path
+        let mut k = String::with_capacity(self.id_type.len() + 1 + self.value.len());
+        k.push_str(&self.id_type);
+        k.push(':');
+        k.push_str(&self.value);
+        k
     }
 
     /// Parses `type:value` (the value may itself contain `:`).

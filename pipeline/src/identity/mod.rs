@@ -291,18 +291,20 @@ impl Graph {
             .collect();
         rejects.extend(screened);
 
-        let mut ids: Vec<Identifier> = Vec::with_capacity(ev.identifiers.len());
+        // each identifier with its `type:value` key, built once per event
+        let mut pairs: Vec<(Identifier, String)> = Vec::with_capacity(ev.identifiers.len());
         for id in &ev.identifiers {
+            let key = id.key();
             // a known identifier passed the rules when it was first linked
-            if !self.ids.contains_key(&id.key()) {
+            if !self.ids.contains_key(&key) {
                 if let Some(why) = self.rules.blocked(id) {
                     rejects.push((id.clone(), rules::rule::BLOCKED, why));
                     continue;
                 }
             }
-            ids.push(id.clone());
+            pairs.push((id.clone(), key));
         }
-        if ids.is_empty() {
+        if pairs.is_empty() {
             let reasons: Vec<String> = rejects.iter().map(|r| r.2.clone()).collect();
             return Err(format!(
                 "every identifier is blocked: {}",
@@ -310,48 +312,34 @@ impl Graph {
             ));
         }
         // strongest first: the primary decides attribution; the weakest drops first
-        if ids.len() > 1 {
-            ids.sort_by_cached_key(|i| {
-                (
-                    self.rules.rank(&i.id_type),
-                    i.id_type.clone(),
-                    i.value.clone(),
-                )
-            });
-            ids.dedup();
-        }
-        let primary = ids[0].key();
+        self.sort_strongest_first(&mut pairs);
+        // the event's own strongest identifier (a trusted claim may rank above it)
+        let primary = pairs[0].1.clone();
         // claims: linked where a rule trusts them, otherwise only recorded
         let mut candidates: Vec<Identifier> = Vec::new();
         let mut trusted = false;
         for c in &ev.claimed {
-            if ids.contains(c) || candidates.contains(c) {
+            if pairs.iter().any(|(i, _)| i == c) || candidates.contains(c) {
                 continue;
             }
-            if !self.ids.contains_key(&c.key()) {
+            let key = c.key();
+            if !self.ids.contains_key(&key) {
                 if let Some(why) = self.rules.blocked(c) {
                     rejects.push((c.clone(), rules::rule::BLOCKED, why));
                     continue;
                 }
             }
-            if self.rules.claim_trusted(&ids[0].id_type, &c.id_type) {
-                ids.push(c.clone());
+            if self.rules.claim_trusted(&pairs[0].0.id_type, &c.id_type) {
+                pairs.push((c.clone(), key));
                 trusted = true;
             } else {
                 candidates.push(c.clone());
             }
         }
         if trusted {
-            ids.sort_by_cached_key(|i| {
-                (
-                    self.rules.rank(&i.id_type),
-                    i.id_type.clone(),
-                    i.value.clone(),
-                )
-            });
-            ids.dedup();
+            self.sort_strongest_first(&mut pairs);
         }
-        let keys: Vec<String> = ids.iter().map(Identifier::key).collect();
+        let (ids, keys): (Vec<Identifier>, Vec<String>) = pairs.into_iter().unzip();
 
         if self.seen.contains(&fp) {
             let customer_id = self.customer_of(&primary).unwrap_or_default().to_string();
@@ -367,9 +355,8 @@ impl Graph {
         let cause = Cause::of(ev, fp);
         let mut ledger = Vec::new();
 
-        self.resolve(ev, &cause, &ids, &keys, &primary, &mut ledger);
+        let customer_id = self.resolve(ev, &cause, &ids, &keys, &primary, &mut ledger);
 
-        let customer_id = self.customer_of(&primary).unwrap_or_default().to_string();
         for c in candidates {
             let why = format!(
                 "claimed by {primary}, not linked: identity.trusted_claims has no \"{}>{}\"",
@@ -402,7 +389,23 @@ impl Graph {
         })
     }
 
-    /// Births, the link, and the union or replay they call for; then counts the event.
+    /// Sorts an event's identifiers strongest first (rank, then type and value) and
+    /// drops repeats.
+    fn sort_strongest_first(&self, pairs: &mut Vec<(Identifier, String)>) {
+        if pairs.len() > 1 {
+            pairs.sort_by(|(a, _), (b, _)| {
+                self.rules
+                    .rank(&a.id_type)
+                    .cmp(&self.rules.rank(&b.id_type))
+                    .then_with(|| a.id_type.cmp(&b.id_type))
+                    .then_with(|| a.value.cmp(&b.value))
+            });
+            pairs.dedup_by(|a, b| a.1 == b.1);
+        }
+    }
+
+    /// Births, the link, and the union or replay they call for; then counts the
+    /// event. Returns the customer the event is attributed to (its primary's).
     fn resolve(
         &mut self,
         ev: &CanonicalEvent,
@@ -411,12 +414,15 @@ impl Graph {
         keys: &[String],
         primary: &str,
         ledger: &mut Vec<IdentityMessage>,
-    ) {
+    ) -> String {
         let at = ev.occurred_at;
         let born_key = (at, cause.fp);
-        // 1. births: new identifiers, and known ones seen earlier than before
+        // 1. births: new identifiers, and known ones seen earlier than before; and
+        // the profiles the known ones belong to (one lookup per identifier)
         let mut new_ids: Vec<usize> = Vec::new();
         let mut moved_earlier = false;
+        let mut existing: Vec<String> = Vec::new();
+        let mut primary_cid: Option<usize> = None;
         for (i, k) in keys.iter().enumerate() {
             match self.ids.get_mut(k) {
                 None => new_ids.push(i),
@@ -426,6 +432,18 @@ impl Graph {
                         r.first_event = cause.fp;
                         self.dirty_ids.insert(k.clone());
                         moved_earlier = true;
+                    }
+                    if !r.customer_id.is_empty() {
+                        let at = match existing.iter().position(|e| *e == r.customer_id) {
+                            Some(at) => at,
+                            None => {
+                                existing.push(r.customer_id.clone());
+                                existing.len() - 1
+                            }
+                        };
+                        if k == primary {
+                            primary_cid = Some(at);
+                        }
                     }
                 }
             }
@@ -479,15 +497,8 @@ impl Graph {
             }
         }
 
-        // 3. union, or replay of the cluster
-        let mut existing: Vec<String> = Vec::new();
-        for k in keys {
-            if let Some(c) = self.customer_of(k) {
-                if !existing.iter().any(|e| e == c) {
-                    existing.push(c.to_string());
-                }
-            }
-        }
+        // 3. union, or replay of the cluster (`existing`: the profiles of the
+        // identifiers known before this event, from step 1)
         let conflicted = existing
             .iter()
             .any(|c| self.profiles.get(c).is_some_and(|p| p.conflicted));
@@ -497,20 +508,20 @@ impl Graph {
                 && self.union_violation(&existing, ids, &new_ids, new_link.map(|_| day_of(at)));
         if needs_replay {
             self.recompute(keys, cause, Some((ev, primary)), ledger);
-            if let Some(c) = self.customer_of(primary).map(str::to_string) {
-                if let Some(p) = self.profiles.get_mut(&c).map(Arc::make_mut) {
-                    p.last_seen = p.last_seen.max(at);
-                }
+            let cid = self.customer_of(primary).unwrap_or_default().to_string();
+            if let Some(p) = self.profiles.get_mut(&cid).map(Arc::make_mut) {
+                p.last_seen = p.last_seen.max(at);
             }
-            return;
+            return cid;
         }
         if new_link.is_none() && new_ids.is_empty() {
             // nothing new to link (a known link that was refused keeps its
             // profiles apart): count the event on its primary's profile
-            if let Some(c) = self.customer_of(primary).map(str::to_string) {
-                self.count_event(&c, ev, primary);
-            }
-            return;
+            let Some(cid) = primary_cid.map(|i| existing.swap_remove(i)) else {
+                return String::new();
+            };
+            self.count_event(&cid, ev, primary);
+            return cid;
         }
         let survivor = if existing.is_empty() {
             let cid = self.create_profile(&keys[0], at);
@@ -560,7 +571,8 @@ impl Graph {
             }
         }
         self.count_event(&survivor, ev, primary);
-        debug_assert_eq!(self.customer_of(primary), self.customer_of(&keys[0]));
+        debug_assert_eq!(self.customer_of(primary), Some(survivor.as_str()));
+        survivor
     }
 
     /// Would merging the profiles `existing` with the new identifiers break a rule?
@@ -744,17 +756,21 @@ impl Graph {
     /// contribution and nothing else is kept; from the second primary on, each
     /// primary has its own contribution (so the profile can be re-summed).
     fn count_event(&mut self, cid: &str, ev: &CanonicalEvent, primary: &str) {
-        let Some(p) = self.profiles.get(cid) else {
+        let Some(p) = self.profiles.get_mut(cid) else {
             return;
         };
         let sole = p.event_count == 0 || p.sole_primary.as_deref() == Some(primary);
-        if !sole {
-            let p = p.clone();
-            self.materialize(&p);
+        if sole {
+            Arc::make_mut(p).apply_event_of(ev, primary);
+        } else {
+            {
+                let p = p.clone();
+                self.materialize(&p);
+            }
             self.contribute(ev, primary);
-        }
-        if let Some(p) = self.profiles.get_mut(cid).map(Arc::make_mut) {
-            p.apply_event_of(ev, primary);
+            if let Some(p) = self.profiles.get_mut(cid).map(Arc::make_mut) {
+                p.apply_event_of(ev, primary);
+            }
         }
         if !self.dirty_profiles.contains(cid) {
             self.dirty_profiles.insert(cid.to_string());
