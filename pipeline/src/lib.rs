@@ -3,6 +3,7 @@
 //! writes events, identities, the identity ledger and profiles to ClickHouse and
 //! Kafka. It knows nothing of any source.
 
+pub mod codec;
 pub mod config;
 pub mod identity;
 pub mod pii;

@@ -14,7 +14,9 @@ use socialcrm_schemas::{CanonicalEvent, Identifier, SCHEMA_VERSION};
 /// One trait value with the event time that set it (newest wins; ties by value text).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TraitValue {
+    #[serde(with = "crate::codec::json_value")]
     pub value: Value,
+    #[serde(with = "crate::codec::time")]
     pub at: DateTime<Utc>,
 }
 
@@ -34,7 +36,7 @@ pub struct ProfileScores {
     /// Unix seconds of the newest incremental update (engagement, RFM, lifecycle and
     /// top channels recomputed from this profile's events against the run's
     /// distributions, `scoring::incremental`); absent: the values are the run's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub incremental_at: Option<i64>,
 }
 
@@ -77,18 +79,18 @@ pub struct Activity {
     /// half-lives were added (then engagement waits for the next run).
     pub half_life_days: Option<f64>,
     /// Per event type: log2 Σ 2^((t − DECAY_ORIGIN) / half-life) over its events.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub decayed: BTreeMap<String, f64>,
     /// Events per day (days since 1970-01-01), the last `ACTIVITY_DAYS` days before
     /// the newest event.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub days: BTreeMap<u32, u32>,
     /// Newest event per channel (unix seconds).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub channel_last: BTreeMap<String, i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub first_order_at: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_order_at: Option<i64>,
 }
 
@@ -214,7 +216,9 @@ fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
 pub struct ProfileState {
     pub customer_id: String,
     /// Earliest event time seen: decides which profile survives a merge (oldest wins).
+    #[serde(with = "crate::codec::time")]
     pub first_seen: DateTime<Utc>,
+    #[serde(with = "crate::codec::time")]
     pub last_seen: DateTime<Utc>,
     pub identifiers: BTreeSet<Identifier>,
     pub traits: BTreeMap<String, TraitValue>,
@@ -229,26 +233,26 @@ pub struct ProfileState {
     /// Set when this profile was merged into another.
     pub merged_into: Option<String>,
     /// Scores of the newest applied scoring run (absent in stores written before scoring).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub scores: Option<ProfileScores>,
     /// Linking events per day (days since 1970-01-01): the daily link cap.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub link_days: BTreeMap<u32, u32>,
     /// Rules that refused links to this profile and ask for a human look
     /// (`profile_size_cap`, `link_rate`).
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    #[serde(default)]
     pub flags: BTreeSet<String>,
     /// Some link in this profile's cluster was refused: new links re-resolve the cluster.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub conflicted: bool,
     /// The one primary identifier all of this profile's events have, if there is
     /// only one: its contribution is the profile's aggregates and is not kept
     /// separately (docs/identity.md §1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub sole_primary: Option<String>,
     /// Summaries of the events for the incremental score update (absent in stores
     /// written before it: such profiles keep the run's scores until the next run).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub activity: Option<Activity>,
 }
 

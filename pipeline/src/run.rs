@@ -98,6 +98,30 @@ struct Prepared {
     skipped: u64,
     /// Erasures applied in this batch (docs/privacy.md).
     privacy: BatchPrivacy,
+    /// Where the batch's time went, for the "batch written" log line.
+    timing: Timing,
+}
+
+/// Milliseconds a batch spent in each step. Consuming and resolving a batch
+/// overlap the writing of the previous one; the slower of the two sets the pace.
+#[derive(Debug, Clone, Copy, Default)]
+struct Timing {
+    /// Receiving the batch's messages from the consumer.
+    consume_ms: u64,
+    /// Validation, identity resolution and profile updates (`prepare`).
+    prepare_ms: u64,
+    /// Building the ClickHouse rows and Kafka messages of identities and profiles.
+    outputs_ms: u64,
+    /// The durable intent record.
+    intent_ms: u64,
+    /// ClickHouse inserts and Kafka produces, until all were accepted.
+    sinks_ms: u64,
+    /// The identity store's commit.
+    commit_ms: u64,
+}
+
+fn ms_since(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
 }
 
 /// Rows and messages of one batch, built by the writer.
@@ -128,6 +152,7 @@ struct Done {
     accepted: usize,
     rejected: usize,
     profiles: usize,
+    timing: Timing,
 }
 
 /// Runs until `shutdown` resolves or, when `exit_when_idle_secs` is set, until
@@ -296,6 +321,7 @@ pub async fn run(
                 continue;
             }
         };
+        let consume_started = Instant::now();
         let mut batch = Vec::new();
         if let Some(first) = first {
             batch.push(first);
@@ -314,6 +340,7 @@ pub async fn run(
             }
         }
         version += 1;
+        let consume_ms = ms_since(consume_started);
 
         // 1. validate and resolve (CPU, off the async workers), while the previous
         //    batch is still being written
@@ -326,6 +353,7 @@ pub async fn run(
         let applied_now = applied.clone();
         let commands_topic = s.kafka.topics.commands.clone();
         let model_now = model.clone();
+        let prepare_started = Instant::now();
         let (g, p, batch_stats) = tokio::task::spawn_blocking(move || {
             let mut st = RunStats::default();
             // profiles that got a run's scores in this batch are rescored only if
@@ -368,7 +396,9 @@ pub async fn run(
         .await
         .map_err(join_err)?;
         graph = Some(g);
-        let p = p?;
+        let mut p = p?;
+        p.timing.consume_ms = consume_ms;
+        p.timing.prepare_ms = ms_since(prepare_started);
         stats.accepted += batch_stats.accepted;
         stats.duplicates += batch_stats.duplicates;
         stats.rejected += batch_stats.rejected;
@@ -501,6 +531,12 @@ fn after_commit(
         rejected = done.rejected,
         profiles = done.profiles,
         total_accepted = stats.accepted,
+        consume_ms = done.timing.consume_ms,
+        prepare_ms = done.timing.prepare_ms,
+        outputs_ms = done.timing.outputs_ms,
+        intent_ms = done.timing.intent_ms,
+        sinks_ms = done.timing.sinks_ms,
+        commit_ms = done.timing.commit_ms,
         "batch written"
     );
     Ok(())
@@ -534,6 +570,8 @@ async fn recover(
 
 /// Builds the batch's rows, records the intent, writes the sinks, commits the store.
 async fn write_batch(w: Arc<Writer>, p: Prepared) -> Result<Done, PipelineError> {
+    let mut timing = p.timing;
+    let t = Instant::now();
     let (p, out) = tokio::task::spawn_blocking(move || {
         let out = outputs(&p);
         (p, out)
@@ -541,6 +579,7 @@ async fn write_batch(w: Arc<Writer>, p: Prepared) -> Result<Done, PipelineError>
     .await
     .map_err(join_err)?;
     let out = out?;
+    timing.outputs_ms = ms_since(t);
 
     // record what this batch is about to publish (for crash recovery)
     let mut intent = Intent {
@@ -553,14 +592,18 @@ async fn write_batch(w: Arc<Writer>, p: Prepared) -> Result<Done, PipelineError>
     for ((t, part), o) in &p.max_offsets {
         intent.offsets.insert(offset_key(t, *part), *o);
     }
+    let t = Instant::now();
     if !intent.customer_ids.is_empty() {
         let store = w.store.clone();
         tokio::task::spawn_blocking(move || store.write_intent(&intent))
             .await
             .map_err(join_err)??;
     }
+    timing.intent_ms = ms_since(t);
 
+    let t = Instant::now();
     write_outputs(&w, &p, &out).await?;
+    timing.sinks_ms = ms_since(t);
     if w.failpoint_after_sinks {
         tracing::error!("SOCIALCRM_FAILPOINT=after_sinks: aborting");
         std::process::abort();
@@ -573,11 +616,15 @@ async fn write_batch(w: Arc<Writer>, p: Prepared) -> Result<Done, PipelineError>
         accepted: p.events.len(),
         rejected: p.dlq.len(),
         profiles: out.profiles.len(),
+        timing,
     };
+    let t = Instant::now();
     let store = w.store.clone();
     tokio::task::spawn_blocking(move || store.commit_delta(&p.delta, p.version, &p.applied))
         .await
         .map_err(join_err)??;
+    let mut done = done;
+    done.timing.commit_ms = ms_since(t);
     Ok(done)
 }
 

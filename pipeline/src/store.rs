@@ -29,8 +29,14 @@ pub const COMPACT_EVERY: usize = 32;
 /// ... or bytes of changed values, whichever comes first.
 const COMPACT_BYTES: usize = 256 * 1024 * 1024;
 /// Layout of the store's tables. A store written with another layout is refused
-/// at start instead of being misread (which could count events twice).
-pub const FORMAT: u64 = 3;
+/// at start instead of being misread (which could count events twice), except
+/// [`JSON_FORMAT`], which is upgraded in place.
+///
+/// 4: records are postcard (binary); 3: the same records as JSON.
+pub const FORMAT: u64 = 4;
+/// The previous format, whose records are JSON: read once at start and rewritten
+/// as [`FORMAT`] in one transaction (docs/operations.md, "Troubleshooting").
+pub const JSON_FORMAT: u64 = 3;
 const TAG_ID: u8 = 0;
 const TAG_PROFILE: u8 = 1;
 const TAG_LINK: u8 = 2;
@@ -95,11 +101,8 @@ pub enum StoreError {
     Format { path: PathBuf, found: u64 },
     #[error("identity store {path} was built under other [privacy] hashing settings (salt, hash_identifier_types or hash_traits) than the config's: its identifiers would no longer match new events, and every person would be split in two. Restore the settings, or rebuild from crm.events with an empty state_dir, a new consumer group and a new ClickHouse database (docs/privacy.md)")]
     Privacy { path: PathBuf },
-    #[error("identity store record {key}: {source}")]
-    Decode {
-        key: String,
-        source: serde_json::Error,
-    },
+    #[error("identity store record {key}: {message}")]
+    Decode { key: String, message: String },
 }
 
 fn se<E: std::fmt::Display>(e: E) -> StoreError {
@@ -219,6 +222,7 @@ impl Store {
             message: e.to_string(),
         })?;
         // make sure every table exists
+        let mut json_records = false;
         let w = db.begin_write().map_err(db_err)?;
         {
             let fresh = w.list_tables().map_err(se)?.next().is_none();
@@ -229,6 +233,7 @@ impl Store {
                     meta.insert("format", FORMAT).map_err(se)?;
                 }
                 Some(FORMAT) => {}
+                Some(JSON_FORMAT) => json_records = true,
                 other => {
                     return Err(StoreError::Format {
                         path: path.clone(),
@@ -263,14 +268,20 @@ impl Store {
         for (tag, t) in TABLES.iter().enumerate() {
             for item in r.open_table(*t).map_err(se)?.iter().map_err(se)? {
                 let (k, v) = item.map_err(se)?;
-                load_record(&mut graph, tag as u8, k.value(), Some(v.value()))?;
+                load_record(
+                    &mut graph,
+                    tag as u8,
+                    k.value(),
+                    Some(v.value()),
+                    json_records,
+                )?;
             }
         }
         let mut pending = Pending::default();
         for item in r.open_table(CHANGELOG).map_err(se)?.iter().map_err(se)? {
             let (_, blob) = item.map_err(se)?;
             for (tag, key, value) in decode_records(blob.value())? {
-                load_record(&mut graph, tag, key, value)?;
+                load_record(&mut graph, tag, key, value, json_records)?;
                 pending.add(tag, key.to_string(), value.map(<[u8]>::to_vec));
             }
             pending.batches += 1;
@@ -301,6 +312,11 @@ impl Store {
             offsets.insert(k.value().to_string(), v.value());
         }
         let recovery = read_intent(&r.open_table(INTENTS).map_err(se)?, "recovery")?;
+        drop(r);
+        if json_records {
+            upgrade_from_json(&db, &graph, &path)?;
+            pending = Pending::default();
+        }
         Ok((
             Store {
                 db,
@@ -395,7 +411,7 @@ impl Store {
                 delta.ids.len() + delta.profiles.len() + delta.links.len() + delta.contrib.len(),
             );
             fn enc<T: serde::Serialize>(v: &Option<T>) -> Result<Option<Vec<u8>>, StoreError> {
-                v.as_ref().map(serde_json::to_vec).transpose().map_err(se)
+                v.as_ref().map(encode).transpose()
             }
             for (key, rec) in &delta.ids {
                 records.push((TAG_ID, key.clone(), enc(rec)?));
@@ -482,12 +498,95 @@ impl Store {
     }
 }
 
-/// Applies one stored record (`None` = deleted) to the graph being loaded.
-fn load_record(g: &mut Graph, tag: u8, key: &str, value: Option<&[u8]>) -> Result<(), StoreError> {
-    fn de<T: serde::de::DeserializeOwned>(key: &str, v: &[u8]) -> Result<T, StoreError> {
-        serde_json::from_slice(v).map_err(|source| StoreError::Decode {
+/// One record's value as the store keeps it ([`FORMAT`]: postcard).
+fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    postcard::to_allocvec(v).map_err(se)
+}
+
+/// Rewrites every record of a [`JSON_FORMAT`] store, already loaded into `g`, as
+/// [`FORMAT`], and folds its changelog, in one transaction: a crash leaves the
+/// JSON store as it was, and the next start upgrades it again.
+fn upgrade_from_json(db: &Database, g: &Graph, path: &Path) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let mut w = db.begin_write().map_err(db_err)?;
+    w.set_durability(Durability::Immediate).map_err(se)?;
+    {
+        for t in TABLES {
+            w.delete_table(t).map_err(se)?;
+        }
+        w.delete_table(CHANGELOG).map_err(se)?;
+        w.open_table(CHANGELOG).map_err(se)?;
+        let mut t = w.open_table(IDS).map_err(se)?;
+        for (k, v) in &g.ids {
+            t.insert(k.as_str(), encode(v)?.as_slice()).map_err(se)?;
+        }
+        drop(t);
+        let mut t = w.open_table(PROFILES).map_err(se)?;
+        for (k, v) in &g.profiles {
+            t.insert(k.as_str(), encode(&**v)?.as_slice()).map_err(se)?;
+        }
+        drop(t);
+        let mut t = w.open_table(LINKS).map_err(se)?;
+        for (k, v) in &g.links {
+            t.insert(format!("{k:016x}").as_str(), encode(v)?.as_slice())
+                .map_err(se)?;
+        }
+        drop(t);
+        let mut t = w.open_table(CONTRIB).map_err(se)?;
+        for (k, v) in &g.contrib {
+            t.insert(k.as_str(), encode(&**v)?.as_slice()).map_err(se)?;
+        }
+        drop(t);
+        let mut t = w.open_table(WALLS).map_err(se)?;
+        for (k, v) in &g.walls.list {
+            t.insert(format!("{k:016x}").as_str(), encode(v)?.as_slice())
+                .map_err(se)?;
+        }
+        drop(t);
+        w.open_table(META)
+            .map_err(se)?
+            .insert("format", FORMAT)
+            .map_err(se)?;
+    }
+    w.commit().map_err(se)?;
+    tracing::info!(
+        store = %path.display(),
+        identifiers = g.ids.len(),
+        profiles = g.profiles.len(),
+        secs = started.elapsed().as_secs_f64(),
+        "identity store upgraded from format {JSON_FORMAT} (JSON records) to {FORMAT} (binary records)"
+    );
+    Ok(())
+}
+
+/// Applies one stored record (`None` = deleted) to the graph being loaded; `json`:
+/// the record is of a [`JSON_FORMAT`] store.
+fn load_record(
+    g: &mut Graph,
+    tag: u8,
+    key: &str,
+    value: Option<&[u8]>,
+    json: bool,
+) -> Result<(), StoreError> {
+    fn decode<T: serde::de::DeserializeOwned>(
+        key: &str,
+        v: &[u8],
+        json: bool,
+    ) -> Result<T, StoreError> {
+        let message = if json {
+            match serde_json::from_slice(v) {
+                Ok(t) => return Ok(t),
+                Err(e) => e.to_string(),
+            }
+        } else {
+            match postcard::from_bytes(v) {
+                Ok(t) => return Ok(t),
+                Err(e) => e.to_string(),
+            }
+        };
+        Err(StoreError::Decode {
             key: key.to_string(),
-            source,
+            message,
         })
     }
     let hex_key = || {
@@ -496,7 +595,8 @@ fn load_record(g: &mut Graph, tag: u8, key: &str, value: Option<&[u8]>) -> Resul
     };
     match (tag, value) {
         (TAG_ID, Some(v)) => {
-            g.ids.insert(key.to_string(), de::<IdRecord>(key, v)?);
+            g.ids
+                .insert(key.to_string(), decode::<IdRecord>(key, v, json)?);
         }
         (TAG_ID, None) => {
             g.ids.remove(key);
@@ -504,14 +604,14 @@ fn load_record(g: &mut Graph, tag: u8, key: &str, value: Option<&[u8]>) -> Resul
         (TAG_PROFILE, Some(v)) => {
             g.profiles.insert(
                 key.to_string(),
-                std::sync::Arc::new(de::<ProfileState>(key, v)?),
+                std::sync::Arc::new(decode::<ProfileState>(key, v, json)?),
             );
         }
         (TAG_PROFILE, None) => {
             g.profiles.remove(key);
         }
         (TAG_LINK, Some(v)) => {
-            g.links.insert(hex_key()?, de(key, v)?);
+            g.links.insert(hex_key()?, decode(key, v, json)?);
         }
         (TAG_LINK, None) => {
             g.links.remove(&hex_key()?);
@@ -519,14 +619,14 @@ fn load_record(g: &mut Graph, tag: u8, key: &str, value: Option<&[u8]>) -> Resul
         (TAG_CONTRIB, Some(v)) => {
             g.contrib.insert(
                 key.to_string(),
-                std::sync::Arc::new(de::<ProfileState>(key, v)?),
+                std::sync::Arc::new(decode::<ProfileState>(key, v, json)?),
             );
         }
         (TAG_CONTRIB, None) => {
             g.contrib.remove(key);
         }
         (TAG_WALL, Some(v)) => {
-            g.walls.add(de(key, v)?);
+            g.walls.add(decode(key, v, json)?);
         }
         (TAG_WALL, None) => {
             g.walls.remove(hex_key()?);
@@ -544,9 +644,9 @@ fn read_intent(
         None => Ok(None),
         Some(v) => serde_json::from_slice(v.value())
             .map(Some)
-            .map_err(|source| StoreError::Decode {
+            .map_err(|e| StoreError::Decode {
                 key: format!("intent {key}"),
-                source,
+                message: e.to_string(),
             }),
     }
 }
@@ -756,6 +856,166 @@ mod tests {
             ]
         );
         assert!(decode_records(&b[..b.len() - 2]).is_err());
+    }
+
+    /// Rewrites a store's records as JSON and stamps it [`JSON_FORMAT`], as the
+    /// previous version wrote it.
+    fn downgrade_to_json(path: &Path) {
+        fn to_json(tag: u8, v: &[u8]) -> Vec<u8> {
+            fn re<T: serde::de::DeserializeOwned + serde::Serialize>(v: &[u8]) -> Vec<u8> {
+                let t: T = postcard::from_bytes(v).expect("postcard record");
+                serde_json::to_vec(&t).expect("json")
+            }
+            match tag {
+                TAG_ID => re::<IdRecord>(v),
+                TAG_PROFILE | TAG_CONTRIB => re::<ProfileState>(v),
+                TAG_LINK => re::<crate::identity::Link>(v),
+                TAG_WALL => re::<crate::identity::Wall>(v),
+                t => panic!("tag {t}"),
+            }
+        }
+        let db = Database::create(path.join("identity.redb")).expect("db");
+        let w = db.begin_write().expect("w");
+        for (tag, t) in TABLES.iter().enumerate() {
+            let mut table = w.open_table(*t).expect("t");
+            let all: Vec<(String, Vec<u8>)> = table
+                .iter()
+                .expect("iter")
+                .map(|r| {
+                    let (k, v) = r.expect("item");
+                    (k.value().to_string(), v.value().to_vec())
+                })
+                .collect();
+            for (k, v) in all {
+                table
+                    .insert(k.as_str(), to_json(tag as u8, &v).as_slice())
+                    .expect("i");
+            }
+        }
+        let mut log = w.open_table(CHANGELOG).expect("t");
+        let all: Vec<(u64, Vec<u8>)> = log
+            .iter()
+            .expect("iter")
+            .map(|r| {
+                let (k, v) = r.expect("item");
+                (k.value(), v.value().to_vec())
+            })
+            .collect();
+        assert!(
+            !all.is_empty(),
+            "the test wants records in the changelog too"
+        );
+        for (version, blob) in all {
+            let mut out = Vec::new();
+            for (tag, key, value) in decode_records(&blob).expect("decode") {
+                let json = value.map(|v| to_json(tag, v));
+                encode_record(&mut out, tag, key, json.as_deref());
+            }
+            log.insert(version, out.as_slice()).expect("i");
+        }
+        drop(log);
+        w.open_table(META)
+            .expect("t")
+            .insert("format", JSON_FORMAT)
+            .expect("i");
+        w.commit().expect("c");
+    }
+
+    #[test]
+    fn a_json_store_of_the_previous_format_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = IdentityConfig::default();
+        let (store, mut loaded) = Store::open(dir.path(), &cfg).expect("open");
+        let mut applied = HashMap::new();
+        // enough batches for records both in the tables and in the changelog
+        for b in 0..(COMPACT_EVERY as u64 + 3) {
+            let g = &mut loaded.graph;
+            let mut e = ev(
+                &format!("a{b}"),
+                &[(IdType::AnonymousId, &format!("anon{b}"))],
+            );
+            e.traits.insert(
+                "plan".into(),
+                serde_json::json!({"tier": b, "tags": ["x", null]}),
+            );
+            g.process(&e, &[]).expect("ok");
+            g.process(
+                &ev(
+                    &format!("b{b}"),
+                    &[
+                        (IdType::AnonymousId, &format!("anon{b}")),
+                        (IdType::Email, "same@x.io"),
+                    ],
+                ),
+                &[],
+            )
+            .expect("ok");
+            applied.insert(offset_key("t", 0), b as i64);
+            store.commit(g, b + 1, &applied).expect("commit");
+        }
+        let g = &mut loaded.graph;
+        g.unlink("anonymous_id:anon2", "cmd-1", chrono::Utc::now())
+            .expect("unlink");
+        store
+            .commit(g, COMPACT_EVERY as u64 + 4, &applied)
+            .expect("commit");
+        drop(store);
+        let profiles = |g: &Graph| {
+            let mut v: Vec<(String, ProfileState)> = g
+                .profiles
+                .iter()
+                .map(|(k, p)| (k.clone(), (**p).clone()))
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let ids = |g: &Graph| {
+            // the link index is rebuilt at load, in hash order
+            let mut v: Vec<(String, IdRecord)> = g
+                .ids
+                .iter()
+                .map(|(k, r)| {
+                    let mut r = r.clone();
+                    r.links.sort_unstable();
+                    (k.clone(), r)
+                })
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let (want_profiles, want_ids, want_contrib, want_partition, want_walls, want_links) = (
+            profiles(&loaded.graph),
+            ids(&loaded.graph),
+            sorted_contrib(&loaded.graph),
+            loaded.graph.partition(),
+            loaded.graph.walls.list.clone(),
+            loaded.graph.links.len(),
+        );
+        assert!(want_profiles
+            .iter()
+            .any(|(_, p)| p.traits.contains_key("plan")));
+        assert_eq!(want_walls.len(), 1);
+
+        downgrade_to_json(dir.path());
+        for round in ["upgrade", "reopen after the upgrade"] {
+            let (_s, again) = Store::open(dir.path(), &cfg).expect(round);
+            assert_eq!(profiles(&again.graph), want_profiles, "{round}");
+            assert_eq!(ids(&again.graph), want_ids, "{round}");
+            assert_eq!(sorted_contrib(&again.graph), want_contrib, "{round}");
+            assert_eq!(again.graph.partition(), want_partition, "{round}");
+            assert_eq!(again.graph.walls.list, want_walls, "{round}");
+            assert_eq!(again.graph.links.len(), want_links, "{round}");
+            assert_eq!(again.version, COMPACT_EVERY as u64 + 4, "{round}");
+            assert_eq!(again.offsets, applied, "{round}");
+            let r = _s.db.begin_read().expect("r");
+            let format = r
+                .open_table(META)
+                .expect("t")
+                .get("format")
+                .expect("g")
+                .map(|v| v.value());
+            assert_eq!(format, Some(FORMAT), "{round}");
+        }
     }
 
     #[test]

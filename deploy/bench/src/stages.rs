@@ -68,6 +68,8 @@ pub struct StagesReport {
     pub identifiers: usize,
     pub profiles: usize,
     pub avg_profile_json_bytes: usize,
+    /// As the identity store keeps it (postcard, store format 4).
+    pub avg_profile_stored_bytes: usize,
 }
 
 fn secs(d: Duration) -> f64 {
@@ -219,11 +221,11 @@ pub fn run(
     }
     let total_secs = secs(all.elapsed());
     let _ = std::fs::remove_dir_all(state_dir);
-    let profile_bytes: usize = graph
-        .profiles
-        .values()
-        .map(|p| serde_json::to_vec(&**p).map_or(0, |v| v.len()))
-        .sum();
+    let sizes = |enc: &dyn Fn(&socialcrm_pipeline::profile::ProfileState) -> usize| -> usize {
+        graph.profiles.values().map(|p| enc(p)).sum::<usize>() / graph.profiles.len().max(1)
+    };
+    let json_bytes = sizes(&|p| serde_json::to_vec(p).map_or(0, |v| v.len()));
+    let stored_bytes = sizes(&|p| postcard::to_allocvec(p).map_or(0, |v| v.len()));
     Ok(StagesReport {
         events,
         batch,
@@ -233,7 +235,8 @@ pub fn run(
         per_batch,
         identifiers: graph.ids.len(),
         profiles: graph.profiles.len(),
-        avg_profile_json_bytes: profile_bytes / graph.profiles.len().max(1),
+        avg_profile_json_bytes: json_bytes,
+        avg_profile_stored_bytes: stored_bytes,
     })
 }
 
@@ -266,8 +269,8 @@ pub fn print(r: &StagesReport) {
         "total", tt, r.events_per_sec_cpu_only
     );
     println!(
-        "  state at the end: {} identifiers, {} profiles, {} bytes of JSON per stored profile",
-        r.identifiers, r.profiles, r.avg_profile_json_bytes
+        "  state at the end: {} identifiers, {} profiles, {} bytes per stored profile ({} as JSON)",
+        r.identifiers, r.profiles, r.avg_profile_stored_bytes, r.avg_profile_json_bytes
     );
     println!("per batch (s): batch  parse  graph  rows  profiles  ledger  intent  commit  drop  store MiB");
     let n = r.per_batch.len();

@@ -46,6 +46,7 @@ pub use rules::Rules;
 pub struct IdRecord {
     pub customer_id: String,
     /// Time of the earliest event that carried the identifier.
+    #[serde(with = "crate::codec::time")]
     pub first_seen: DateTime<Utc>,
     /// Fingerprint of that event (breaks ties between births at the same time).
     #[serde(default)]
@@ -62,6 +63,7 @@ pub struct IdRecord {
 pub struct Link {
     /// Strongest first.
     pub ids: Vec<Identifier>,
+    #[serde(with = "crate::codec::time")]
     pub at: DateTime<Utc>,
     pub event_fp: u64,
     pub event_id: String,
@@ -74,6 +76,7 @@ pub struct Wall {
     pub sides: [Vec<String>; 2],
     /// `unlink email:a@b.co` / `split c_... (3 identifiers)`, with the command id.
     pub why: String,
+    #[serde(with = "crate::codec::time")]
     pub at: DateTime<Utc>,
 }
 
