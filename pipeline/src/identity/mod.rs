@@ -704,31 +704,49 @@ impl Graph {
     /// Detaches what changed since the last call (values cloned) and clears the
     /// dirty sets.
     pub fn take_delta(&mut self) -> crate::store::Delta {
+        // the dirty sets' keys move into the delta (drained: the sets keep their
+        // capacity for the next batch)
+        let (ids, profiles, links, contrib, walls) = (
+            &self.ids,
+            &self.profiles,
+            &self.links,
+            &self.contrib,
+            &self.walls.list,
+        );
         let delta = crate::store::Delta {
             ids: self
                 .dirty_ids
-                .iter()
-                .map(|k| (k.clone(), self.ids.get(k).cloned()))
+                .drain()
+                .map(|k| {
+                    let v = ids.get(&k).cloned();
+                    (k, v)
+                })
                 .collect(),
             profiles: self
                 .dirty_profiles
-                .iter()
-                .map(|k| (k.clone(), self.profiles.get(k).cloned()))
+                .drain()
+                .map(|k| {
+                    let v = profiles.get(&k).cloned();
+                    (k, v)
+                })
                 .collect(),
             links: self
                 .dirty_links
-                .iter()
-                .map(|k| (*k, self.links.get(k).cloned()))
+                .drain()
+                .map(|k| (k, links.get(&k).cloned()))
                 .collect(),
             contrib: self
                 .dirty_contrib
-                .iter()
-                .map(|k| (k.clone(), self.contrib.get(k).cloned()))
+                .drain()
+                .map(|k| {
+                    let v = contrib.get(&k).cloned();
+                    (k, v)
+                })
                 .collect(),
             walls: self
                 .dirty_walls
-                .iter()
-                .map(|k| (*k, self.walls.list.get(k).cloned()))
+                .drain()
+                .map(|k| (k, walls.get(&k).cloned()))
                 .collect(),
             seen: std::mem::take(&mut self.new_seen),
             aliases: std::mem::take(&mut self.dirty_aliases),
