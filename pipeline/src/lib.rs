@@ -12,6 +12,7 @@ pub mod profile;
 pub mod rows;
 pub mod run;
 pub mod scoring;
+pub mod small;
 pub mod store;
 #[cfg(test)]
 mod testing;

@@ -2,12 +2,13 @@
 //! event and combined on merges. Every update is commutative (sums, sets, min/max,
 //! newest-trait-wins by event time), so the result does not depend on event order.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+pub use crate::small::{VecMap, VecSet};
 use socialcrm_schemas::messages::Profile;
 use socialcrm_schemas::{CanonicalEvent, Identifier, SCHEMA_VERSION};
 
@@ -80,14 +81,14 @@ pub struct Activity {
     pub half_life_days: Option<f64>,
     /// Per event type: log2 Σ 2^((t − DECAY_ORIGIN) / half-life) over its events.
     #[serde(default)]
-    pub decayed: BTreeMap<String, f64>,
+    pub decayed: VecMap<String, f64>,
     /// Events per day (days since 1970-01-01), the last `ACTIVITY_DAYS` days before
     /// the newest event.
     #[serde(default)]
-    pub days: BTreeMap<u32, u32>,
+    pub days: VecMap<u32, u32>,
     /// Newest event per channel (unix seconds).
     #[serde(default)]
-    pub channel_last: BTreeMap<String, i64>,
+    pub channel_last: VecMap<String, i64>,
     #[serde(default)]
     pub first_order_at: Option<i64>,
     #[serde(default)]
@@ -98,9 +99,9 @@ impl Default for Activity {
     fn default() -> Self {
         Activity {
             half_life_days: Some(activity_half_life_days()),
-            decayed: BTreeMap::new(),
-            days: BTreeMap::new(),
-            channel_last: BTreeMap::new(),
+            decayed: VecMap::new(),
+            days: VecMap::new(),
+            channel_last: VecMap::new(),
             first_order_at: None,
             last_order_at: None,
         }
@@ -171,7 +172,7 @@ impl Activity {
     /// Events on days from the one holding `since` (unix seconds) on.
     pub fn events_since(&self, since: i64) -> u64 {
         self.days
-            .range(day_of(since)..)
+            .range_from(&day_of(since))
             .map(|(_, n)| *n as u64)
             .sum()
     }
@@ -179,19 +180,13 @@ impl Activity {
     fn prune_days(&mut self) {
         if let Some((&newest, _)) = self.days.last_key_value() {
             let keep_from = newest.saturating_sub(ACTIVITY_DAYS);
-            while self
-                .days
-                .first_key_value()
-                .is_some_and(|(d, _)| *d < keep_from)
-            {
-                self.days.pop_first();
-            }
+            self.days.drop_while(|d| *d < keep_from);
         }
     }
 }
 
 /// `*counts[key] += 1`, allocating the key only the first time it is counted.
-fn bump(counts: &mut BTreeMap<String, u64>, key: &str) {
+fn bump(counts: &mut VecMap<String, u64>, key: &str) {
     match counts.get_mut(key) {
         Some(n) => *n += 1,
         None => {
@@ -220,16 +215,16 @@ pub struct ProfileState {
     pub first_seen: DateTime<Utc>,
     #[serde(with = "crate::codec::time")]
     pub last_seen: DateTime<Utc>,
-    pub identifiers: BTreeSet<Identifier>,
-    pub traits: BTreeMap<String, TraitValue>,
-    pub sources: BTreeSet<String>,
+    pub identifiers: VecSet<Identifier>,
+    pub traits: VecMap<String, TraitValue>,
+    pub sources: VecSet<String>,
     pub event_count: u64,
-    pub event_counts: BTreeMap<String, u64>,
-    pub channel_counts: BTreeMap<String, u64>,
+    pub event_counts: VecMap<String, u64>,
+    pub channel_counts: VecMap<String, u64>,
     pub order_count: u64,
-    pub revenue: BTreeMap<String, f64>,
+    pub revenue: VecMap<String, f64>,
     /// Retired customer ids absorbed by this profile.
-    pub merged_from: BTreeSet<String>,
+    pub merged_from: VecSet<String>,
     /// Set when this profile was merged into another.
     pub merged_into: Option<String>,
     /// Scores of the newest applied scoring run (absent in stores written before scoring).
@@ -237,11 +232,11 @@ pub struct ProfileState {
     pub scores: Option<ProfileScores>,
     /// Linking events per day (days since 1970-01-01): the daily link cap.
     #[serde(default)]
-    pub link_days: BTreeMap<u32, u32>,
+    pub link_days: VecMap<u32, u32>,
     /// Rules that refused links to this profile and ask for a human look
     /// (`profile_size_cap`, `link_rate`).
     #[serde(default)]
-    pub flags: BTreeSet<String>,
+    pub flags: VecSet<String>,
     /// Some link in this profile's cluster was refused: new links re-resolve the cluster.
     #[serde(default)]
     pub conflicted: bool,
@@ -262,19 +257,19 @@ impl ProfileState {
             customer_id,
             first_seen: at,
             last_seen: at,
-            identifiers: BTreeSet::new(),
-            traits: BTreeMap::new(),
-            sources: BTreeSet::new(),
+            identifiers: VecSet::new(),
+            traits: VecMap::new(),
+            sources: VecSet::new(),
             event_count: 0,
-            event_counts: BTreeMap::new(),
-            channel_counts: BTreeMap::new(),
+            event_counts: VecMap::new(),
+            channel_counts: VecMap::new(),
             order_count: 0,
-            revenue: BTreeMap::new(),
-            merged_from: BTreeSet::new(),
+            revenue: VecMap::new(),
+            merged_from: VecSet::new(),
             merged_into: None,
             scores: None,
-            link_days: BTreeMap::new(),
-            flags: BTreeSet::new(),
+            link_days: VecMap::new(),
+            flags: VecSet::new(),
             conflicted: false,
             sole_primary: None,
             activity: Some(Activity::default()),
@@ -465,8 +460,8 @@ impl ProfileState {
             channels: self.channel_counts.keys().cloned().collect(),
             sources: self.sources.iter().cloned().collect(),
             event_count: self.event_count,
-            event_counts: self.event_counts.clone(),
-            channel_counts: self.channel_counts.clone(),
+            event_counts: self.event_counts.to_btree(),
+            channel_counts: self.channel_counts.to_btree(),
             first_seen: self.first_seen,
             last_seen: self.last_seen,
             order_count: self.order_count,

@@ -836,7 +836,7 @@ mod tests {
         let mut v: Vec<_> = g
             .contrib
             .iter()
-            .map(|(k, c)| (k.clone(), c.event_count, c.event_counts.clone()))
+            .map(|(k, c)| (k.clone(), c.event_count, c.event_counts.to_btree()))
             .collect();
         v.sort();
         v

@@ -341,8 +341,8 @@ impl Graph {
                     .push((cid.clone(), cid.clone(), cause.at));
             }
             p.identifiers = part.ids.iter().cloned().collect();
-            p.link_days = part.link_days.clone();
-            p.flags = part.flags.clone();
+            p.link_days = part.link_days.iter().map(|(d, n)| (*d, *n)).collect();
+            p.flags = part.flags.iter().cloned().collect();
             p.conflicted = conflicted;
             p.reset_aggregates(first_seen);
             let mut primaries: Vec<String> = Vec::new();
