@@ -229,7 +229,7 @@ pub struct ProfileState {
     pub merged_into: Option<String>,
     /// Scores of the newest applied scoring run (absent in stores written before scoring).
     #[serde(default)]
-    pub scores: Option<ProfileScores>,
+    pub scores: Option<Box<ProfileScores>>,
     /// Linking events per day (days since 1970-01-01): the daily link cap.
     #[serde(default)]
     pub link_days: VecMap<u32, u32>,

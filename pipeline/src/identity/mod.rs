@@ -873,8 +873,8 @@ impl Graph {
         {
             return true;
         }
-        if p.scores.as_ref() != Some(&scores) {
-            p.scores = Some(scores);
+        if p.scores.as_deref() != Some(&scores) {
+            p.scores = Some(Box::new(scores));
             self.dirty_profiles.insert(cid);
         }
         true
@@ -912,9 +912,9 @@ impl Graph {
             if p.merged_into.is_some() || p.event_count == 0 {
                 continue;
             }
-            if let Some(new) = model.rescore(p, p.scores.as_ref(), now) {
-                if p.scores.as_ref() != Some(&new) {
-                    Arc::make_mut(p).scores = Some(new);
+            if let Some(new) = model.rescore(p, p.scores.as_deref(), now) {
+                if p.scores.as_deref() != Some(&new) {
+                    Arc::make_mut(p).scores = Some(Box::new(new));
                     self.dirty_profiles.insert(cid.clone());
                 }
             }
