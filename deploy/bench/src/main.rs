@@ -68,7 +68,7 @@ enum Cmd {
         database: String,
         #[arg(long, default_value = "events_bare")]
         table: String,
-        #[arg(long, default_value_t = 20_000)]
+        #[arg(long, default_value_t = 50_000)]
         batch: usize,
         #[arg(long, default_value_t = 1800)]
         timeout_secs: u64,

@@ -41,7 +41,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 100)]
     pub call_size: usize,
     /// `pipeline.batch_max_events` (and the bare insert's batch size).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 50_000)]
     pub batch_max_events: usize,
     /// `pipeline.batch_max_wait_ms`.
     #[arg(long, default_value_t = 500)]
