@@ -763,23 +763,24 @@ mod tests {
         assert_eq!(again.version, 2);
     }
 
-    #[test]
-    fn changelog_and_compaction_restore_the_same_graph() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let cfg = IdentityConfig::default();
-        let (store, mut loaded) = Store::open(dir.path(), &cfg).expect("open");
-        let mut applied = HashMap::new();
-        // more batches than COMPACT_EVERY, with merges that delete nothing but move ids
-        for b in 0..(COMPACT_EVERY as u64 + 5) {
-            let g = &mut loaded.graph;
-            g.process(
-                &ev(
-                    &format!("a{b}"),
-                    &[(IdType::AnonymousId, &format!("anon{b}"))],
-                ),
-                &[],
-            )
-            .expect("ok");
+    /// `n` batches, each with a new visitor (with a trait) who then logs in with
+    /// the shared address `same@x.io` (merges that move identifiers), one commit each.
+    fn batches_of_visitors(
+        store: &Store,
+        g: &mut Graph,
+        applied: &mut HashMap<String, i64>,
+        n: usize,
+    ) {
+        for b in 0..n as u64 {
+            let mut e = ev(
+                &format!("a{b}"),
+                &[(IdType::AnonymousId, &format!("anon{b}"))],
+            );
+            e.traits.insert(
+                "plan".into(),
+                serde_json::json!({"tier": b, "tags": ["x", null]}),
+            );
+            g.process(&e, &[]).expect("ok");
             g.process(
                 &ev(
                     &format!("b{b}"),
@@ -792,8 +793,18 @@ mod tests {
             )
             .expect("ok");
             applied.insert(offset_key("t", 0), b as i64);
-            store.commit(g, b + 1, &applied).expect("commit");
+            store.commit(g, b + 1, applied).expect("commit");
         }
+    }
+
+    #[test]
+    fn changelog_and_compaction_restore_the_same_graph() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cfg = IdentityConfig::default();
+        let (store, mut loaded) = Store::open(dir.path(), &cfg).expect("open");
+        let mut applied = HashMap::new();
+        // more batches than COMPACT_EVERY, with merges that delete nothing but move ids
+        batches_of_visitors(&store, &mut loaded.graph, &mut applied, COMPACT_EVERY + 5);
         // a lone visitor (a sole primary, left implicit in the store), and an unlink
         // that re-sums profiles from the contributions
         let g = &mut loaded.graph;
@@ -928,31 +939,7 @@ mod tests {
         let (store, mut loaded) = Store::open(dir.path(), &cfg).expect("open");
         let mut applied = HashMap::new();
         // enough batches for records both in the tables and in the changelog
-        for b in 0..(COMPACT_EVERY as u64 + 3) {
-            let g = &mut loaded.graph;
-            let mut e = ev(
-                &format!("a{b}"),
-                &[(IdType::AnonymousId, &format!("anon{b}"))],
-            );
-            e.traits.insert(
-                "plan".into(),
-                serde_json::json!({"tier": b, "tags": ["x", null]}),
-            );
-            g.process(&e, &[]).expect("ok");
-            g.process(
-                &ev(
-                    &format!("b{b}"),
-                    &[
-                        (IdType::AnonymousId, &format!("anon{b}")),
-                        (IdType::Email, "same@x.io"),
-                    ],
-                ),
-                &[],
-            )
-            .expect("ok");
-            applied.insert(offset_key("t", 0), b as i64);
-            store.commit(g, b + 1, &applied).expect("commit");
-        }
+        batches_of_visitors(&store, &mut loaded.graph, &mut applied, COMPACT_EVERY + 3);
         let g = &mut loaded.graph;
         g.unlink("anonymous_id:anon2", "cmd-1", chrono::Utc::now())
             .expect("unlink");
