@@ -46,9 +46,18 @@ impl Protector {
         normalizer: &Normalizer,
     ) -> Screened {
         if self.ip != IpPolicy::Keep && ip_may_change(self.ip, &ev.context) {
-            let mut ctx = ev.context.to_map();
-            if protect_context_ip(self.ip, &mut ctx) {
-                ev.context = JsonObject::from_map(&ctx);
+            // the other members of the context are copied as text, not parsed
+            let policy = self.ip;
+            match ev.context.with_member("ip", |ip| {
+                ip.and_then(|v| socialcrm_schemas::privacy::protect_ip(policy, &v))
+            }) {
+                Some(ctx) => ev.context = ctx,
+                None => {
+                    let mut ctx = ev.context.to_map();
+                    if protect_context_ip(self.ip, &mut ctx) {
+                        ev.context = JsonObject::from_map(&ctx);
+                    }
+                }
             }
         }
         let mut screened = Screened::new();

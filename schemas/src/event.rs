@@ -68,6 +68,29 @@ impl JsonObject {
         )
     }
 
+    /// The object with its top-level member `key` changed by `change` (given the
+    /// member's value if there is one; `None` back removes it), without building
+    /// the other members into values: they are copied as text. `None` when the text
+    /// is not an object of unique keys that this can rewrite (use [`Self::to_map`]).
+    pub fn with_member(
+        &self,
+        key: &str,
+        change: impl FnOnce(Option<Value>) -> Option<Value>,
+    ) -> Option<JsonObject> {
+        // sorted, as `from_map` writes a `Map`
+        let mut top: std::collections::BTreeMap<String, Box<RawValue>> =
+            serde_json::from_str(self.0.get()).ok()?;
+        let old = match top.remove(key) {
+            Some(raw) => Some(serde_json::from_str::<Value>(raw.get()).ok()?),
+            None => None,
+        };
+        if let Some(v) = change(old) {
+            top.insert(key.to_string(), RawValue::from_string(v.to_string()).ok()?);
+        }
+        let text = serde_json::to_string(&top).ok()?;
+        RawValue::from_string(text).ok().map(JsonObject)
+    }
+
     /// The object as values (parses the text).
     pub fn to_map(&self) -> Map<String, Value> {
         serde_json::from_str(self.0.get()).unwrap_or_default()
@@ -374,6 +397,35 @@ fn normalize_list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn with_member_changes_one_member_and_copies_the_others_as_text() {
+        let o: JsonObject =
+            serde_json::from_str(r#"{"z": {"a" : [1, 2.50]}, "ip": "203.0.113.7", "b": "\u00e9"}"#)
+                .expect("object");
+        let seen = std::cell::RefCell::new(None);
+        let changed = o
+            .with_member("ip", |v| {
+                *seen.borrow_mut() = v;
+                Some(Value::String("203.0.113.0".into()))
+            })
+            .expect("rewritten");
+        assert_eq!(*seen.borrow(), Some(Value::String("203.0.113.7".into())));
+        // sorted keys as from_map writes them; other members keep their text
+        assert_eq!(
+            changed.as_str(),
+            r#"{"b":"\u00e9","ip":"203.0.113.0","z":{"a" : [1, 2.50]}}"#
+        );
+        let mut want = o.to_map();
+        want.insert("ip".into(), Value::String("203.0.113.0".into()));
+        assert_eq!(changed.to_map(), want);
+        // None removes it; an absent member is given as None
+        let dropped = o.with_member("ip", |_| None).expect("rewritten");
+        assert!(!dropped.to_map().contains_key("ip"));
+        assert_eq!(dropped.to_map().len(), 2);
+        let absent = dropped.with_member("ip", |v| v).expect("rewritten");
+        assert_eq!(absent.to_map(), dropped.to_map());
+    }
 
     fn sample() -> serde_json::Value {
         serde_json::json!({
