@@ -9,7 +9,7 @@
 //! value, so they are checked here, before it is replaced.
 
 use socialcrm_schemas::event::RejectedIdentifier;
-use socialcrm_schemas::privacy::{protect_context_ip, Hasher, IpPolicy, PrivacyConfig};
+use socialcrm_schemas::privacy::{protect_ip, Hasher, IpPolicy, PrivacyConfig};
 use socialcrm_schemas::{CanonicalEvent, IdError, IdType, Identifier, JsonObject, Normalizer};
 
 use crate::identity::rules::rule;
@@ -46,18 +46,14 @@ impl Protector {
         normalizer: &Normalizer,
     ) -> Screened {
         if self.ip != IpPolicy::Keep && ip_may_change(self.ip, &ev.context) {
-            // the other members of the context are copied as text, not parsed
+            // the other members of the context are copied as text, not parsed; a
+            // context that is not an object of JSON text has no `ip` to change
             let policy = self.ip;
-            match ev.context.with_member("ip", |ip| {
-                ip.and_then(|v| socialcrm_schemas::privacy::protect_ip(policy, &v))
-            }) {
-                Some(ctx) => ev.context = ctx,
-                None => {
-                    let mut ctx = ev.context.to_map();
-                    if protect_context_ip(self.ip, &mut ctx) {
-                        ev.context = JsonObject::from_map(&ctx);
-                    }
-                }
+            if let Some(ctx) = ev
+                .context
+                .with_member("ip", |ip| ip.and_then(|v| protect_ip(policy, &v)))
+            {
+                ev.context = ctx;
             }
         }
         let mut screened = Screened::new();

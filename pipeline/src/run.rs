@@ -609,7 +609,7 @@ async fn write_batch(w: Arc<Writer>, p: Prepared) -> Result<Done, PipelineError>
         std::process::abort();
     }
 
-    let done = Done {
+    let mut done = Done {
         max_offsets: p.max_offsets.clone(),
         applied: p.applied.clone(),
         messages: p.messages,
@@ -623,7 +623,6 @@ async fn write_batch(w: Arc<Writer>, p: Prepared) -> Result<Done, PipelineError>
     tokio::task::spawn_blocking(move || store.commit_delta(&p.delta, p.version, &p.applied))
         .await
         .map_err(join_err)??;
-    let mut done = done;
     done.timing.commit_ms = ms_since(t);
     Ok(done)
 }

@@ -110,20 +110,12 @@ impl<K: Ord, V> VecMap<K, V> {
         self.0.iter().map(|(k, v)| (k, v))
     }
 
-    pub fn iter_mut(&mut self) -> impl DoubleEndedIterator<Item = (&K, &mut V)> {
-        self.0.iter_mut().map(|(k, v)| (&*k, v))
-    }
-
     pub fn keys(&self) -> impl DoubleEndedIterator<Item = &K> + ExactSizeIterator {
         self.0.iter().map(|(k, _)| k)
     }
 
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + ExactSizeIterator {
         self.0.iter().map(|(_, v)| v)
-    }
-
-    pub fn values_mut(&mut self) -> impl DoubleEndedIterator<Item = &mut V> {
-        self.0.iter_mut().map(|(_, v)| v)
     }
 
     /// The entries whose key is at least `k`, in order.
@@ -152,19 +144,11 @@ impl<K: Ord, V> VecMap<K, V> {
         self.0.last().map(|(k, v)| (k, v))
     }
 
-    pub fn pop_first(&mut self) -> Option<(K, V)> {
-        (!self.0.is_empty()).then(|| self.0.remove(0))
-    }
-
     /// Removes the entries from the first one on for as long as `drop` says so
     /// (the entries are in key order: this drops the smallest keys).
     pub fn drop_while(&mut self, mut drop: impl FnMut(&K) -> bool) {
         let n = self.0.iter().take_while(|(k, _)| drop(k)).count();
         self.0.drain(..n);
-    }
-
-    pub fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
-        self.0.retain_mut(|(k, v)| keep(k, v));
     }
 }
 
@@ -336,26 +320,6 @@ impl<T: Ord> VecSet<T> {
 
     pub fn iter(&self) -> std::slice::Iter<'_, T> {
         self.0.iter()
-    }
-
-    pub fn first(&self) -> Option<&T> {
-        self.0.first()
-    }
-
-    pub fn last(&self) -> Option<&T> {
-        self.0.last()
-    }
-
-    pub fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
-        self.0.retain(keep);
-    }
-
-    /// A copy as a `BTreeSet` (for messages and rows that carry one).
-    pub fn to_btree(&self) -> std::collections::BTreeSet<T>
-    where
-        T: Clone,
-    {
-        self.0.iter().cloned().collect()
     }
 
     pub fn as_slice(&self) -> &[T] {

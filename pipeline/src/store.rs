@@ -420,13 +420,13 @@ impl Store {
                 records.push((TAG_PROFILE, key.clone(), enc(&p.as_deref())?));
             }
             for (key, l) in &delta.links {
-                records.push((TAG_LINK, format!("{key:016x}"), enc(l)?));
+                records.push((TAG_LINK, u64_key(*key), enc(l)?));
             }
             for (key, c) in &delta.contrib {
                 records.push((TAG_CONTRIB, key.clone(), enc(&c.as_deref())?));
             }
             for (key, w) in &delta.walls {
-                records.push((TAG_WALL, format!("{key:016x}"), enc(w)?));
+                records.push((TAG_WALL, u64_key(*key), enc(w)?));
             }
             let mut blob = Vec::new();
             for (tag, key, v) in &records {
@@ -498,6 +498,11 @@ impl Store {
     }
 }
 
+/// The key of a record keyed by a number (links, walls): 16 hex digits.
+fn u64_key(k: u64) -> String {
+    format!("{k:016x}")
+}
+
 /// One record's value as the store keeps it ([`FORMAT`]: postcard).
 fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     postcard::to_allocvec(v).map_err(se)
@@ -516,33 +521,43 @@ fn upgrade_from_json(db: &Database, g: &Graph, path: &Path) -> Result<(), StoreE
         }
         w.delete_table(CHANGELOG).map_err(se)?;
         w.open_table(CHANGELOG).map_err(se)?;
-        let mut t = w.open_table(IDS).map_err(se)?;
-        for (k, v) in &g.ids {
-            t.insert(k.as_str(), encode(v)?.as_slice()).map_err(se)?;
-        }
-        drop(t);
-        let mut t = w.open_table(PROFILES).map_err(se)?;
-        for (k, v) in &g.profiles {
-            t.insert(k.as_str(), encode(&**v)?.as_slice()).map_err(se)?;
-        }
-        drop(t);
-        let mut t = w.open_table(LINKS).map_err(se)?;
-        for (k, v) in &g.links {
-            t.insert(format!("{k:016x}").as_str(), encode(v)?.as_slice())
+        let mut tables = TABLES
+            .iter()
+            .map(|t| w.open_table(*t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(se)?;
+        let records = g
+            .ids
+            .iter()
+            .map(|(k, v)| Ok((TAG_ID, k.clone(), encode(v)?)))
+            .chain(
+                g.profiles
+                    .iter()
+                    .map(|(k, v)| Ok((TAG_PROFILE, k.clone(), encode(&**v)?))),
+            )
+            .chain(
+                g.links
+                    .iter()
+                    .map(|(k, v)| Ok((TAG_LINK, u64_key(*k), encode(v)?))),
+            )
+            .chain(
+                g.contrib
+                    .iter()
+                    .map(|(k, v)| Ok((TAG_CONTRIB, k.clone(), encode(&**v)?))),
+            )
+            .chain(
+                g.walls
+                    .list
+                    .iter()
+                    .map(|(k, v)| Ok((TAG_WALL, u64_key(*k), encode(v)?))),
+            );
+        for r in records {
+            let (tag, key, value): (u8, String, Vec<u8>) = r?;
+            tables[tag as usize]
+                .insert(key.as_str(), value.as_slice())
                 .map_err(se)?;
         }
-        drop(t);
-        let mut t = w.open_table(CONTRIB).map_err(se)?;
-        for (k, v) in &g.contrib {
-            t.insert(k.as_str(), encode(&**v)?.as_slice()).map_err(se)?;
-        }
-        drop(t);
-        let mut t = w.open_table(WALLS).map_err(se)?;
-        for (k, v) in &g.walls.list {
-            t.insert(format!("{k:016x}").as_str(), encode(v)?.as_slice())
-                .map_err(se)?;
-        }
-        drop(t);
+        drop(tables);
         w.open_table(META)
             .map_err(se)?
             .insert("format", FORMAT)
@@ -573,18 +588,12 @@ fn load_record(
         v: &[u8],
         json: bool,
     ) -> Result<T, StoreError> {
-        let message = if json {
-            match serde_json::from_slice(v) {
-                Ok(t) => return Ok(t),
-                Err(e) => e.to_string(),
-            }
+        let decoded = if json {
+            serde_json::from_slice(v).map_err(|e| e.to_string())
         } else {
-            match postcard::from_bytes(v) {
-                Ok(t) => return Ok(t),
-                Err(e) => e.to_string(),
-            }
+            postcard::from_bytes(v).map_err(|e| e.to_string())
         };
-        Err(StoreError::Decode {
+        decoded.map_err(|message| StoreError::Decode {
             key: key.to_string(),
             message,
         })

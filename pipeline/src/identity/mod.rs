@@ -706,48 +706,24 @@ impl Graph {
     pub fn take_delta(&mut self) -> crate::store::Delta {
         // the dirty sets' keys move into the delta (drained: the sets keep their
         // capacity for the next batch)
-        let (ids, profiles, links, contrib, walls) = (
-            &self.ids,
-            &self.profiles,
-            &self.links,
-            &self.contrib,
-            &self.walls.list,
-        );
+        fn detach<K: Eq + std::hash::Hash, V>(
+            dirty: &mut FxHashSet<K>,
+            current: impl Fn(&K) -> Option<V>,
+        ) -> Vec<(K, Option<V>)> {
+            dirty
+                .drain()
+                .map(|k| {
+                    let v = current(&k);
+                    (k, v)
+                })
+                .collect()
+        }
         let delta = crate::store::Delta {
-            ids: self
-                .dirty_ids
-                .drain()
-                .map(|k| {
-                    let v = ids.get(&k).cloned();
-                    (k, v)
-                })
-                .collect(),
-            profiles: self
-                .dirty_profiles
-                .drain()
-                .map(|k| {
-                    let v = profiles.get(&k).cloned();
-                    (k, v)
-                })
-                .collect(),
-            links: self
-                .dirty_links
-                .drain()
-                .map(|k| (k, links.get(&k).cloned()))
-                .collect(),
-            contrib: self
-                .dirty_contrib
-                .drain()
-                .map(|k| {
-                    let v = contrib.get(&k).cloned();
-                    (k, v)
-                })
-                .collect(),
-            walls: self
-                .dirty_walls
-                .drain()
-                .map(|k| (k, walls.get(&k).cloned()))
-                .collect(),
+            ids: detach(&mut self.dirty_ids, |k| self.ids.get(k).cloned()),
+            profiles: detach(&mut self.dirty_profiles, |k| self.profiles.get(k).cloned()),
+            links: detach(&mut self.dirty_links, |k| self.links.get(k).cloned()),
+            contrib: detach(&mut self.dirty_contrib, |k| self.contrib.get(k).cloned()),
+            walls: detach(&mut self.dirty_walls, |k| self.walls.list.get(k).cloned()),
             seen: std::mem::take(&mut self.new_seen),
             aliases: std::mem::take(&mut self.dirty_aliases),
             moved: std::mem::take(&mut self.moved).into_iter().collect(),
@@ -784,10 +760,10 @@ impl Graph {
         if sole {
             Arc::make_mut(p).apply_event_of(ev, primary);
         } else {
-            {
-                let p = p.clone();
-                self.materialize(&p);
-            }
+            let before = Arc::clone(p);
+            self.materialize(&before);
+            // released before `make_mut` below, which would copy a shared profile
+            drop(before);
             self.contribute(ev, primary);
             if let Some(p) = self.profiles.get_mut(cid).map(Arc::make_mut) {
                 p.apply_event_of(ev, primary);
