@@ -248,23 +248,29 @@ impl Normalizer {
     }
 
     fn normalize_phone(&self, raw: &str) -> Result<String, IdError> {
-        // parsing runs regexes (~40 µs); the same people send the same numbers
-        // again and again, so results are cached per thread (bounded)
-        thread_local! {
-            static CACHE: std::cell::RefCell<PhoneCache> = std::cell::RefCell::new(PhoneCache::new());
-        }
+        // parsing runs regexes (~4 µs, and ~9 µs more to validate a US number); the
+        // same people send the same numbers again and again, and a connector's
+        // mapping and the validation after it run on different threads, so results
+        // are cached once per process (bounded)
         let key = (self.default_region, raw.to_string());
-        if let Some(hit) = CACHE.with(|c| c.borrow().get(&key).cloned()) {
-            return hit;
+        let shard = PHONE_CACHE.shard(&key);
+        if let Some(hit) = lock(shard).get(&key) {
+            return hit.clone();
         }
         let result = self.parse_phone(raw);
-        CACHE.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.len() >= 100_000 {
-                c.clear();
+        let mut cache = lock(shard);
+        if cache.len() >= PHONE_CACHE_SHARD_MAX {
+            cache.clear();
+        }
+        if let Ok(e164) = &result {
+            // the stored form normalises to itself under every default region
+            // (`parse_phone` refuses numbers for which it would not), and it is
+            // what the validation after a connector's mapping sees
+            if e164 != raw {
+                cache.insert((self.default_region, e164.clone()), Ok(e164.clone()));
             }
-            c.insert(key, result.clone());
-        });
+        }
+        cache.insert(key, result.clone());
         result
     }
 
@@ -323,8 +329,35 @@ fn to_e164(region: Option<phonenumber::country::Id>, cleaned: &str) -> Result<St
 }
 
 /// Phone parse results by (default region, raw input).
-type PhoneCache =
-    std::collections::HashMap<(Option<phonenumber::country::Id>, String), Result<String, IdError>>;
+type PhoneKey = (Option<phonenumber::country::Id>, String);
+type PhoneShard = std::sync::Mutex<std::collections::HashMap<PhoneKey, Result<String, IdError>>>;
+
+/// Entries per shard before the shard is emptied (16 shards: ~200,000 numbers).
+const PHONE_CACHE_SHARD_MAX: usize = 12_500;
+
+/// The process-wide phone cache, in shards so that threads rarely wait on each other.
+struct PhoneCache([PhoneShard; 16]);
+
+impl PhoneCache {
+    fn shard(&self, key: &PhoneKey) -> &PhoneShard {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(key);
+        &self.0[(h % 16) as usize]
+    }
+}
+
+static PHONE_CACHE: std::sync::LazyLock<PhoneCache> =
+    std::sync::LazyLock::new(|| PhoneCache(std::array::from_fn(|_| PhoneShard::default())));
+
+/// A shard's map; a thread that panicked while holding it left only a cache behind.
+fn lock(
+    shard: &PhoneShard,
+) -> std::sync::MutexGuard<'_, std::collections::HashMap<PhoneKey, Result<String, IdError>>> {
+    shard
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// True for placeholder values that must never be linked.
 /// (Case-insensitive; no allocation: this runs for every identifier of every event.)
@@ -646,6 +679,8 @@ mod tests {
                     continue;
                 };
                 for m in [&us, &none, &ru] {
+                    // uncached: the cache holds every normal form as a fixed point
+                    assert_eq!(m.parse_phone(&v).as_ref(), Ok(&v), "{raw} -> {v}");
                     assert_eq!(
                         m.normalize_value(IdType::Phone, &v).as_ref(),
                         Ok(&v),
@@ -661,6 +696,42 @@ mod tests {
                     .as_deref(),
                 Ok("+441134960000")
             );
+        }
+    }
+
+    /// The process-wide cache answers what parsing answers, for the raw inputs and
+    /// for the normal forms it stores beside them, under each default region.
+    #[test]
+    fn cached_phone_answers_are_the_parsed_ones() {
+        let regions = [
+            Normalizer::new(Some("US")).expect("region"),
+            Normalizer::default(),
+            Normalizer::new(Some("DE")).expect("region"),
+        ];
+        let raws = [
+            "030 1234567",
+            "+49 30 1234567",
+            "(212) 555-0199",
+            "8 800 181 84 79",
+            "0049 30 1234567",
+            "12345",
+        ];
+        for _ in 0..2 {
+            for n in &regions {
+                for raw in raws {
+                    let cached = n.normalize_value(IdType::Phone, raw);
+                    assert_eq!(cached, n.parse_phone(raw), "{raw}");
+                    if let Ok(v) = cached {
+                        for m in &regions {
+                            assert_eq!(
+                                m.normalize_value(IdType::Phone, &v),
+                                m.parse_phone(&v),
+                                "{raw} -> {v}"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 
