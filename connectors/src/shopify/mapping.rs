@@ -373,42 +373,83 @@ pub fn map_customer(node: &Value, ctx: &MapCtx<'_>) -> Result<CanonicalEvent, Re
     Ok(ev)
 }
 
-/// One `CustomerVisit` as event facts.
-fn visit(v: &Obj) -> Result<(Obj, Obj), String> {
+/// The fields of a `CustomerVisit` that the mapping reads.
+#[derive(Default)]
+pub(super) struct VisitFacts<'a> {
+    pub occurred_at: Option<&'a str>,
+    pub landing_page: Option<&'a str>,
+    pub referrer: Option<&'a str>,
+    pub source: Option<&'a str>,
+    /// `utmParameters` when present: campaign, source, medium, content, term.
+    pub utm: Option<[Option<&'a str>; 5]>,
+}
+
+/// A visit as event facts, and its campaign (Segment's `context.campaign`).
+pub(super) fn visit_facts(v: &VisitFacts<'_>) -> (Obj, Obj) {
     let mut out = Map::new();
-    put(&mut out, "occurred_at", opt_str(v, "occurredAt")?);
-    put(&mut out, "landing_page", opt_str(v, "landingPage")?);
-    put(&mut out, "referrer", opt_str(v, "referrerUrl")?);
-    put(&mut out, "source", opt_str(v, "source")?);
+    put(&mut out, "occurred_at", v.occurred_at);
+    put(&mut out, "landing_page", v.landing_page);
+    put(&mut out, "referrer", v.referrer);
+    put(&mut out, "source", v.source);
     let mut campaign = Map::new();
-    if let Some(u) = opt_obj(v, "utmParameters")? {
+    if let Some(utm) = &v.utm {
         // Segment's context.campaign names utm_campaign `name`
-        for (from, to) in [
-            ("campaign", "name"),
-            ("source", "source"),
-            ("medium", "medium"),
-            ("content", "content"),
-            ("term", "term"),
-        ] {
-            put(&mut campaign, to, opt_str(u, from)?);
+        for (to, value) in ["name", "source", "medium", "content", "term"]
+            .into_iter()
+            .zip(utm)
+        {
+            put(&mut campaign, to, *value);
         }
         if !campaign.is_empty() {
             out.insert("utm".into(), Value::Object(campaign.clone()));
         }
     }
-    Ok((out, campaign))
+    (out, campaign)
 }
 
-fn line_item(li: &Value) -> Result<Value, String> {
-    let o = li
-        .as_object()
-        .ok_or_else(|| "a line item is not an object".to_string())?;
+/// One `CustomerVisit` as event facts.
+fn visit(v: &Obj) -> Result<(Obj, Obj), String> {
+    let mut facts = VisitFacts {
+        occurred_at: opt_str(v, "occurredAt")?,
+        landing_page: opt_str(v, "landingPage")?,
+        referrer: opt_str(v, "referrerUrl")?,
+        source: opt_str(v, "source")?,
+        utm: None,
+    };
+    if let Some(u) = opt_obj(v, "utmParameters")? {
+        let mut utm = [None; 5];
+        for (slot, from) in utm
+            .iter_mut()
+            .zip(["campaign", "source", "medium", "content", "term"])
+        {
+            *slot = opt_str(u, from)?;
+        }
+        facts.utm = Some(utm);
+    }
+    Ok(visit_facts(&facts))
+}
+
+/// The fields of a line item that the mapping reads.
+pub(super) struct LineFacts<'a> {
+    pub id: Option<&'a str>,
+    /// `product.id` and `product.productType` (`None`: no product).
+    pub product: Option<(Option<&'a str>, Option<&'a str>)>,
+    pub title: Option<&'a str>,
+    pub variant_title: Option<&'a str>,
+    pub sku: Option<&'a str>,
+    pub quantity: Option<serde_json::Number>,
+    pub unit_price: Option<f64>,
+    pub total: Option<f64>,
+}
+
+/// A line item as it goes into `properties.line_items`.
+pub(super) fn line_item_value(f: LineFacts<'_>) -> Value {
     let mut m = Map::new();
-    if let Some(id) = opt_str(o, "id")? {
+    if let Some(id) = f.id {
         put(&mut m, "line_item_id", gid_number(id, "LineItem"));
     }
-    if let Some(p) = opt_obj(o, "product")? {
-        if let Some(pid) = opt_str(p, "id")? {
+    if let Some((pid, product_type)) = f.product {
+        if let Some(pid) = pid {
             m.insert(
                 "product_id".into(),
                 Value::String(gid_number(pid, "Product").unwrap_or_else(|| pid.to_string())),
@@ -417,26 +458,47 @@ fn line_item(li: &Value) -> Result<Value, String> {
         put(
             &mut m,
             "category",
-            opt_str(p, "productType")?.filter(|t| !t.trim().is_empty()),
+            product_type.filter(|t| !t.trim().is_empty()),
         );
     }
-    put(&mut m, "title", opt_str(o, "title")?);
-    put(&mut m, "variant_title", opt_str(o, "variantTitle")?);
-    put(&mut m, "sku", opt_str(o, "sku")?.filter(|s| !s.is_empty()));
-    match opt(o, "quantity") {
-        None => {}
-        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
-            m.insert("quantity".into(), Value::Number(n.clone()));
-        }
-        Some(_) => return Err("line item `quantity` must be an integer".into()),
-    }
-    put(
-        &mut m,
-        "unit_price",
-        shop_amount(o, "originalUnitPriceSet")?,
+    put(&mut m, "title", f.title);
+    put(&mut m, "variant_title", f.variant_title);
+    put(&mut m, "sku", f.sku.filter(|s| !s.is_empty()));
+    put(&mut m, "quantity", f.quantity);
+    put(&mut m, "unit_price", f.unit_price);
+    put(&mut m, "total", f.total);
+    Value::Object(m)
+}
+
+fn line_item(li: &Value) -> Result<Value, String> {
+    let o = li
+        .as_object()
+        .ok_or_else(|| "a line item is not an object".to_string())?;
+    let id = opt_str(o, "id")?;
+    let product = match opt_obj(o, "product")? {
+        Some(p) => Some((opt_str(p, "id")?, opt_str(p, "productType")?)),
+        None => None,
+    };
+    let (title, variant_title, sku) = (
+        opt_str(o, "title")?,
+        opt_str(o, "variantTitle")?,
+        opt_str(o, "sku")?,
     );
-    put(&mut m, "total", shop_amount(o, "discountedTotalSet")?);
-    Ok(Value::Object(m))
+    let quantity = match opt(o, "quantity") {
+        None => None,
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Some(n.clone()),
+        Some(_) => return Err("line item `quantity` must be an integer".into()),
+    };
+    Ok(line_item_value(LineFacts {
+        id,
+        product,
+        title,
+        variant_title,
+        sku,
+        quantity,
+        unit_price: shop_amount(o, "originalUnitPriceSet")?,
+        total: shop_amount(o, "discountedTotalSet")?,
+    }))
 }
 
 /// An order → `order` plus one `refund` per refund (or a skip reason).
@@ -453,46 +515,246 @@ pub fn map_order(node: &Value, ctx: &MapCtx<'_>) -> OrderOutcome {
     out
 }
 
+/// What an order's event is built from, read from either form of the order (the
+/// JSON tree here, the typed lines of a bulk result in [`super::typed`]).
+pub(super) struct OrderFacts<'a> {
+    pub id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub test: Option<bool>,
+    pub customer_id: Option<String>,
+    pub identifiers: Vec<Identifier>,
+    pub amount: f64,
+    pub currency: String,
+    pub presentment: Option<(f64, String)>,
+    pub name: Option<&'a str>,
+    pub financial_status: Option<&'a str>,
+    pub fulfillment_status: Option<&'a str>,
+    pub source_name: Option<&'a str>,
+    pub tags: Option<Vec<Value>>,
+    pub discount_codes: Option<Vec<Value>>,
+    /// Shop-currency amounts of [`ORDER_AMOUNTS`], in that order.
+    pub amounts: [Option<f64>; 5],
+    /// The first [`MAX_LINE_ITEMS_IN_EVENT`] line items, with the count and total
+    /// quantity of all.
+    pub items: Vec<Value>,
+    pub item_count: usize,
+    pub quantity: i64,
+    pub first_visit: Option<(Obj, Obj)>,
+    pub last_visit: Option<(Obj, Obj)>,
+}
+
+/// The order's `MoneyBag` fields read as shop-currency amounts, and their names in
+/// `properties`.
+pub(super) const ORDER_AMOUNTS: [(&str, &str); 5] = [
+    ("subtotalPriceSet", "subtotal"),
+    ("totalDiscountsSet", "discounts"),
+    ("totalTaxSet", "tax"),
+    ("totalShippingPriceSet", "shipping"),
+    ("totalRefundedSet", "refunded"),
+];
+
+/// The first steps of reading an order, shared by both forms: its id, times, and
+/// whether it is skipped as a test order.
+pub(super) struct OrderHead {
+    pub id: String,
+    pub updated_at: DateTime<Utc>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub processed_at: Option<DateTime<Utc>>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A field as read from the order: absent, or its value, or why it is unusable.
+pub(super) type Field<T> = Result<Option<T>, String>;
+
+impl OrderHead {
+    /// Checks the fields in the order the mapping reports them.
+    pub(super) fn new(
+        gid: Field<&str>,
+        updated_at: Field<DateTime<Utc>>,
+        created_at: Field<DateTime<Utc>>,
+        processed_at: Field<DateTime<Utc>>,
+    ) -> Result<OrderHead, String> {
+        let gid = gid?.ok_or_else(|| "order has no `id`".to_string())?;
+        let id = gid_number(gid, "Order")
+            .ok_or_else(|| format!("`id` `{gid}` is not a gid://shopify/Order/<number>"))?;
+        let updated_at = updated_at?.ok_or_else(|| "order has no `updatedAt`".to_string())?;
+        let created_at = created_at?;
+        let processed_at = processed_at?;
+        let occurred_at = processed_at
+            .or(created_at)
+            .ok_or_else(|| "order has neither `processedAt` nor `createdAt`".to_string())?;
+        Ok(OrderHead {
+            id,
+            updated_at,
+            created_at,
+            processed_at,
+            occurred_at,
+        })
+    }
+}
+
+/// The order's identifiers (customer, email, phone) and its customer's id; `None`
+/// when none of them is usable.
+pub(super) fn order_identifiers(
+    ctx: &MapCtx<'_>,
+    customer_gid: Option<&str>,
+    email: Field<&str>,
+    phone: Field<&str>,
+) -> Result<Option<(Vec<Identifier>, Option<String>)>, String> {
+    let mut ids = Ids::new(ctx.normalizer);
+    let mut customer_id = None;
+    if let Some(cgid) = customer_gid {
+        let cid = gid_number(cgid, "Customer")
+            .ok_or_else(|| format!("`customer.id` `{cgid}` is not a Customer gid"))?;
+        ids.push(IdType::Shopify, &format!("{}/{cid}", ctx.shop));
+        customer_id = Some(cid);
+    }
+    if let Some(email) = email? {
+        ids.push(IdType::Email, email);
+    }
+    if let Some(phone) = phone? {
+        ids.push(IdType::Phone, phone);
+    }
+    Ok((ids.usable > 0).then_some((ids.list, customer_id)))
+}
+
+/// Adds one line item to the facts' list (only the first
+/// [`MAX_LINE_ITEMS_IN_EVENT`] are kept; all are counted).
+pub(super) fn add_line_item(
+    items: &mut Vec<Value>,
+    count: &mut usize,
+    quantity: &mut i64,
+    item: Value,
+) {
+    *count += 1;
+    *quantity += item.get("quantity").and_then(Value::as_i64).unwrap_or(0);
+    if items.len() < MAX_LINE_ITEMS_IN_EVENT {
+        items.push(item);
+    }
+}
+
+/// The `order` event of an order.
+pub(super) fn order_event(f: OrderFacts<'_>, ctx: &MapCtx<'_>) -> CanonicalEvent {
+    let mut p = Map::new();
+    p.insert("order_id".into(), Value::String(f.id.clone()));
+    put(&mut p, "order_name", f.name);
+    put(&mut p, "customer_id", f.customer_id);
+    put(&mut p, "created_at", f.created_at.as_ref().map(time_key));
+    put(
+        &mut p,
+        "processed_at",
+        f.processed_at.as_ref().map(time_key),
+    );
+    put(
+        &mut p,
+        "cancelled_at",
+        f.cancelled_at.as_ref().map(time_key),
+    );
+    put(&mut p, "financial_status", f.financial_status);
+    put(&mut p, "fulfillment_status", f.fulfillment_status);
+    put(&mut p, "source_name", f.source_name);
+    put(&mut p, "test", f.test);
+    put(&mut p, "tags", f.tags);
+    put(&mut p, "discount_codes", f.discount_codes);
+    p.insert("currency".into(), Value::String(f.currency.clone()));
+    p.insert("total".into(), f.amount.into());
+    for ((_, name), amount) in ORDER_AMOUNTS.iter().zip(f.amounts) {
+        put(&mut p, name, amount);
+    }
+    if let Some((pa, pc)) = f.presentment {
+        if pc != f.currency {
+            p.insert("presentment_total".into(), pa.into());
+            p.insert("presentment_currency".into(), pc.into());
+        }
+    }
+    p.insert("line_item_count".into(), f.item_count.into());
+    p.insert("quantity".into(), f.quantity.into());
+    if f.item_count > f.items.len() {
+        p.insert("line_items_truncated".into(), Value::Bool(true));
+    }
+    p.insert("line_items".into(), Value::Array(f.items));
+
+    // attribution
+    let mut context = Map::new();
+    if let Some((first, _)) = &f.first_visit {
+        put(&mut p, "landing_page", first.get("landing_page").cloned());
+        put(&mut p, "referrer", first.get("referrer").cloned());
+    }
+    // the session that led to the order (last touch) is the event's context, as
+    // Segment puts the current page's campaign in context.campaign
+    if let Some((v, campaign)) = f.last_visit.as_ref().or(f.first_visit.as_ref()) {
+        if !campaign.is_empty() {
+            context.insert("campaign".into(), Value::Object(campaign.clone()));
+        }
+        let mut page = Map::new();
+        put(&mut page, "url", v.get("landing_page").cloned());
+        put(&mut page, "referrer", v.get("referrer").cloned());
+        if !page.is_empty() {
+            context.insert("page".into(), Value::Object(page));
+        }
+    }
+    if let Some((first, _)) = f.first_visit {
+        p.insert("first_visit".into(), Value::Object(first));
+    }
+    if let Some((last, _)) = f.last_visit {
+        p.insert("last_visit".into(), Value::Object(last));
+    }
+
+    let mut order = base_event(
+        ctx,
+        format!("{}:order:{}", ctx.source, f.id),
+        "order",
+        f.occurred_at,
+        f.identifiers,
+    );
+    order.revenue = Some(Revenue {
+        amount: f.amount,
+        currency: f.currency,
+    });
+    order.properties = JsonObject::from_map(&p);
+    order.context = JsonObject::from_map(&context);
+    order
+}
+
+/// A list of strings (`tags`, `discountCodes`) as it goes into `properties`.
+fn string_list(o: &Obj, key: &str) -> Result<Option<Vec<Value>>, String> {
+    match opt(o, key) {
+        None => Ok(None),
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => Ok(Some(a.clone())),
+        Some(_) => Err(format!("`{key}` must be a list of strings")),
+    }
+}
+
 fn map_order_inner(node: &Value, ctx: &MapCtx<'_>, out: &mut OrderOutcome) -> Result<(), String> {
     let o = node
         .as_object()
         .ok_or_else(|| "order is not a JSON object".to_string())?;
-    let gid = opt_str(o, "id")?.ok_or_else(|| "order has no `id`".to_string())?;
-    let id = gid_number(gid, "Order")
-        .ok_or_else(|| format!("`id` `{gid}` is not a gid://shopify/Order/<number>"))?;
-    let updated_at =
-        opt_time(o, "updatedAt")?.ok_or_else(|| "order has no `updatedAt`".to_string())?;
-    let created_at = opt_time(o, "createdAt")?;
-    let processed_at = opt_time(o, "processedAt")?;
-    let occurred_at = processed_at
-        .or(created_at)
-        .ok_or_else(|| "order has neither `processedAt` nor `createdAt`".to_string())?;
-    if opt_bool(o, "test")? == Some(true) && !ctx.include_test_orders {
+    let head = OrderHead::new(
+        opt_str(o, "id"),
+        opt_time(o, "updatedAt"),
+        opt_time(o, "createdAt"),
+        opt_time(o, "processedAt"),
+    )?;
+    let test = opt_bool(o, "test")?;
+    if test == Some(true) && !ctx.include_test_orders {
         out.skipped = Some(SkipReason::TestOrder);
         return Ok(());
     }
 
     // who
-    let mut ids = Ids::new(ctx.normalizer);
-    let mut customer_id = None;
-    if let Some(c) = opt_obj(o, "customer")? {
-        if let Some(cgid) = opt_str(c, "id")? {
-            let cid = gid_number(cgid, "Customer")
-                .ok_or_else(|| format!("`customer.id` `{cgid}` is not a Customer gid"))?;
-            ids.push(IdType::Shopify, &format!("{}/{cid}", ctx.shop));
-            customer_id = Some(cid);
-        }
-    }
-    if let Some(email) = opt_str(o, "email")? {
-        ids.push(IdType::Email, email);
-    }
-    if let Some(phone) = opt_str(o, "phone")? {
-        ids.push(IdType::Phone, phone);
-    }
-    if ids.usable == 0 {
+    let customer_gid = match opt_obj(o, "customer")? {
+        Some(c) => opt_str(c, "id")?,
+        None => None,
+    };
+    let Some((identifiers, customer_id)) =
+        order_identifiers(ctx, customer_gid, opt_str(o, "email"), opt_str(o, "phone"))?
+    else {
         out.skipped = Some(SkipReason::NoIdentifier);
         return Ok(());
-    }
+    };
 
     // money
     let total_bag =
@@ -506,142 +768,75 @@ fn map_order_inner(node: &Value, ctx: &MapCtx<'_>, out: &mut OrderOutcome) -> Re
         Some(m) => Some(money(m, "totalPriceSet.presentmentMoney")?),
         None => None,
     };
-
     let name = opt_str(o, "name")?;
-    let mut p = Map::new();
-    p.insert("order_id".into(), Value::String(id.clone()));
-    put(&mut p, "order_name", name);
-    put(&mut p, "customer_id", customer_id.clone());
-    put(&mut p, "created_at", created_at.as_ref().map(time_key));
-    put(&mut p, "processed_at", processed_at.as_ref().map(time_key));
-    put(
-        &mut p,
-        "cancelled_at",
-        opt_time(o, "cancelledAt")?.as_ref().map(time_key),
-    );
-    put(
-        &mut p,
-        "financial_status",
-        opt_str(o, "displayFinancialStatus")?,
-    );
-    put(
-        &mut p,
-        "fulfillment_status",
-        opt_str(o, "displayFulfillmentStatus")?,
-    );
-    put(&mut p, "source_name", opt_str(o, "sourceName")?);
-    put(&mut p, "test", opt_bool(o, "test")?);
-    for key in ["tags", "discountCodes"] {
-        match opt(o, key) {
-            None => {}
-            Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
-                let k = if key == "tags" {
-                    "tags"
-                } else {
-                    "discount_codes"
-                };
-                p.insert(k.into(), Value::Array(a.clone()));
-            }
-            Some(_) => return Err(format!("`{key}` must be a list of strings")),
-        }
-    }
-    p.insert("currency".into(), Value::String(currency.clone()));
-    p.insert("total".into(), amount.into());
-    for (key, name) in [
-        ("subtotalPriceSet", "subtotal"),
-        ("totalDiscountsSet", "discounts"),
-        ("totalTaxSet", "tax"),
-        ("totalShippingPriceSet", "shipping"),
-        ("totalRefundedSet", "refunded"),
-    ] {
-        put(&mut p, name, shop_amount(o, key)?);
-    }
-    if let Some((pa, pc)) = presentment {
-        if pc != currency {
-            p.insert("presentment_total".into(), pa.into());
-            p.insert("presentment_currency".into(), pc.into());
-        }
+    let cancelled_at = opt_time(o, "cancelledAt")?;
+    let financial_status = opt_str(o, "displayFinancialStatus")?;
+    let fulfillment_status = opt_str(o, "displayFulfillmentStatus")?;
+    let source_name = opt_str(o, "sourceName")?;
+    let tags = string_list(o, "tags")?;
+    let discount_codes = string_list(o, "discountCodes")?;
+    let mut amounts = [None; 5];
+    for (slot, (key, _)) in amounts.iter_mut().zip(ORDER_AMOUNTS) {
+        *slot = shop_amount(o, key)?;
     }
 
     // line items
-    let mut items = Vec::new();
-    let mut count = 0usize;
-    let mut quantity = 0i64;
+    let (mut items, mut item_count, mut quantity) = (Vec::new(), 0, 0);
     if let Some(li) = opt_obj(o, "lineItems")? {
         match opt(li, "nodes") {
             None => {}
             Some(Value::Array(nodes)) => {
                 for n in nodes {
-                    let item = line_item(n)?;
-                    count += 1;
-                    quantity += item.get("quantity").and_then(Value::as_i64).unwrap_or(0);
-                    if items.len() < MAX_LINE_ITEMS_IN_EVENT {
-                        items.push(item);
-                    }
+                    add_line_item(&mut items, &mut item_count, &mut quantity, line_item(n)?);
                 }
             }
             Some(_) => return Err("`lineItems.nodes` must be a list".into()),
         }
     }
-    p.insert("line_item_count".into(), count.into());
-    p.insert("quantity".into(), quantity.into());
-    if count > items.len() {
-        p.insert("line_items_truncated".into(), Value::Bool(true));
-    }
-    p.insert("line_items".into(), Value::Array(items));
 
     // attribution
-    let mut context = Map::new();
+    let (mut first_visit, mut last_visit) = (None, None);
     if let Some(j) = opt_obj(o, "customerJourneySummary")? {
-        let first = opt_obj(j, "firstVisit")?.map(visit).transpose()?;
-        let last = opt_obj(j, "lastVisit")?.map(visit).transpose()?;
-        if let Some((f, _)) = &first {
-            put(&mut p, "landing_page", f.get("landing_page").cloned());
-            put(&mut p, "referrer", f.get("referrer").cloned());
-        }
-        // the session that led to the order (last touch) is the event's context,
-        // as Segment puts the current page's campaign in context.campaign
-        if let Some((v, campaign)) = last.as_ref().or(first.as_ref()) {
-            if !campaign.is_empty() {
-                context.insert("campaign".into(), Value::Object(campaign.clone()));
-            }
-            let mut page = Map::new();
-            put(&mut page, "url", v.get("landing_page").cloned());
-            put(&mut page, "referrer", v.get("referrer").cloned());
-            if !page.is_empty() {
-                context.insert("page".into(), Value::Object(page));
-            }
-        }
-        if let Some((f, _)) = first {
-            p.insert("first_visit".into(), Value::Object(f));
-        }
-        if let Some((l, _)) = last {
-            p.insert("last_visit".into(), Value::Object(l));
-        }
+        first_visit = opt_obj(j, "firstVisit")?.map(visit).transpose()?;
+        last_visit = opt_obj(j, "lastVisit")?.map(visit).transpose()?;
     }
 
-    let identifiers = ids.list;
-    let mut order = base_event(
+    let id = head.id.clone();
+    out.events.push(order_event(
+        OrderFacts {
+            id: head.id,
+            occurred_at: head.occurred_at,
+            created_at: head.created_at,
+            processed_at: head.processed_at,
+            cancelled_at,
+            test,
+            customer_id,
+            identifiers: identifiers.clone(),
+            amount,
+            currency,
+            presentment,
+            name,
+            financial_status,
+            fulfillment_status,
+            source_name,
+            tags,
+            discount_codes,
+            amounts,
+            items,
+            item_count,
+            quantity,
+            first_visit,
+            last_visit,
+        },
         ctx,
-        format!("{}:order:{id}", ctx.source),
-        "order",
-        occurred_at,
-        identifiers.clone(),
-    );
-    order.revenue = Some(Revenue {
-        amount,
-        currency: currency.clone(),
-    });
-    order.properties = JsonObject::from_map(&p);
-    order.context = JsonObject::from_map(&context);
-    out.events.push(order);
+    ));
 
     // refunds: each is its own event; a malformed one is rejected alone
     match opt(o, "refunds") {
         None => {}
         Some(Value::Array(refunds)) => {
             for rf in refunds {
-                match map_refund(rf, ctx, &id, name, updated_at, &identifiers) {
+                match map_refund(rf, ctx, &id, name, head.updated_at, &identifiers) {
                     Ok(ev) => out.events.push(ev),
                     Err(reason) => {
                         let rid = rf.get("id").and_then(Value::as_str);
