@@ -603,7 +603,7 @@ pub(super) fn order_identifiers(
     customer_gid: Option<&str>,
     email: Field<&str>,
     phone: Field<&str>,
-) -> Result<Option<(Vec<Identifier>, Option<String>)>, String> {
+) -> Field<(Vec<Identifier>, Option<String>)> {
     let mut ids = Ids::new(ctx.normalizer);
     let mut customer_id = None;
     if let Some(cgid) = customer_gid {
