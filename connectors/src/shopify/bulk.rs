@@ -30,6 +30,7 @@ use serde_json::{json, Value};
 use super::client::{self, BulkOperation};
 use super::config::BulkMode;
 use super::mapping;
+use super::typed;
 use super::{Source, StreamCursor, CUSTOMERS};
 use crate::runtime::http::{ApiError, Request};
 use crate::runtime::{Deferred, DeferredOutput, Page, Rejected, SourceError};
@@ -297,105 +298,166 @@ fn rejected_line(op: &str, line_no: u64, raw: &[u8], why: String) -> Rejected {
     }
 }
 
+/// An object of a page, as [`assemble`] read it.
+enum Node<'a> {
+    /// A customer, or an order that did not read as typed lines.
+    Tree(Value),
+    /// An order read from its lines without a tree ([`typed`]); `group` is its
+    /// place in the page, to read it again as a tree if the typed mapping declines.
+    Order {
+        order: Box<typed::Order<'a>>,
+        items: Vec<typed::LineItem<'a>>,
+        group: usize,
+    },
+}
+
 /// Rebuilds the objects of a page: customers as they are, orders with their line
-/// items under `lineItems.nodes` (the shape of the paged query). Lines that are
-/// not JSON, or children without their parent, are rejected with their id.
-fn assemble(op: &str, stream: &str, bytes: &[u8], groups: &[Group]) -> (Vec<Value>, Vec<Rejected>) {
+/// items under `lineItems.nodes` (the shape of the paged query), or as typed lines
+/// when each of an order's lines reads as such. Lines that are not JSON, or
+/// children without their parent, are rejected with their id.
+fn assemble<'a>(
+    op: &str,
+    stream: &str,
+    bytes: &'a [u8],
+    groups: &[Group],
+) -> (Vec<Node<'a>>, Vec<Rejected>) {
     let mut nodes = Vec::with_capacity(groups.len());
     let mut rejected = Vec::new();
-    for g in groups {
-        let Some((a, b)) = g.root else {
-            for (n, a, b) in &g.children {
-                rejected.push(rejected_line(
-                    op,
-                    *n,
-                    &bytes[*a..*b],
-                    "has a `__parentId` but no object before it".into(),
-                ));
-            }
-            continue;
-        };
-        let raw = &bytes[a..b];
-        let mut node: Value = match serde_json::from_slice(raw) {
-            Ok(v @ Value::Object(_)) => v,
-            Ok(_) => {
-                rejected.push(rejected_line(
-                    op,
-                    g.line,
-                    raw,
-                    "is not a JSON object".into(),
-                ));
+    for (i, g) in groups.iter().enumerate() {
+        if stream != CUSTOMERS {
+            if let Some((order, items)) = typed_order(bytes, g) {
+                nodes.push(Node::Order {
+                    order: Box::new(order),
+                    items,
+                    group: i,
+                });
                 continue;
             }
-            Err(e) => {
-                let why = if g.children.is_empty() {
-                    format!("is not JSON ({e})")
-                } else {
-                    format!(
-                        "is not JSON ({e}); its {} line items are skipped with it",
-                        g.children.len()
-                    )
-                };
-                rejected.push(rejected_line(op, g.line, raw, why));
-                continue;
-            }
-        };
-        if stream == CUSTOMERS && g.children.is_empty() {
-            nodes.push(node);
-            continue;
         }
-        let parent = node
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string();
-        let mut items = Vec::with_capacity(g.children.len());
-        let mut bad_child = None;
-        for (n, a, b) in &g.children {
-            let craw = &bytes[*a..*b];
-            match serde_json::from_slice::<Value>(craw) {
-                Ok(Value::Object(mut m)) => {
-                    let of = m.remove("__parentId");
-                    if of.as_ref().and_then(Value::as_str) != Some(parent.as_str()) {
-                        rejected.push(rejected_line(
-                            op,
-                            *n,
-                            craw,
-                            format!(
-                                "belongs to {} but follows {parent} (the result is not grouped)",
-                                of.unwrap_or(Value::Null)
-                            ),
-                        ));
-                        continue;
-                    }
-                    items.push(Value::Object(m));
-                }
-                Ok(_) => bad_child = Some((*n, "is not a JSON object".to_string())),
-                Err(e) => bad_child = Some((*n, format!("is not JSON ({e})"))),
-            }
+        if let Some(node) = tree(op, stream, bytes, g, &mut rejected) {
+            nodes.push(Node::Tree(node));
         }
-        if let Some((n, why)) = bad_child {
-            // an order without one of its line items would carry wrong totals
-            rejected.push(Rejected {
-                object_id: if parent.is_empty() { format!("{op}#line{}", g.line) } else { parent },
-                reason: format!(
-                    "line {n} of bulk operation {op}'s result (a line item of this order) {why}; the order is skipped"
-                ),
-                raw: raw.to_vec(),
-            });
-            continue;
-        }
-        if stream == CUSTOMERS {
-            // customers have no nested connection: a child line is unexpected
-            nodes.push(node);
-            continue;
-        }
-        if let Some(obj) = node.as_object_mut() {
-            obj.insert("lineItems".into(), json!({ "nodes": items }));
-        }
-        nodes.push(node);
     }
     (nodes, rejected)
+}
+
+/// An order and its line items as typed lines: `None` unless every line reads and
+/// every line item names the order as its parent.
+fn typed_order<'a>(
+    bytes: &'a [u8],
+    g: &Group,
+) -> Option<(typed::Order<'a>, Vec<typed::LineItem<'a>>)> {
+    let (a, b) = g.root?;
+    let order: typed::Order<'a> = serde_json::from_slice(&bytes[a..b]).ok()?;
+    let parent = order.id.as_ref()?;
+    let mut items = Vec::with_capacity(g.children.len());
+    for (_, a, b) in &g.children {
+        let item: typed::LineItem<'a> = serde_json::from_slice(&bytes[*a..*b]).ok()?;
+        if item.parent_id.as_ref().map(|p| p.as_str()) != Some(parent.as_str()) {
+            return None;
+        }
+        items.push(item);
+    }
+    Some((order, items))
+}
+
+/// One object of a page as a tree (see [`assemble`]); what cannot be read is added
+/// to `rejected`.
+fn tree(
+    op: &str,
+    stream: &str,
+    bytes: &[u8],
+    g: &Group,
+    rejected: &mut Vec<Rejected>,
+) -> Option<Value> {
+    let Some((a, b)) = g.root else {
+        for (n, a, b) in &g.children {
+            rejected.push(rejected_line(
+                op,
+                *n,
+                &bytes[*a..*b],
+                "has a `__parentId` but no object before it".into(),
+            ));
+        }
+        return None;
+    };
+    let raw = &bytes[a..b];
+    let mut node: Value = match serde_json::from_slice(raw) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => {
+            rejected.push(rejected_line(
+                op,
+                g.line,
+                raw,
+                "is not a JSON object".into(),
+            ));
+            return None;
+        }
+        Err(e) => {
+            let why = if g.children.is_empty() {
+                format!("is not JSON ({e})")
+            } else {
+                format!(
+                    "is not JSON ({e}); its {} line items are skipped with it",
+                    g.children.len()
+                )
+            };
+            rejected.push(rejected_line(op, g.line, raw, why));
+            return None;
+        }
+    };
+    if stream == CUSTOMERS && g.children.is_empty() {
+        return Some(node);
+    }
+    let parent = node
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let mut items = Vec::with_capacity(g.children.len());
+    let mut bad_child = None;
+    for (n, a, b) in &g.children {
+        let craw = &bytes[*a..*b];
+        match serde_json::from_slice::<Value>(craw) {
+            Ok(Value::Object(mut m)) => {
+                let of = m.remove("__parentId");
+                if of.as_ref().and_then(Value::as_str) != Some(parent.as_str()) {
+                    rejected.push(rejected_line(
+                        op,
+                        *n,
+                        craw,
+                        format!(
+                            "belongs to {} but follows {parent} (the result is not grouped)",
+                            of.unwrap_or(Value::Null)
+                        ),
+                    ));
+                    continue;
+                }
+                items.push(Value::Object(m));
+            }
+            Ok(_) => bad_child = Some((*n, "is not a JSON object".to_string())),
+            Err(e) => bad_child = Some((*n, format!("is not JSON ({e})"))),
+        }
+    }
+    if let Some((n, why)) = bad_child {
+        // an order without one of its line items would carry wrong totals
+        rejected.push(Rejected {
+            object_id: if parent.is_empty() { format!("{op}#line{}", g.line) } else { parent },
+            reason: format!(
+                "line {n} of bulk operation {op}'s result (a line item of this order) {why}; the order is skipped"
+            ),
+            raw: raw.to_vec(),
+        });
+        return None;
+    }
+    if stream == CUSTOMERS {
+        // customers have no nested connection: a child line is unexpected
+        return Some(node);
+    }
+    if let Some(obj) = node.as_object_mut() {
+        obj.insert("lineItems".into(), json!({ "nodes": items }));
+    }
+    Some(node)
 }
 
 fn parse_ts(s: Option<&str>) -> Option<DateTime<Utc>> {
@@ -796,10 +858,55 @@ impl Source {
                 ..DeferredOutput::default()
             };
             if stream == CUSTOMERS {
-                super::map_customers_into(&nodes, &ctx, &mut out);
-            } else {
-                orders.map_into(&nodes, &ctx, &mut out);
+                for node in &nodes {
+                    if let Node::Tree(node) = node {
+                        super::map_customer_into(node, &ctx, &mut out);
+                    }
+                }
+                return out;
             }
+            let mut skipped = Vec::new();
+            for node in nodes {
+                match node {
+                    Node::Tree(node) => orders.record(
+                        mapping::map_order(&node, &ctx),
+                        || super::order_gid(&node),
+                        &mut out,
+                        &mut skipped,
+                    ),
+                    Node::Order {
+                        order,
+                        items,
+                        group,
+                    } => {
+                        let gid = || order.id.as_ref().map_or("?", |s| s.as_str()).to_string();
+                        match typed::map_order(&order, &items, &ctx) {
+                            Some(mapped) => orders.record(mapped, gid, &mut out, &mut skipped),
+                            None => {
+                                // the tree's reading gives the reason
+                                let mut rejected = Vec::new();
+                                let tree = tree(
+                                    &op,
+                                    &stream,
+                                    &raw.bytes,
+                                    &raw.groups[group],
+                                    &mut rejected,
+                                );
+                                out.rejected.extend(rejected);
+                                if let Some(node) = tree {
+                                    orders.record(
+                                        mapping::map_order(&node, &ctx),
+                                        gid,
+                                        &mut out,
+                                        &mut skipped,
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            orders.count_skipped(skipped);
             out
         })
     }
@@ -826,20 +933,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn orders_are_reassembled_and_strays_rejected() {
-        let text = concat!(
-            r#"{"id":"gid://shopify/LineItem/0","__parentId":"gid://shopify/Order/0"}"#,
-            "\n",
-            r#"{"id":"gid://shopify/Order/1","updatedAt":"2026-01-05T00:00:00Z"}"#,
-            "\n",
-            r#"{"id":"gid://shopify/LineItem/1","__parentId":"gid://shopify/Order/1"}"#,
-            "\n",
-            r#"{"id":"gid://shopify/LineItem/9","__parentId":"gid://shopify/Order/9"}"#,
-            "\n",
-            r#"{"id":"gid://shopify/Order/2","updatedAt":"2026-01-05T00:00:01Z""#,
-            "\n",
-        );
+    /// The groups of a page, cut as the fetch chain cuts them.
+    fn groups_of(text: &str) -> Vec<Group> {
         let b = text.as_bytes();
         let mut groups = Vec::new();
         let mut pos = 0;
@@ -865,10 +960,177 @@ mod tests {
             }
             pos += line.len();
         }
+        groups
+    }
+
+    fn bag(amount: &str) -> String {
+        format!(
+            r#"{{"shopMoney":{{"amount":{amount},"currencyCode":"EUR"}},"presentmentMoney":{{"amount":"1.5","currencyCode":"USD"}}}}"#
+        )
+    }
+
+    /// An order line with tricky but valid fields (escapes, amounts as numbers and
+    /// strings, nulls, a refund without `createdAt`).
+    fn order_line(n: u32) -> String {
+        format!(
+            r##"{{"id":"gid://shopify/Order/{n}","name":"#10{n}","email":"Ann{n}@Example.com","phone":"+1 212 555 01{n:02}","createdAt":"2026-01-05T00:00:00Z","updatedAt":"2026-01-06T00:00:00Z","processedAt":null,"cancelledAt":null,"test":false,"customer":{{"id":"gid://shopify/Customer/{n}"}},"tags":["vip","a \"quoted\" tag"],"discountCodes":[],"displayFinancialStatus":"PAID","displayFulfillmentStatus":null,"sourceName":"web","totalPriceSet":{},"subtotalPriceSet":{},"totalDiscountsSet":null,"totalTaxSet":{},"totalShippingPriceSet":{},"totalRefundedSet":{},"customerJourneySummary":{{"firstVisit":{{"occurredAt":"2026-01-01T00:00:00Z","landingPage":"https://s.example/p?utm_source=x","referrerUrl":null,"source":"x","utmParameters":{{"campaign":"winter","source":"x","medium":null,"content":null,"term":null}}}},"lastVisit":null}},"refunds":[{{"id":"gid://shopify/Refund/{n}","createdAt":null,"note":"dam\u00e4ged","totalRefundedSet":{}}}]}}"##,
+            bag(r#""10.00""#),
+            bag("9"),
+            bag("1.90"),
+            bag(r#""4.90""#),
+            bag(r#""5""#),
+            bag("5"),
+        )
+    }
+
+    fn item_line(n: u32, id: u32, quantity: &str) -> String {
+        format!(
+            r#"{{"id":"gid://shopify/LineItem/{id}","title":"Pro\u0064uct","variantTitle":"M","sku":"","quantity":{quantity},"product":{{"id":"gid://shopify/Product/7","productType":"Shoes"}},"originalUnitPriceSet":{{"shopMoney":{{"amount":"3.3","currencyCode":"EUR"}}}},"discountedTotalSet":null,"__parentId":"gid://shopify/Order/{n}"}}"#
+        )
+    }
+
+    /// Orders read as typed lines give what their trees give; an order that the
+    /// typed reading declines is read as a tree, which gives its event or says why.
+    #[test]
+    fn typed_lines_map_as_their_trees() {
+        let o = order_line;
+        // (the page, whether the typed reading takes the order)
+        let cases: Vec<(String, bool)> = vec![
+            (
+                format!(
+                    "{}\n{}\n{}\n",
+                    o(1),
+                    item_line(1, 1, "2"),
+                    item_line(1, 2, "1")
+                ),
+                true,
+            ),
+            // a duplicate key (the tree keeps the last value)
+            (
+                format!(
+                    "{}\n",
+                    o(2).replacen(r#""test":false"#, r#""test":false,"test":true"#, 1)
+                ),
+                false,
+            ),
+            (
+                format!("{}\n", o(3).replace(r#""test":false"#, r#""test":true"#)),
+                true,
+            ),
+            (
+                format!("{}\n", o(4).replace("Customer/4", "Customer/x4")),
+                false,
+            ),
+            (format!("{}\n{}\n", o(5), item_line(5, 5, "1.5")), false),
+            (
+                format!("{}\n{}\n", o(6), item_line(6, 6, "18446744073709551615")),
+                false,
+            ),
+            (format!("{}\n", o(7).replace("Refund/7", "Refund/x")), false),
+            (
+                format!(
+                    "{}\n",
+                    o(8).replace(r#""amount":9,"#, r#""amount":"nine","#)
+                ),
+                false,
+            ),
+            (
+                format!("{}\n", o(9).replace("2026-01-06T00:00:00Z", "yesterday")),
+                false,
+            ),
+            (
+                format!("{}\n", o(10).replace(r#""tags":["vip","#, r#""tags":[1,"#)),
+                false,
+            ),
+            (
+                format!(
+                    "{}\n",
+                    o(11)
+                        .replace(
+                            r#""email":"Ann11@Example.com","phone":"+1 212 555 0111","#,
+                            ""
+                        )
+                        .replace(
+                            r#""customer":{"id":"gid://shopify/Customer/11"}"#,
+                            r#""customer":null"#
+                        )
+                ),
+                true,
+            ),
+        ];
+        let normalizer = socialcrm_schemas::Normalizer::default();
+        let ctx = mapping::MapCtx {
+            shop: "s.myshopify.com",
+            source: "shopify:s.myshopify.com",
+            received_at: "2026-02-01T00:00:00Z".parse().expect("time"),
+            include_test_orders: false,
+            normalizer: &normalizer,
+        };
+        let mut outcomes = std::collections::BTreeSet::new();
+        for (text, typed_takes_it) in cases {
+            let b = text.as_bytes();
+            let groups = groups_of(&text);
+            assert_eq!(groups.len(), 1, "{text}");
+            let mut rejected = Vec::new();
+            let tree =
+                tree("op", super::super::ORDERS, b, &groups[0], &mut rejected).expect("a tree");
+            assert!(rejected.is_empty());
+            let want = mapping::map_order(&tree, &ctx);
+            let typed = typed_order(b, &groups[0])
+                .and_then(|(o, items)| typed::map_order(&o, &items, &ctx));
+            assert_eq!(typed.is_some(), typed_takes_it, "{text}");
+            // declined: the page's mapping reads the tree (`bulk_mapping`)
+            if let Some(got) = typed {
+                assert_eq!(got.events, want.events, "{text}");
+                assert_eq!(got.skipped, want.skipped, "{text}");
+                assert!(got.rejected.is_empty() && want.rejected.is_empty());
+            }
+            outcomes.insert((
+                want.events.len(),
+                want.rejected.len(),
+                want.skipped.map(|s| s.as_str()),
+            ));
+        }
+        // the cases cover orders with refunds, test orders, orders without a
+        // person, rejected orders and rejected refunds
+        assert!(outcomes.contains(&(2, 0, None)), "{outcomes:?}");
+        assert!(
+            outcomes.contains(&(0, 0, Some("test_order"))),
+            "{outcomes:?}"
+        );
+        assert!(
+            outcomes.contains(&(0, 0, Some("no_identifier"))),
+            "{outcomes:?}"
+        );
+        assert!(outcomes.contains(&(0, 1, None)), "{outcomes:?}");
+        assert!(outcomes.contains(&(1, 1, None)), "{outcomes:?}");
+    }
+
+    #[test]
+    fn orders_are_reassembled_and_strays_rejected() {
+        let text = concat!(
+            r#"{"id":"gid://shopify/LineItem/0","__parentId":"gid://shopify/Order/0"}"#,
+            "\n",
+            r#"{"id":"gid://shopify/Order/1","updatedAt":"2026-01-05T00:00:00Z"}"#,
+            "\n",
+            r#"{"id":"gid://shopify/LineItem/1","__parentId":"gid://shopify/Order/1"}"#,
+            "\n",
+            r#"{"id":"gid://shopify/LineItem/9","__parentId":"gid://shopify/Order/9"}"#,
+            "\n",
+            r#"{"id":"gid://shopify/Order/2","updatedAt":"2026-01-05T00:00:01Z""#,
+            "\n",
+        );
+        let b = text.as_bytes();
+        let groups = groups_of(text);
         let (nodes, rejected) = assemble("op", super::super::ORDERS, b, &groups);
+        // Order/1 is followed by a stray child of Order/9: the tree's reading
+        // rejects the stray and keeps the order
         assert_eq!(nodes.len(), 1);
+        let Node::Tree(order) = &nodes[0] else {
+            panic!("an order with a stray child is read as a tree");
+        };
         assert_eq!(
-            nodes[0]["lineItems"]["nodes"],
+            order["lineItems"]["nodes"],
             json!([{"id": "gid://shopify/LineItem/1"}])
         );
         let ids: Vec<&str> = rejected.iter().map(|r| r.object_id.as_str()).collect();

@@ -518,10 +518,7 @@ pub fn map_order(node: &Value, ctx: &MapCtx<'_>) -> OrderOutcome {
 /// What an order's event is built from, read from either form of the order (the
 /// JSON tree here, the typed lines of a bulk result in [`super::typed`]).
 pub(super) struct OrderFacts<'a> {
-    pub id: String,
-    pub occurred_at: DateTime<Utc>,
-    pub created_at: Option<DateTime<Utc>>,
-    pub processed_at: Option<DateTime<Utc>>,
+    pub head: OrderHead,
     pub cancelled_at: Option<DateTime<Utc>>,
     pub test: Option<bool>,
     pub customer_id: Option<String>,
@@ -639,14 +636,18 @@ pub(super) fn add_line_item(
 /// The `order` event of an order.
 pub(super) fn order_event(f: OrderFacts<'_>, ctx: &MapCtx<'_>) -> CanonicalEvent {
     let mut p = Map::new();
-    p.insert("order_id".into(), Value::String(f.id.clone()));
+    p.insert("order_id".into(), Value::String(f.head.id.clone()));
     put(&mut p, "order_name", f.name);
     put(&mut p, "customer_id", f.customer_id);
-    put(&mut p, "created_at", f.created_at.as_ref().map(time_key));
+    put(
+        &mut p,
+        "created_at",
+        f.head.created_at.as_ref().map(time_key),
+    );
     put(
         &mut p,
         "processed_at",
-        f.processed_at.as_ref().map(time_key),
+        f.head.processed_at.as_ref().map(time_key),
     );
     put(
         &mut p,
@@ -705,9 +706,9 @@ pub(super) fn order_event(f: OrderFacts<'_>, ctx: &MapCtx<'_>) -> CanonicalEvent
 
     let mut order = base_event(
         ctx,
-        format!("{}:order:{}", ctx.source, f.id),
+        format!("{}:order:{}", ctx.source, f.head.id),
         "order",
-        f.occurred_at,
+        f.head.occurred_at,
         f.identifiers,
     );
     order.revenue = Some(Revenue {
@@ -801,13 +802,10 @@ fn map_order_inner(node: &Value, ctx: &MapCtx<'_>, out: &mut OrderOutcome) -> Re
         last_visit = opt_obj(j, "lastVisit")?.map(visit).transpose()?;
     }
 
-    let id = head.id.clone();
+    let (id, updated_at) = (head.id.clone(), head.updated_at);
     out.events.push(order_event(
         OrderFacts {
-            id: head.id,
-            occurred_at: head.occurred_at,
-            created_at: head.created_at,
-            processed_at: head.processed_at,
+            head,
             cancelled_at,
             test,
             customer_id,
@@ -836,7 +834,7 @@ fn map_order_inner(node: &Value, ctx: &MapCtx<'_>, out: &mut OrderOutcome) -> Re
         None => {}
         Some(Value::Array(refunds)) => {
             for rf in refunds {
-                match map_refund(rf, ctx, &id, name, head.updated_at, &identifiers) {
+                match map_refund(rf, ctx, &id, name, updated_at, &identifiers) {
                     Ok(ev) => out.events.push(ev),
                     Err(reason) => {
                         let rid = rf.get("id").and_then(Value::as_str);
@@ -852,6 +850,45 @@ fn map_order_inner(node: &Value, ctx: &MapCtx<'_>, out: &mut OrderOutcome) -> Re
         Some(_) => return Err("`refunds` must be a list".into()),
     }
     Ok(())
+}
+
+/// What a refund's event is built from.
+pub(super) struct RefundFacts<'a> {
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub amount: f64,
+    pub currency: String,
+    pub note: Option<&'a str>,
+}
+
+/// The `refund` event of one of an order's refunds.
+pub(super) fn refund_event(
+    f: RefundFacts<'_>,
+    ctx: &MapCtx<'_>,
+    order_id: &str,
+    order_name: Option<&str>,
+    identifiers: &[Identifier],
+) -> CanonicalEvent {
+    let mut p = Map::new();
+    p.insert("refund_id".into(), Value::String(f.id.clone()));
+    p.insert("order_id".into(), Value::String(order_id.to_string()));
+    put(&mut p, "order_name", order_name);
+    put(&mut p, "note", f.note.filter(|n| !n.is_empty()));
+    let mut ev = base_event(
+        ctx,
+        format!("{}:refund:{}", ctx.source, f.id),
+        "refund",
+        f.at,
+        identifiers.to_vec(),
+    );
+    // the refunded amount, positive: the `refund` type says it is money going back
+    // (the pipeline subtracts it from the customer's revenue)
+    ev.revenue = Some(Revenue {
+        amount: f.amount.abs(),
+        currency: f.currency,
+    });
+    ev.properties = JsonObject::from_map(&p);
+    ev
 }
 
 fn map_refund(
@@ -873,28 +910,18 @@ fn map_refund(
     let at = opt_time(o, "createdAt")?.unwrap_or(order_updated_at);
     let (amount, currency) = shop_money(o, "totalRefundedSet")?
         .ok_or_else(|| "refund has no `totalRefundedSet.shopMoney`".to_string())?;
-    let mut p = Map::new();
-    p.insert("refund_id".into(), Value::String(id.clone()));
-    p.insert("order_id".into(), Value::String(order_id.to_string()));
-    put(&mut p, "order_name", order_name);
-    put(
-        &mut p,
-        "note",
-        opt_str(o, "note")?.filter(|n| !n.is_empty()),
-    );
-    let mut ev = base_event(
+    let note = opt_str(o, "note")?;
+    Ok(refund_event(
+        RefundFacts {
+            id,
+            at,
+            amount,
+            currency,
+            note,
+        },
         ctx,
-        format!("{}:refund:{id}", ctx.source),
-        "refund",
-        at,
-        identifiers.to_vec(),
-    );
-    // the refunded amount, positive: the `refund` type says it is money going back
-    // (the pipeline subtracts it from the customer's revenue)
-    ev.revenue = Some(Revenue {
-        amount: amount.abs(),
-        currency,
-    });
-    ev.properties = JsonObject::from_map(&p);
-    Ok(ev)
+        order_id,
+        order_name,
+        identifiers,
+    ))
 }

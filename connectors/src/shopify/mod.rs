@@ -26,6 +26,7 @@ pub mod fake;
 pub mod mapping;
 #[cfg(test)]
 mod tests;
+mod typed;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -151,10 +152,14 @@ struct Queries {
 /// Maps customer nodes into `out` (paged and bulk pages).
 fn map_customers_into(nodes: &[Value], ctx: &MapCtx<'_>, out: &mut DeferredOutput) {
     for node in nodes {
-        match mapping::map_customer(node, ctx) {
-            Ok(ev) => out.events.push(ev),
-            Err(r) => out.rejected.push(r),
-        }
+        map_customer_into(node, ctx, out);
+    }
+}
+
+fn map_customer_into(node: &Value, ctx: &MapCtx<'_>, out: &mut DeferredOutput) {
+    match mapping::map_customer(node, ctx) {
+        Ok(ev) => out.events.push(ev),
+        Err(r) => out.rejected.push(r),
     }
 }
 
@@ -169,16 +174,34 @@ impl OrderMapper {
     fn map_into(&self, nodes: &[Value], ctx: &MapCtx<'_>, out: &mut DeferredOutput) {
         let mut skipped: Vec<SkipReason> = Vec::new();
         for node in nodes {
-            let mapped = mapping::map_order(node, ctx);
-            out.events.extend(mapped.events);
-            out.rejected.extend(mapped.rejected);
-            if let Some(reason) = mapped.skipped {
-                let order = node.get("id").and_then(|v| v.as_str()).unwrap_or("?");
-                tracing::debug!(connector = %self.instance, order, reason = reason.as_str(),
-                    "order skipped");
-                skipped.push(reason);
-            }
+            self.record(
+                mapping::map_order(node, ctx),
+                || order_gid(node),
+                out,
+                &mut skipped,
+            );
         }
+        self.count_skipped(skipped);
+    }
+
+    /// Adds one order's events and rejections to `out`, and its skip to `skipped`.
+    fn record(
+        &self,
+        mapped: mapping::OrderOutcome,
+        order: impl FnOnce() -> String,
+        out: &mut DeferredOutput,
+        skipped: &mut Vec<SkipReason>,
+    ) {
+        out.events.extend(mapped.events);
+        out.rejected.extend(mapped.rejected);
+        if let Some(reason) = mapped.skipped {
+            tracing::debug!(connector = %self.instance, order = %order(), reason = reason.as_str(),
+                "order skipped");
+            skipped.push(reason);
+        }
+    }
+
+    fn count_skipped(&self, skipped: Vec<SkipReason>) {
         if !skipped.is_empty() {
             let mut total = self.skipped_total.lock().unwrap_or_else(|e| e.into_inner());
             for reason in skipped {
@@ -189,6 +212,14 @@ impl OrderMapper {
             }
         }
     }
+}
+
+/// An order's `id` as given (for logs).
+fn order_gid(node: &Value) -> String {
+    node.get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_string()
 }
 
 /// A Shopify store.

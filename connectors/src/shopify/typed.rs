@@ -1,0 +1,414 @@
+//! Typed reading of the orders in a bulk result (the backfill path).
+//!
+//! A bulk result is one JSON object per line. Reading each line into a
+//! `serde_json::Value` tree, then the tree into events, and dropping the tree was
+//! most of a backfill's CPU. Here each order line and its line-item lines are read
+//! into the structs below, borrowing strings from the line, and the event is built
+//! by the same code as the tree's ([`mapping::order_event`] and its helpers).
+//!
+//! The structs are strict: a field of another type than the mapping accepts fails
+//! the typed reading, and so does anything the mapping would report (a bad time,
+//! an amount that is not a number, a refund it would reject). Such an order is read
+//! again as a tree by [`mapping::map_order`], which gives the usual event or
+//! rejection with its reason. Tests check that both readings give the same events.
+
+use std::borrow::Cow;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::mapping::{
+    self, add_line_item, line_item_value, order_event, order_identifiers, refund_event,
+    visit_facts, LineFacts, MapCtx, OrderFacts, OrderHead, OrderOutcome, RefundFacts, SkipReason,
+    VisitFacts,
+};
+
+/// A JSON string, borrowed from the line when it has no escapes.
+#[derive(Debug)]
+pub(super) struct S<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for S<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = S<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<S<'a>, E> {
+                Ok(S(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<S<'a>, E> {
+                Ok(S(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<S<'a>, E> {
+                Ok(S(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V(std::marker::PhantomData))
+    }
+}
+
+impl S<'_> {
+    pub(super) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+fn s<'a>(v: &'a Option<S<'_>>) -> Option<&'a str> {
+    v.as_ref().map(|s| s.0.as_ref())
+}
+
+/// A `MoneyV2` amount: a decimal string or a number (`None`: not a number).
+#[derive(Debug)]
+struct Amount(Option<f64>);
+
+impl<'de> Deserialize<'de> for Amount {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Amount;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an amount")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Amount, E> {
+                Ok(Amount(v.trim().parse::<f64>().ok()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Amount, E> {
+                Ok(Amount(Some(v)))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Amount, E> {
+                Ok(Amount(Some(v as f64)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Amount, E> {
+                Ok(Amount(Some(v as f64)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Money<'a> {
+    amount: Option<Amount>,
+    #[serde(borrow)]
+    currency_code: Option<S<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Bag<'a> {
+    #[serde(borrow)]
+    shop_money: Option<Money<'a>>,
+    #[serde(borrow)]
+    presentment_money: Option<Money<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Ref<'a> {
+    #[serde(borrow)]
+    id: Option<S<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Utm<'a> {
+    #[serde(borrow)]
+    campaign: Option<S<'a>>,
+    #[serde(borrow)]
+    source: Option<S<'a>>,
+    #[serde(borrow)]
+    medium: Option<S<'a>>,
+    #[serde(borrow)]
+    content: Option<S<'a>>,
+    #[serde(borrow)]
+    term: Option<S<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Visit<'a> {
+    #[serde(borrow)]
+    occurred_at: Option<S<'a>>,
+    #[serde(borrow)]
+    landing_page: Option<S<'a>>,
+    #[serde(borrow)]
+    referrer_url: Option<S<'a>>,
+    #[serde(borrow)]
+    source: Option<S<'a>>,
+    #[serde(borrow)]
+    utm_parameters: Option<Utm<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Journey<'a> {
+    #[serde(borrow)]
+    first_visit: Option<Visit<'a>>,
+    #[serde(borrow)]
+    last_visit: Option<Visit<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Refund<'a> {
+    #[serde(borrow)]
+    id: Option<S<'a>>,
+    #[serde(borrow)]
+    created_at: Option<S<'a>>,
+    #[serde(borrow)]
+    note: Option<S<'a>>,
+    #[serde(borrow)]
+    total_refunded_set: Option<Bag<'a>>,
+}
+
+/// An order line of a bulk result (its line items are the lines after it).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Order<'a> {
+    #[serde(borrow)]
+    pub id: Option<S<'a>>,
+    #[serde(borrow)]
+    updated_at: Option<S<'a>>,
+    #[serde(borrow)]
+    created_at: Option<S<'a>>,
+    #[serde(borrow)]
+    processed_at: Option<S<'a>>,
+    #[serde(borrow)]
+    cancelled_at: Option<S<'a>>,
+    test: Option<bool>,
+    #[serde(borrow)]
+    customer: Option<Ref<'a>>,
+    #[serde(borrow)]
+    email: Option<S<'a>>,
+    #[serde(borrow)]
+    phone: Option<S<'a>>,
+    #[serde(borrow)]
+    name: Option<S<'a>>,
+    #[serde(borrow)]
+    display_financial_status: Option<S<'a>>,
+    #[serde(borrow)]
+    display_fulfillment_status: Option<S<'a>>,
+    #[serde(borrow)]
+    source_name: Option<S<'a>>,
+    #[serde(borrow)]
+    tags: Option<Vec<S<'a>>>,
+    #[serde(borrow)]
+    discount_codes: Option<Vec<S<'a>>>,
+    #[serde(borrow)]
+    total_price_set: Option<Bag<'a>>,
+    #[serde(borrow)]
+    subtotal_price_set: Option<Bag<'a>>,
+    #[serde(borrow)]
+    total_discounts_set: Option<Bag<'a>>,
+    #[serde(borrow)]
+    total_tax_set: Option<Bag<'a>>,
+    #[serde(borrow)]
+    total_shipping_price_set: Option<Bag<'a>>,
+    #[serde(borrow)]
+    total_refunded_set: Option<Bag<'a>>,
+    #[serde(borrow)]
+    customer_journey_summary: Option<Journey<'a>>,
+    #[serde(borrow)]
+    refunds: Option<Vec<Refund<'a>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Product<'a> {
+    #[serde(borrow)]
+    id: Option<S<'a>>,
+    #[serde(borrow)]
+    product_type: Option<S<'a>>,
+}
+
+/// A line-item line of a bulk result.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct LineItem<'a> {
+    #[serde(borrow)]
+    id: Option<S<'a>>,
+    #[serde(borrow)]
+    product: Option<Product<'a>>,
+    #[serde(borrow)]
+    title: Option<S<'a>>,
+    #[serde(borrow)]
+    variant_title: Option<S<'a>>,
+    #[serde(borrow)]
+    sku: Option<S<'a>>,
+    quantity: Option<i64>,
+    #[serde(borrow)]
+    original_unit_price_set: Option<Bag<'a>>,
+    #[serde(borrow)]
+    discounted_total_set: Option<Bag<'a>>,
+    /// The order it belongs to.
+    #[serde(borrow, rename = "__parentId")]
+    pub parent_id: Option<S<'a>>,
+}
+
+/// A time field: `Some(None)` when absent, `None` when it is not a date-time.
+fn time(v: &Option<S<'_>>) -> Option<Option<DateTime<Utc>>> {
+    match s(v) {
+        None => Some(None),
+        Some(t) => mapping::parse_time(t).map(Some),
+    }
+}
+
+/// As a field of the tree's reading (the reason is not needed: an error sends the
+/// order to that reading).
+fn field<T>(v: Option<Option<T>>) -> mapping::Field<T> {
+    v.ok_or_else(String::new)
+}
+
+/// A `MoneyV2` as the tree's `money` reads it; `None` when it would refuse it.
+fn money(m: &Money<'_>) -> Option<(f64, String)> {
+    let amount = m.amount.as_ref()?.0.filter(|a| a.is_finite())?;
+    let currency = s(&m.currency_code)
+        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()))?;
+    Some((amount, currency.to_string()))
+}
+
+/// The shop-currency amount of a `MoneyBag` (`Some(None)`: absent).
+fn shop_amount(bag: &Option<Bag<'_>>) -> Option<Option<f64>> {
+    match bag.as_ref().and_then(|b| b.shop_money.as_ref()) {
+        None => Some(None),
+        Some(m) => money(m).map(|(a, _)| Some(a)),
+    }
+}
+
+fn visit<'a>(v: &'a Visit<'_>) -> VisitFacts<'a> {
+    VisitFacts {
+        occurred_at: s(&v.occurred_at),
+        landing_page: s(&v.landing_page),
+        referrer: s(&v.referrer_url),
+        source: s(&v.source),
+        utm: v.utm_parameters.as_ref().map(|u| {
+            [
+                s(&u.campaign),
+                s(&u.source),
+                s(&u.medium),
+                s(&u.content),
+                s(&u.term),
+            ]
+        }),
+    }
+}
+
+fn strings(v: &Option<Vec<S<'_>>>) -> Option<Vec<serde_json::Value>> {
+    v.as_ref().map(|list| {
+        list.iter()
+            .map(|t| serde_json::Value::String(t.0.to_string()))
+            .collect()
+    })
+}
+
+/// The events of an order read from its lines, as [`mapping::map_order`] gives
+/// them from its tree; `None` when that reading would report a problem (the
+/// caller then maps the tree, for the reason).
+pub(super) fn map_order(
+    o: &Order<'_>,
+    items: &[LineItem<'_>],
+    ctx: &MapCtx<'_>,
+) -> Option<OrderOutcome> {
+    let mut out = OrderOutcome::default();
+    let head = OrderHead::new(
+        Ok(s(&o.id)),
+        field(time(&o.updated_at)),
+        field(time(&o.created_at)),
+        field(time(&o.processed_at)),
+    )
+    .ok()?;
+    if o.test == Some(true) && !ctx.include_test_orders {
+        out.skipped = Some(SkipReason::TestOrder);
+        return Some(out);
+    }
+    let customer_gid = o.customer.as_ref().and_then(|c| s(&c.id));
+    let Some((identifiers, customer_id)) =
+        order_identifiers(ctx, customer_gid, Ok(s(&o.email)), Ok(s(&o.phone))).ok()?
+    else {
+        out.skipped = Some(SkipReason::NoIdentifier);
+        return Some(out);
+    };
+    let total = o.total_price_set.as_ref()?;
+    let (amount, currency) = money(total.shop_money.as_ref()?)?;
+    let presentment = match &total.presentment_money {
+        Some(m) => Some(money(m)?),
+        None => None,
+    };
+    let amounts = [
+        shop_amount(&o.subtotal_price_set)?,
+        shop_amount(&o.total_discounts_set)?,
+        shop_amount(&o.total_tax_set)?,
+        shop_amount(&o.total_shipping_price_set)?,
+        shop_amount(&o.total_refunded_set)?,
+    ];
+    let (mut list, mut item_count, mut quantity) = (Vec::new(), 0, 0);
+    for li in items {
+        let item = line_item_value(LineFacts {
+            id: s(&li.id),
+            product: li.product.as_ref().map(|p| (s(&p.id), s(&p.product_type))),
+            title: s(&li.title),
+            variant_title: s(&li.variant_title),
+            sku: s(&li.sku),
+            quantity: li.quantity.map(serde_json::Number::from),
+            unit_price: shop_amount(&li.original_unit_price_set)?,
+            total: shop_amount(&li.discounted_total_set)?,
+        });
+        add_line_item(&mut list, &mut item_count, &mut quantity, item);
+    }
+    let journey = o.customer_journey_summary.as_ref();
+    let first_visit = journey
+        .and_then(|j| j.first_visit.as_ref())
+        .map(|v| visit_facts(&visit(v)));
+    let last_visit = journey
+        .and_then(|j| j.last_visit.as_ref())
+        .map(|v| visit_facts(&visit(v)));
+
+    // the refunds first: one the tree's reading would reject sends the order there
+    let name = s(&o.name);
+    let mut refunds = Vec::new();
+    for rf in o.refunds.iter().flatten() {
+        let id = mapping::gid_number(s(&rf.id)?, "Refund")?;
+        let at = time(&rf.created_at)?.unwrap_or(head.updated_at);
+        let (amount, currency) = money(rf.total_refunded_set.as_ref()?.shop_money.as_ref()?)?;
+        refunds.push(RefundFacts {
+            id,
+            at,
+            amount,
+            currency,
+            note: s(&rf.note),
+        });
+    }
+
+    let id = head.id.clone();
+    out.events.push(order_event(
+        OrderFacts {
+            head,
+            cancelled_at: time(&o.cancelled_at)?,
+            test: o.test,
+            customer_id,
+            identifiers: identifiers.clone(),
+            amount,
+            currency,
+            presentment,
+            name,
+            financial_status: s(&o.display_financial_status),
+            fulfillment_status: s(&o.display_fulfillment_status),
+            source_name: s(&o.source_name),
+            tags: strings(&o.tags),
+            discount_codes: strings(&o.discount_codes),
+            amounts,
+            items: list,
+            item_count,
+            quantity,
+            first_visit,
+            last_visit,
+        },
+        ctx,
+    ));
+    for f in refunds {
+        out.events
+            .push(refund_event(f, ctx, &id, name, &identifiers));
+    }
+    Some(out)
+}
