@@ -300,8 +300,13 @@ fn rejected_line(op: &str, line_no: u64, raw: &[u8], why: String) -> Rejected {
 
 /// An object of a page, as [`assemble`] read it.
 enum Node<'a> {
-    /// A customer, or an order that did not read as typed lines.
+    /// A customer or an order that did not read as typed lines.
     Tree(Value),
+    /// A customer read from its line without a tree ([`typed`]).
+    Customer {
+        customer: Box<typed::Customer<'a>>,
+        group: usize,
+    },
     /// An order read from its lines without a tree ([`typed`]); `group` is its
     /// place in the page, to read it again as a tree if the typed mapping declines.
     Order {
@@ -324,7 +329,15 @@ fn assemble<'a>(
     let mut nodes = Vec::with_capacity(groups.len());
     let mut rejected = Vec::new();
     for (i, g) in groups.iter().enumerate() {
-        if stream != CUSTOMERS {
+        if stream == CUSTOMERS {
+            if let Some(customer) = typed_customer(bytes, g) {
+                nodes.push(Node::Customer {
+                    customer: Box::new(customer),
+                    group: i,
+                });
+                continue;
+            }
+        } else {
             if let Some((order, items)) = typed_order(bytes, g) {
                 nodes.push(Node::Order {
                     order: Box::new(order),
@@ -339,6 +352,15 @@ fn assemble<'a>(
         }
     }
     (nodes, rejected)
+}
+
+/// A customer as a typed line: `None` unless it reads as one and has no children.
+fn typed_customer<'a>(bytes: &'a [u8], g: &Group) -> Option<typed::Customer<'a>> {
+    let (a, b) = g.root?;
+    if !g.children.is_empty() {
+        return None;
+    }
+    serde_json::from_slice(&bytes[a..b]).ok()
 }
 
 /// An order and its line items as typed lines: `None` unless every line reads and
@@ -857,10 +879,29 @@ impl Source {
                 rejected,
                 ..DeferredOutput::default()
             };
+            // an object the typed mapping declines is read again as a tree, which
+            // gives its event or the reason it is rejected
+            let retree = |group: usize, out: &mut DeferredOutput| {
+                let mut rejected = Vec::new();
+                let node = tree(&op, &stream, &raw.bytes, &raw.groups[group], &mut rejected);
+                out.rejected.extend(rejected);
+                node
+            };
             if stream == CUSTOMERS {
                 for node in &nodes {
-                    if let Node::Tree(node) = node {
-                        super::map_customer_into(node, &ctx, &mut out);
+                    match node {
+                        Node::Tree(node) => super::map_customer_into(node, &ctx, &mut out),
+                        Node::Customer { customer, group } => {
+                            match typed::map_customer(customer, &ctx) {
+                                Some(ev) => out.events.push(ev),
+                                None => {
+                                    if let Some(node) = retree(*group, &mut out) {
+                                        super::map_customer_into(&node, &ctx, &mut out);
+                                    }
+                                }
+                            }
+                        }
+                        Node::Order { .. } => {}
                     }
                 }
                 return out;
@@ -883,17 +924,7 @@ impl Source {
                         match typed::map_order(&order, &items, &ctx) {
                             Some(mapped) => orders.record(mapped, gid, &mut out, &mut skipped),
                             None => {
-                                // the tree's reading gives the reason
-                                let mut rejected = Vec::new();
-                                let tree = tree(
-                                    &op,
-                                    &stream,
-                                    &raw.bytes,
-                                    &raw.groups[group],
-                                    &mut rejected,
-                                );
-                                out.rejected.extend(rejected);
-                                if let Some(node) = tree {
+                                if let Some(node) = retree(group, &mut out) {
                                     orders.record(
                                         mapping::map_order(&node, &ctx),
                                         gid,
@@ -904,6 +935,7 @@ impl Source {
                             }
                         }
                     }
+                    Node::Customer { .. } => {}
                 }
             }
             orders.count_skipped(skipped);
@@ -1104,6 +1136,54 @@ mod tests {
         );
         assert!(outcomes.contains(&(0, 1, None)), "{outcomes:?}");
         assert!(outcomes.contains(&(1, 1, None)), "{outcomes:?}");
+    }
+
+    /// Customers read as typed lines give what their trees give.
+    #[test]
+    fn typed_customer_lines_map_as_their_trees() {
+        let c = |n: u32| {
+            format!(
+                r#"{{"id":"gid://shopify/Customer/{n}","updatedAt":"2026-01-06T00:00:00Z","createdAt":"2025-01-06T00:00:00Z","defaultEmailAddress":{{"emailAddress":"Ann{n}@Example.com","marketingState":"SUBSCRIBED"}},"defaultPhoneNumber":{{"phoneNumber":"+1 212 555 01{n:02}","marketingState":null}},"firstName":" Ann ","lastName":"M\u00fcller","tags":["vip"],"numberOfOrders":"3","amountSpent":{{"amount":"12.5","currencyCode":"EUR"}},"state":"ENABLED","verifiedEmail":true,"locale":"de","defaultAddress":{{"city":"Berlin","provinceCode":null,"countryCodeV2":"DE"}}}}"#
+            )
+        };
+        let cases: Vec<(String, bool)> = vec![
+            (c(1), true),
+            (c(2).replace(r#""numberOfOrders":"3""#, r#""numberOfOrders":7"#), true),
+            (c(3).replace(r#""defaultPhoneNumber":{"phoneNumber":"+1 212 555 0103","marketingState":null},"#, ""), true),
+            (c(4).replace(r#""firstName":" Ann ","lastName":"M\u00fcller","#, r#""firstName":null,"#), true),
+            // the tree takes a count as any number; the typed reading declines it
+            (c(5).replace(r#""numberOfOrders":"3""#, r#""numberOfOrders":1.5"#), false),
+            (c(6).replace(r#""numberOfOrders":"3""#, r#""numberOfOrders":"many""#), false),
+            (c(7).replace("Customer/7", "Customer/x"), false),
+            (c(8).replace("2026-01-06T00:00:00Z", "now"), false),
+            (c(9).replace(r#""tags":["vip"]"#, r#""tags":[9]"#), false),
+            (c(10).replace(r#""amount":"12.5""#, r#""amount":"lots""#), false),
+        ];
+        let normalizer = socialcrm_schemas::Normalizer::default();
+        let ctx = mapping::MapCtx {
+            shop: "s.myshopify.com",
+            source: "shopify:s.myshopify.com",
+            received_at: "2026-02-01T00:00:00Z".parse().expect("time"),
+            include_test_orders: false,
+            normalizer: &normalizer,
+        };
+        let mut rejected_trees = 0;
+        for (line, typed_takes_it) in cases {
+            let text = format!("{line}\n");
+            let groups = groups_of(&text);
+            let mut rejected = Vec::new();
+            let tree =
+                tree("op", CUSTOMERS, text.as_bytes(), &groups[0], &mut rejected).expect("a tree");
+            let want = mapping::map_customer(&tree, &ctx);
+            rejected_trees += usize::from(want.is_err());
+            let typed = typed_customer(text.as_bytes(), &groups[0])
+                .and_then(|c| typed::map_customer(&c, &ctx));
+            assert_eq!(typed.is_some(), typed_takes_it, "{line}");
+            if let Some(got) = typed {
+                assert_eq!(Some(got), want.ok(), "{line}");
+            }
+        }
+        assert_eq!(rejected_trees, 5);
     }
 
     #[test]

@@ -238,6 +238,100 @@ fn put(m: &mut Obj, key: &str, v: Option<impl Into<Value>>) {
     }
 }
 
+/// What a customer's `identify` is built from, read from either form of the
+/// customer (see [`OrderFacts`]).
+pub(super) struct CustomerFacts<'a> {
+    /// The numeric id.
+    pub id: String,
+    pub updated_at: DateTime<Utc>,
+    pub created_at: Option<DateTime<Utc>>,
+    /// `defaultEmailAddress`: the address and its marketing state.
+    pub email: Option<(Option<&'a str>, Option<&'a str>)>,
+    /// `defaultPhoneNumber`: the number and its marketing state.
+    pub phone: Option<(Option<&'a str>, Option<&'a str>)>,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    pub tags: Option<Vec<Value>>,
+    pub orders_count: Option<serde_json::Number>,
+    pub amount_spent: Option<(f64, String)>,
+    pub state: Option<&'a str>,
+    pub verified_email: Option<bool>,
+    pub locale: Option<&'a str>,
+    /// `defaultAddress`: city, province code, country code.
+    pub address: Option<[Option<&'a str>; 3]>,
+}
+
+/// The `identify` of a customer version.
+pub(super) fn customer_event(f: CustomerFacts<'_>, ctx: &MapCtx<'_>) -> CanonicalEvent {
+    let mut ids = Ids::new(ctx.normalizer);
+    ids.push(IdType::Shopify, &format!("{}/{}", ctx.shop, f.id));
+    let mut traits = Map::new();
+    for (contact, t, key, consent) in [
+        (f.email, IdType::Email, "email", "email_marketing_consent"),
+        (f.phone, IdType::Phone, "phone", "sms_marketing_consent"),
+    ] {
+        let Some((value, marketing)) = contact else {
+            continue;
+        };
+        if let Some(value) = value {
+            let n = ids.push(t, value);
+            traits.insert(
+                key.into(),
+                Value::String(n.unwrap_or_else(|| value.to_string())),
+            );
+        }
+        put(&mut traits, consent, marketing);
+    }
+    let (first, last) = (f.first_name.map(str::trim), f.last_name.map(str::trim));
+    put(&mut traits, "first_name", first.filter(|s| !s.is_empty()));
+    put(&mut traits, "last_name", last.filter(|s| !s.is_empty()));
+    let full: Vec<&str> = [first, last]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !full.is_empty() {
+        traits.insert("name".into(), Value::String(full.join(" ")));
+    }
+    put(&mut traits, "tags", f.tags);
+    put(&mut traits, "shopify_orders_count", f.orders_count);
+    if let Some((amount, currency)) = f.amount_spent {
+        traits.insert("shopify_amount_spent".into(), amount.into());
+        traits.insert("shopify_currency".into(), currency.into());
+    }
+    put(&mut traits, "shopify_account_state", f.state);
+    put(&mut traits, "verified_email", f.verified_email);
+    put(&mut traits, "locale", f.locale);
+    if let Some([city, region, country]) = f.address {
+        put(&mut traits, "city", city);
+        put(&mut traits, "region", region);
+        put(&mut traits, "country", country);
+    }
+    put(
+        &mut traits,
+        "shopify_created_at",
+        f.created_at.as_ref().map(time_key),
+    );
+
+    let mut props = Map::new();
+    props.insert("customer_id".into(), Value::String(f.id.clone()));
+    let mut ev = base_event(
+        ctx,
+        format!(
+            "{}:customer:{}:{}",
+            ctx.source,
+            f.id,
+            time_key(&f.updated_at)
+        ),
+        "identify",
+        f.updated_at,
+        ids.list,
+    );
+    ev.traits = traits;
+    ev.properties = JsonObject::from_map(&props);
+    ev
+}
+
 /// A customer version → `identify`.
 pub fn map_customer(node: &Value, ctx: &MapCtx<'_>) -> Result<CanonicalEvent, Rejected> {
     let raw_id = node.get("id").and_then(Value::as_str);
@@ -255,122 +349,71 @@ pub fn map_customer(node: &Value, ctx: &MapCtx<'_>) -> Result<CanonicalEvent, Re
         .map_err(&r)?
         .ok_or_else(|| r("customer has no `updatedAt`".into()))?;
     let created_at = opt_time(o, "createdAt").map_err(&r)?;
-
-    let mut ids = Ids::new(ctx.normalizer);
-    ids.push(IdType::Shopify, &format!("{}/{id}", ctx.shop));
-    let mut traits = Map::new();
-    if let Some(e) = opt_obj(o, "defaultEmailAddress").map_err(&r)? {
-        if let Some(email) =
-            opt_str(e, "emailAddress").map_err(|e| r(format!("defaultEmailAddress: {e}")))?
-        {
-            let n = ids.push(IdType::Email, email);
-            traits.insert(
-                "email".into(),
-                Value::String(n.unwrap_or_else(|| email.to_string())),
-            );
-        }
-        put(
-            &mut traits,
-            "email_marketing_consent",
+    let email = match opt_obj(o, "defaultEmailAddress").map_err(&r)? {
+        Some(e) => Some((
+            opt_str(e, "emailAddress").map_err(|e| r(format!("defaultEmailAddress: {e}")))?,
             opt_str(e, "marketingState").map_err(&r)?,
-        );
-    }
-    if let Some(p) = opt_obj(o, "defaultPhoneNumber").map_err(&r)? {
-        if let Some(phone) =
-            opt_str(p, "phoneNumber").map_err(|e| r(format!("defaultPhoneNumber: {e}")))?
-        {
-            let n = ids.push(IdType::Phone, phone);
-            traits.insert(
-                "phone".into(),
-                Value::String(n.unwrap_or_else(|| phone.to_string())),
-            );
-        }
-        put(
-            &mut traits,
-            "sms_marketing_consent",
+        )),
+        None => None,
+    };
+    let phone = match opt_obj(o, "defaultPhoneNumber").map_err(&r)? {
+        Some(p) => Some((
+            opt_str(p, "phoneNumber").map_err(|e| r(format!("defaultPhoneNumber: {e}")))?,
             opt_str(p, "marketingState").map_err(&r)?,
-        );
-    }
-    let first = opt_str(o, "firstName").map_err(&r)?.map(str::trim);
-    let last = opt_str(o, "lastName").map_err(&r)?.map(str::trim);
-    put(&mut traits, "first_name", first.filter(|s| !s.is_empty()));
-    put(&mut traits, "last_name", last.filter(|s| !s.is_empty()));
-    let full: Vec<&str> = [first, last]
-        .into_iter()
-        .flatten()
-        .filter(|s| !s.is_empty())
-        .collect();
-    if !full.is_empty() {
-        traits.insert("name".into(), Value::String(full.join(" ")));
-    }
-    match opt(o, "tags") {
-        None => {}
-        Some(Value::Array(tags)) if tags.iter().all(Value::is_string) => {
-            traits.insert("tags".into(), Value::Array(tags.clone()));
-        }
+        )),
+        None => None,
+    };
+    let first_name = opt_str(o, "firstName").map_err(&r)?;
+    let last_name = opt_str(o, "lastName").map_err(&r)?;
+    let tags = match opt(o, "tags") {
+        None => None,
+        Some(Value::Array(tags)) if tags.iter().all(Value::is_string) => Some(tags.clone()),
         Some(_) => return Err(r("`tags` must be a list of strings".into())),
-    }
+    };
     // UnsignedInt64 travels as a string
-    match opt(o, "numberOfOrders") {
-        None => {}
+    let orders_count = match opt(o, "numberOfOrders") {
+        None => None,
         Some(Value::String(s)) => match s.parse::<u64>() {
-            Ok(n) => {
-                traits.insert("shopify_orders_count".into(), n.into());
-            }
+            Ok(n) => Some(n.into()),
             Err(_) => return Err(r(format!("`numberOfOrders` `{s}` is not a count"))),
         },
-        Some(Value::Number(n)) => {
-            traits.insert("shopify_orders_count".into(), Value::Number(n.clone()));
-        }
+        Some(Value::Number(n)) => Some(n.clone()),
         Some(_) => return Err(r("`numberOfOrders` must be a count".into())),
-    }
-    if let Some(spent) = opt(o, "amountSpent") {
-        let (amount, currency) = money(spent, "amountSpent").map_err(&r)?;
-        traits.insert("shopify_amount_spent".into(), amount.into());
-        traits.insert("shopify_currency".into(), currency.into());
-    }
-    put(
-        &mut traits,
-        "shopify_account_state",
-        opt_str(o, "state").map_err(&r)?,
-    );
-    put(
-        &mut traits,
-        "verified_email",
-        opt_bool(o, "verifiedEmail").map_err(&r)?,
-    );
-    put(&mut traits, "locale", opt_str(o, "locale").map_err(&r)?);
-    if let Some(a) = opt_obj(o, "defaultAddress").map_err(&r)? {
-        put(&mut traits, "city", opt_str(a, "city").map_err(&r)?);
-        put(
-            &mut traits,
-            "region",
+    };
+    let amount_spent = match opt(o, "amountSpent") {
+        Some(spent) => Some(money(spent, "amountSpent").map_err(&r)?),
+        None => None,
+    };
+    let state = opt_str(o, "state").map_err(&r)?;
+    let verified_email = opt_bool(o, "verifiedEmail").map_err(&r)?;
+    let locale = opt_str(o, "locale").map_err(&r)?;
+    let address = match opt_obj(o, "defaultAddress").map_err(&r)? {
+        Some(a) => Some([
+            opt_str(a, "city").map_err(&r)?,
             opt_str(a, "provinceCode").map_err(&r)?,
-        );
-        put(
-            &mut traits,
-            "country",
             opt_str(a, "countryCodeV2").map_err(&r)?,
-        );
-    }
-    put(
-        &mut traits,
-        "shopify_created_at",
-        created_at.as_ref().map(time_key),
-    );
-
-    let mut props = Map::new();
-    props.insert("customer_id".into(), Value::String(id.clone()));
-    let mut ev = base_event(
+        ]),
+        None => None,
+    };
+    Ok(customer_event(
+        CustomerFacts {
+            id,
+            updated_at,
+            created_at,
+            email,
+            phone,
+            first_name,
+            last_name,
+            tags,
+            orders_count,
+            amount_spent,
+            state,
+            verified_email,
+            locale,
+            address,
+        },
         ctx,
-        format!("{}:customer:{id}:{}", ctx.source, time_key(&updated_at)),
-        "identify",
-        updated_at,
-        ids.list,
-    );
-    ev.traits = traits;
-    ev.properties = JsonObject::from_map(&props);
-    Ok(ev)
+    ))
 }
 
 /// The fields of a `CustomerVisit` that the mapping reads.

@@ -1,4 +1,4 @@
-//! Typed reading of the orders in a bulk result (the backfill path).
+//! Typed reading of the customers and orders in a bulk result (the backfill path).
 //!
 //! A bulk result is one JSON object per line. Reading each line into a
 //! `serde_json::Value` tree, then the tree into events, and dropping the tree was
@@ -18,10 +18,11 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::mapping::{
-    self, add_line_item, line_item_value, order_event, order_identifiers, refund_event,
-    visit_facts, LineFacts, MapCtx, OrderFacts, OrderHead, OrderOutcome, RefundFacts, SkipReason,
-    VisitFacts,
+    self, add_line_item, customer_event, line_item_value, order_event, order_identifiers,
+    refund_event, visit_facts, CustomerFacts, LineFacts, MapCtx, OrderFacts, OrderHead,
+    OrderOutcome, RefundFacts, SkipReason, VisitFacts,
 };
+use socialcrm_schemas::CanonicalEvent;
 
 /// A JSON string, borrowed from the line when it has no escapes.
 #[derive(Debug)]
@@ -411,4 +412,123 @@ pub(super) fn map_order(
             .push(refund_event(f, ctx, &id, name, &identifiers));
     }
     Some(out)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Contact<'a> {
+    #[serde(borrow)]
+    email_address: Option<S<'a>>,
+    #[serde(borrow)]
+    phone_number: Option<S<'a>>,
+    #[serde(borrow)]
+    marketing_state: Option<S<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Address<'a> {
+    #[serde(borrow)]
+    city: Option<S<'a>>,
+    #[serde(borrow)]
+    province_code: Option<S<'a>>,
+    #[serde(borrow)]
+    country_code_v2: Option<S<'a>>,
+}
+
+/// `numberOfOrders`: an `UnsignedInt64`, which travels as a string.
+#[derive(Debug)]
+struct Count(Option<u64>);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a count")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Count, E> {
+                Ok(Count(v.parse().ok()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Count, E> {
+                Ok(Count(Some(v)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A customer line of a bulk result.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct Customer<'a> {
+    #[serde(borrow)]
+    id: Option<S<'a>>,
+    #[serde(borrow)]
+    updated_at: Option<S<'a>>,
+    #[serde(borrow)]
+    created_at: Option<S<'a>>,
+    #[serde(borrow)]
+    default_email_address: Option<Contact<'a>>,
+    #[serde(borrow)]
+    default_phone_number: Option<Contact<'a>>,
+    #[serde(borrow)]
+    first_name: Option<S<'a>>,
+    #[serde(borrow)]
+    last_name: Option<S<'a>>,
+    #[serde(borrow)]
+    tags: Option<Vec<S<'a>>>,
+    number_of_orders: Option<Count>,
+    #[serde(borrow)]
+    amount_spent: Option<Money<'a>>,
+    #[serde(borrow)]
+    state: Option<S<'a>>,
+    verified_email: Option<bool>,
+    #[serde(borrow)]
+    locale: Option<S<'a>>,
+    #[serde(borrow)]
+    default_address: Option<Address<'a>>,
+}
+
+/// The `identify` of a customer read from its line, as [`mapping::map_customer`]
+/// gives it from its tree; `None` when that reading would reject it.
+pub(super) fn map_customer(c: &Customer<'_>, ctx: &MapCtx<'_>) -> Option<CanonicalEvent> {
+    // a number a string could not hold would be refused by the tree's reading
+    let orders_count = match &c.number_of_orders {
+        None => None,
+        Some(Count(n)) => Some(serde_json::Number::from((*n)?)),
+    };
+    let amount_spent = match &c.amount_spent {
+        None => None,
+        Some(m) => Some(money(m)?),
+    };
+    Some(customer_event(
+        CustomerFacts {
+            id: mapping::gid_number(s(&c.id)?, "Customer")?,
+            updated_at: time(&c.updated_at)??,
+            created_at: time(&c.created_at)?,
+            email: c
+                .default_email_address
+                .as_ref()
+                .map(|e| (s(&e.email_address), s(&e.marketing_state))),
+            phone: c
+                .default_phone_number
+                .as_ref()
+                .map(|p| (s(&p.phone_number), s(&p.marketing_state))),
+            first_name: s(&c.first_name),
+            last_name: s(&c.last_name),
+            tags: strings(&c.tags),
+            orders_count,
+            amount_spent,
+            state: s(&c.state),
+            verified_email: c.verified_email,
+            locale: s(&c.locale),
+            address: c
+                .default_address
+                .as_ref()
+                .map(|a| [s(&a.city), s(&a.province_code), s(&a.country_code_v2)]),
+        },
+        ctx,
+    ))
 }
