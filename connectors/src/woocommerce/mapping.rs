@@ -292,6 +292,32 @@ fn money(v: Option<&Value>) -> Option<f64> {
     x.is_finite().then_some(x)
 }
 
+/// The texts of a `billing` address that the mapping reads (trimmed, non-empty).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Billing<'a> {
+    pub email: Option<&'a str>,
+    pub phone: Option<&'a str>,
+    pub country: Option<&'a str>,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    pub city: Option<&'a str>,
+    pub company: Option<&'a str>,
+}
+
+/// The `billing` of a customer or order when it is an object.
+fn billing_of(b: Option<&Value>) -> Option<Billing<'_>> {
+    let b = b.filter(|b| b.is_object())?;
+    Some(Billing {
+        email: text(b, "email"),
+        phone: text(b, "phone"),
+        country: text(b, "country"),
+        first_name: text(b, "first_name"),
+        last_name: text(b, "last_name"),
+        city: text(b, "city"),
+        company: text(b, "company"),
+    })
+}
+
 /// Identifiers and traits of a person from an `email` and a `billing` address.
 struct Person {
     identifiers: Vec<Identifier>,
@@ -302,7 +328,7 @@ fn person(
     site: &str,
     wc_id: Option<u64>,
     emails: &[Option<&str>],
-    billing: Option<&Value>,
+    billing: Option<Billing<'_>>,
     names: (Option<&str>, Option<&str>),
 ) -> Person {
     let mut identifiers = Vec::new();
@@ -320,10 +346,9 @@ fn person(
             traits.entry("email").or_insert(Value::String(v));
         }
     }
-    let country = billing
-        .and_then(|b| text(b, "country"))
-        .map(str::to_ascii_uppercase);
-    if let Some(phone) = billing.and_then(|b| text(b, "phone")) {
+    let b = billing.unwrap_or_default();
+    let country = b.country.map(str::to_ascii_uppercase);
+    if let Some(phone) = b.phone {
         // national numbers are read in the billing country; E.164 stays as is
         let n = country
             .as_deref()
@@ -334,14 +359,7 @@ fn person(
             traits.insert("phone".into(), Value::String(v));
         }
     }
-    let (first, last) = (
-        names
-            .0
-            .or_else(|| billing.and_then(|b| text(b, "first_name"))),
-        names
-            .1
-            .or_else(|| billing.and_then(|b| text(b, "last_name"))),
-    );
+    let (first, last) = (names.0.or(b.first_name), names.1.or(b.last_name));
     if let Some(f) = first {
         traits.insert("first_name".into(), Value::String(bounded(f)));
     }
@@ -352,14 +370,14 @@ fn person(
     if !name.is_empty() {
         traits.insert("name".into(), Value::String(bounded(&name.join(" "))));
     }
-    if let Some(b) = billing {
-        if let Some(c) = text(b, "city") {
+    if billing.is_some() {
+        if let Some(c) = b.city {
             traits.insert("city".into(), Value::String(bounded(c)));
         }
         if let Some(c) = country {
             traits.insert("country".into(), Value::String(c));
         }
-        if let Some(c) = text(b, "company") {
+        if let Some(c) = b.company {
             traits.insert("company".into(), Value::String(bounded(c)));
         }
     }
@@ -393,11 +411,11 @@ pub fn map_customer(c: &Value, ctx: &Ctx<'_>) -> Result<CanonicalEvent, Rejected
     let at = modified
         .or(created)
         .ok_or_else(|| reject("neither `date_modified_gmt` nor `date_created_gmt` is set"))?;
-    let billing = c.get("billing").filter(|b| b.is_object());
+    let billing = billing_of(c.get("billing"));
     let p = person(
         ctx.site,
         Some(id),
-        &[text(c, "email"), billing.and_then(|b| text(b, "email"))],
+        &[text(c, "email"), billing.and_then(|b| b.email)],
         billing,
         (text(c, "first_name"), text(c, "last_name")),
     );
@@ -462,28 +480,44 @@ pub fn is_paid(status: &str, date_paid: Option<DateTime<Utc>>) -> bool {
         || (date_paid.is_some() && !UNPAID.contains(&status) && status != "on-hold")
 }
 
+/// A value of an order attribution meta entry as it goes into `context`: a
+/// non-blank text other than `(none)`, trimmed and bounded, or a number.
+pub(crate) fn meta_value(v: &Value) -> Option<Value> {
+    match v {
+        Value::String(s) => meta_text(s),
+        Value::Number(n) => Some(Value::Number(n.clone())),
+        _ => None,
+    }
+}
+
+pub(crate) fn meta_text(s: &str) -> Option<Value> {
+    (!s.trim().is_empty() && s != "(none)").then(|| Value::String(bounded(s.trim())))
+}
+
 /// Order attribution meta → `context` (WooCommerce 8.5+ order attribution).
 fn attribution(meta: Option<&Value>) -> Map<String, Value> {
+    let items = meta
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    attribution_of(items.iter().filter_map(|m| {
+        let k = m.get("key").and_then(Value::as_str)?;
+        Some((k, meta_value(m.get("value")?)))
+    }))
+}
+
+/// `context` from the meta entries (key, value as [`meta_value`] keeps it).
+pub(crate) fn attribution_of<'k>(
+    entries: impl Iterator<Item = (&'k str, Option<Value>)>,
+) -> Map<String, Value> {
     let mut campaign = Map::new();
     let mut attr = Map::new();
     let mut ctx = Map::new();
-    let Some(items) = meta.and_then(Value::as_array) else {
-        return ctx;
-    };
-    for m in items {
-        let (Some(k), Some(v)) = (m.get("key").and_then(Value::as_str), m.get("value")) else {
-            continue;
-        };
+    for (k, v) in entries {
         let Some(k) = k.strip_prefix("_wc_order_attribution_") else {
             continue;
         };
-        let v = match v {
-            Value::String(s) if !s.trim().is_empty() && s != "(none)" => {
-                Value::String(bounded(s.trim()))
-            }
-            Value::Number(n) => Value::Number(n.clone()),
-            _ => continue,
-        };
+        let Some(v) = v else { continue };
         match k {
             "utm_source" => campaign.insert("source".into(), v),
             "utm_medium" => campaign.insert("medium".into(), v),
@@ -508,41 +542,87 @@ fn attribution(meta: Option<&Value>) -> Map<String, Value> {
     ctx
 }
 
-fn line_items(o: &Value) -> (Vec<Value>, bool, f64) {
+/// The fields of a line item that the mapping reads.
+#[derive(Default)]
+pub(crate) struct LineFacts<'a> {
+    pub product_id: Option<u64>,
+    pub variation_id: Option<u64>,
+    pub name: Option<&'a str>,
+    pub sku: Option<&'a str>,
+    pub quantity: Option<serde_json::Number>,
+    pub total: Option<f64>,
+}
+
+/// The line items as they go into `properties` (the first [`MAX_LINE_ITEMS`]),
+/// whether some were left out, and the total quantity.
+pub(crate) fn line_items_of<'a>(
+    items: impl ExactSizeIterator<Item = LineFacts<'a>>,
+) -> (Vec<Value>, bool, f64) {
+    let truncated = items.len() > MAX_LINE_ITEMS;
     let mut out = Vec::new();
     let mut qty = 0.0;
+    for li in items {
+        qty += li
+            .quantity
+            .as_ref()
+            .and_then(serde_json::Number::as_f64)
+            .unwrap_or(0.0);
+        if out.len() >= MAX_LINE_ITEMS {
+            continue;
+        }
+        let mut m = Map::new();
+        for (k, v) in [
+            ("product_id", li.product_id),
+            ("variation_id", li.variation_id),
+        ] {
+            if let Some(v) = v.filter(|v| *v > 0) {
+                m.insert(k.into(), v.into());
+            }
+        }
+        if let Some(n) = li.name {
+            m.insert("name".into(), Value::String(bounded(n)));
+        }
+        if let Some(s) = li.sku {
+            m.insert("sku".into(), Value::String(bounded(s)));
+        }
+        if let Some(q) = li.quantity {
+            m.insert("quantity".into(), Value::Number(q));
+        }
+        if let Some(t) = li.total {
+            m.insert("total".into(), t.into());
+        }
+        out.push(Value::Object(m));
+    }
+    (out, truncated, qty)
+}
+
+fn line_items(o: &Value) -> (Vec<Value>, bool, f64) {
     let items = o
         .get("line_items")
         .and_then(Value::as_array)
         .map(Vec::as_slice)
         .unwrap_or(&[]);
-    for li in items {
-        let q = li.get("quantity").and_then(Value::as_f64).unwrap_or(0.0);
-        qty += q;
-        if out.len() >= MAX_LINE_ITEMS {
-            continue;
-        }
-        let mut m = Map::new();
-        for k in ["product_id", "variation_id"] {
-            if let Some(v) = id_of(li, k).filter(|v| *v > 0) {
-                m.insert(k.into(), v.into());
-            }
-        }
-        if let Some(n) = text(li, "name") {
-            m.insert("name".into(), Value::String(bounded(n)));
-        }
-        if let Some(s) = text(li, "sku") {
-            m.insert("sku".into(), Value::String(bounded(s)));
-        }
-        if let Some(q) = li.get("quantity").filter(|v| v.is_number()) {
-            m.insert("quantity".into(), q.clone());
-        }
-        if let Some(t) = money(li.get("total")) {
-            m.insert("total".into(), t.into());
-        }
-        out.push(Value::Object(m));
+    line_items_of(items.iter().map(|li| LineFacts {
+        product_id: id_of(li, "product_id"),
+        variation_id: id_of(li, "variation_id"),
+        name: text(li, "name"),
+        sku: text(li, "sku"),
+        quantity: match li.get("quantity") {
+            Some(Value::Number(n)) => Some(n.clone()),
+            _ => None,
+        },
+        total: money(li.get("total")),
+    }))
+}
+
+/// A coupon as it goes into `properties.coupons` (none without a code).
+pub(crate) fn coupon(code: Option<&str>, discount: Option<f64>) -> Option<Value> {
+    let mut m = Map::new();
+    m.insert("code".into(), Value::String(bounded(code?)));
+    if let Some(d) = discount {
+        m.insert("discount".into(), d.into());
     }
-    (out, items.len() > MAX_LINE_ITEMS, qty)
+    Some(Value::Object(m))
 }
 
 /// An order (`GET /orders`) → an `order` event when it is paid, plus a
@@ -555,40 +635,162 @@ pub fn map_order(o: &Value, ctx: &Ctx<'_>) -> OrderMapped {
     }
 }
 
+/// What an order's events are built from, read from either form of the order (the
+/// slim JSON tree here, typed fields in [`super::typed`]).
+pub(crate) struct OrderFacts<'a> {
+    pub id: u64,
+    pub status: &'a str,
+    pub date_paid: Option<DateTime<Utc>>,
+    pub created: DateTime<Utc>,
+    pub modified: DateTime<Utc>,
+    pub currency: String,
+    pub total: f64,
+    pub customer_id: u64,
+    pub billing: Option<Billing<'a>>,
+    pub number: Option<&'a str>,
+    pub parent_id: Option<u64>,
+    /// `discount_total`, `shipping_total`, `total_tax`.
+    pub amounts: [Option<f64>; 3],
+    /// `payment_method`, `payment_method_title`, `created_via`.
+    pub texts: [Option<&'a str>; 3],
+    pub date_completed: Option<DateTime<Utc>>,
+    /// From [`line_items_of`].
+    pub items: (Vec<Value>, bool, f64),
+    pub coupons: Vec<Value>,
+    /// From [`attribution_of`].
+    pub context: Map<String, Value>,
+    pub user_agent: Option<&'a str>,
+    /// Each refund, or why one is unusable.
+    pub refunds: Result<Vec<RefundFacts<'a>>, String>,
+}
+
+/// A refund of an order: id, amount, reason.
+pub(crate) type RefundFacts<'a> = (u64, f64, Option<&'a str>);
+
+/// The checks of an order up to whether it is a sale, in the order the mapping
+/// reports them: `None` when it is not paid.
+pub(crate) struct OrderHead<'a> {
+    pub id: u64,
+    pub status: &'a str,
+    pub date_paid: Option<DateTime<Utc>>,
+}
+
+impl<'a> OrderHead<'a> {
+    /// `date_paid`: absent, or the text of the field (`None` when it is not a text).
+    pub(crate) fn new(
+        id: Option<u64>,
+        status: Option<&'a str>,
+        date_paid: Option<Option<&str>>,
+    ) -> Result<Option<OrderHead<'a>>, String> {
+        let id = id
+            .filter(|i| *i > 0)
+            .ok_or("`id` is missing or not a positive integer")?;
+        let status = status.ok_or("`status` is missing")?;
+        let date_paid = match date_paid {
+            None => None,
+            Some(t) => Some(
+                t.and_then(parse_wc_date)
+                    .ok_or("`date_paid_gmt` is not a date")?,
+            ),
+        };
+        Ok(is_paid(status, date_paid).then_some(OrderHead {
+            id,
+            status,
+            date_paid,
+        }))
+    }
+}
+
+/// `currency` as an ISO 4217 code.
+pub(crate) fn currency_of(c: Option<&str>) -> Result<String, String> {
+    c.map(str::to_ascii_uppercase)
+        .filter(|c| c.len() == 3 && c.chars().all(|x| x.is_ascii_uppercase()))
+        .ok_or_else(|| "`currency` is not an ISO 4217 code".to_string())
+}
+
 fn order_events(o: &Value, ctx: &Ctx<'_>) -> Result<Option<Vec<CanonicalEvent>>, String> {
     if !o.is_object() {
         return Err("order is not a JSON object".into());
     }
-    let id = id_of(o, "id")
-        .filter(|i| *i > 0)
-        .ok_or("`id` is missing or not a positive integer")?;
-    let status = text(o, "status").ok_or("`status` is missing")?;
     let date_paid = match o.get("date_paid_gmt") {
         None | Some(Value::Null) => None,
-        Some(_) => Some(date_field(o, "date_paid_gmt").ok_or("`date_paid_gmt` is not a date")?),
+        Some(v) => Some(v.as_str()),
     };
-    if !is_paid(status, date_paid) {
+    let Some(head) = OrderHead::new(id_of(o, "id"), text(o, "status"), date_paid)? else {
         return Ok(None);
-    }
+    };
     let created =
         date_field(o, "date_created_gmt").ok_or("`date_created_gmt` is missing or not a date")?;
     let modified =
         date_field(o, "date_modified_gmt").ok_or("`date_modified_gmt` is missing or not a date")?;
-    let currency = text(o, "currency")
-        .map(str::to_ascii_uppercase)
-        .filter(|c| c.len() == 3 && c.chars().all(|x| x.is_ascii_uppercase()))
-        .ok_or("`currency` is not an ISO 4217 code")?;
+    let currency = currency_of(text(o, "currency"))?;
     let total = money(o.get("total")).ok_or("`total` is not a decimal")?;
     let customer_id = match o.get("customer_id") {
         None | Some(Value::Null) => 0,
         Some(_) => id_of(o, "customer_id").ok_or("`customer_id` is not an integer")?,
     };
-    let billing = o.get("billing").filter(|b| b.is_object());
+    let coupons = o
+        .get("coupon_lines")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .take(20)
+        .filter_map(|c| coupon(text(c, "code"), money(c.get("discount"))))
+        .collect();
+    let refunds = match o.get("refunds") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|r| {
+                let rid = id_of(r, "id")
+                    .filter(|i| *i > 0)
+                    .ok_or("a refund without a positive `id`")?;
+                let amount = money(r.get("total"))
+                    .ok_or_else(|| format!("refund {rid}: `total` is not a decimal"))?;
+                Ok((rid, amount, text(r, "reason")))
+            })
+            .collect(),
+        Some(_) => Err("`refunds` is not an array".into()),
+    };
+    order_events_of(
+        OrderFacts {
+            id: head.id,
+            status: head.status,
+            date_paid: head.date_paid,
+            created,
+            modified,
+            currency,
+            total,
+            customer_id,
+            billing: billing_of(o.get("billing")),
+            number: text(o, "number"),
+            parent_id: id_of(o, "parent_id"),
+            amounts: ["discount_total", "shipping_total", "total_tax"].map(|k| money(o.get(k))),
+            texts: ["payment_method", "payment_method_title", "created_via"].map(|k| text(o, k)),
+            date_completed: date_field(o, "date_completed_gmt"),
+            items: line_items(o),
+            coupons,
+            context: attribution(o.get("meta_data")),
+            user_agent: text(o, "customer_user_agent"),
+            refunds,
+        },
+        ctx,
+    )
+    .map(Some)
+}
+
+/// The events of a paid order: the order, and one per refund.
+pub(crate) fn order_events_of(
+    f: OrderFacts<'_>,
+    ctx: &Ctx<'_>,
+) -> Result<Vec<CanonicalEvent>, String> {
+    let id = f.id;
     let p = person(
         ctx.site,
-        Some(customer_id),
-        &[billing.and_then(|b| text(b, "email"))],
-        billing,
+        Some(f.customer_id),
+        &[f.billing.and_then(|b| b.email)],
+        f.billing,
         (None, None),
     );
     if p.identifiers.is_empty() {
@@ -597,65 +799,55 @@ fn order_events(o: &Value, ctx: &Ctx<'_>) -> Result<Option<Vec<CanonicalEvent>>,
         );
     }
     let site = ctx.site;
-    let number = text(o, "number")
+    let number = f
+        .number
         .map(str::to_string)
         .unwrap_or_else(|| id.to_string());
 
     let mut props = Map::new();
     props.insert("order_id".into(), id.into());
     props.insert("number".into(), Value::String(number.clone()));
-    props.insert("status".into(), Value::String(status.to_string()));
-    if customer_id > 0 {
-        props.insert("customer_id".into(), customer_id.into());
+    props.insert("status".into(), Value::String(f.status.to_string()));
+    if f.customer_id > 0 {
+        props.insert("customer_id".into(), f.customer_id.into());
     }
-    if let Some(p) = id_of(o, "parent_id").filter(|p| *p > 0) {
+    if let Some(p) = f.parent_id.filter(|p| *p > 0) {
         props.insert("parent_id".into(), p.into());
     }
-    for k in ["discount_total", "shipping_total", "total_tax"] {
-        if let Some(v) = money(o.get(k)) {
-            props.insert(k.into(), v.into());
+    for (k, v) in ["discount_total", "shipping_total", "total_tax"]
+        .iter()
+        .zip(f.amounts)
+    {
+        if let Some(v) = v {
+            props.insert((*k).into(), v.into());
         }
     }
-    for k in ["payment_method", "payment_method_title", "created_via"] {
-        if let Some(v) = text(o, k) {
-            props.insert(k.into(), Value::String(bounded(v)));
+    for (k, v) in ["payment_method", "payment_method_title", "created_via"]
+        .iter()
+        .zip(f.texts)
+    {
+        if let Some(v) = v {
+            props.insert((*k).into(), Value::String(bounded(v)));
         }
     }
-    if let Some(t) = date_paid {
+    if let Some(t) = f.date_paid {
         props.insert("date_paid".into(), Value::String(t.to_rfc3339()));
     }
-    if let Some(t) = date_field(o, "date_completed_gmt") {
+    if let Some(t) = f.date_completed {
         props.insert("date_completed".into(), Value::String(t.to_rfc3339()));
     }
-    let (items, truncated, qty) = line_items(o);
+    let (items, truncated, qty) = f.items;
     props.insert("item_count".into(), qty.into());
     props.insert("line_items".into(), Value::Array(items));
     if truncated {
         props.insert("line_items_truncated".into(), Value::Bool(true));
     }
-    let coupons: Vec<Value> = o
-        .get("coupon_lines")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
-        .iter()
-        .take(20)
-        .filter_map(|c| {
-            let code = text(c, "code")?;
-            let mut m = Map::new();
-            m.insert("code".into(), Value::String(bounded(code)));
-            if let Some(d) = money(c.get("discount")) {
-                m.insert("discount".into(), d.into());
-            }
-            Some(Value::Object(m))
-        })
-        .collect();
-    if !coupons.is_empty() {
-        props.insert("coupons".into(), Value::Array(coupons));
+    if !f.coupons.is_empty() {
+        props.insert("coupons".into(), Value::Array(f.coupons));
     }
-    let mut context = attribution(o.get("meta_data"));
+    let mut context = f.context;
     if !context.contains_key("userAgent") {
-        if let Some(ua) = text(o, "customer_user_agent") {
+        if let Some(ua) = f.user_agent {
             context.insert("userAgent".into(), Value::String(bounded(ua)));
         }
     }
@@ -668,36 +860,25 @@ fn order_events(o: &Value, ctx: &Ctx<'_>) -> Result<Option<Vec<CanonicalEvent>>,
         channel: Channel::Shop,
         event_type: "order".into(),
         name: None,
-        occurred_at: created,
+        occurred_at: f.created,
         received_at: ctx.received_at,
         identifiers: p.identifiers.clone(),
         target: Vec::new(),
         traits: p.traits,
         properties: JsonObject::from_map(&props),
         revenue: Some(Revenue {
-            amount: total,
-            currency: currency.clone(),
+            amount: f.total,
+            currency: f.currency.clone(),
         }),
         context: JsonObject::from_map(&context),
     }];
 
-    let refunds = match o.get("refunds") {
-        None | Some(Value::Null) => &[][..],
-        Some(Value::Array(a)) => a.as_slice(),
-        Some(_) => return Err("`refunds` is not an array".into()),
-    };
-    for r in refunds {
-        let rid = id_of(r, "id")
-            .filter(|i| *i > 0)
-            .ok_or("a refund without a positive `id`")?;
-        let amount = money(r.get("total"))
-            .ok_or_else(|| format!("refund {rid}: `total` is not a decimal"))?
-            .abs();
+    for (rid, amount, reason) in f.refunds? {
         let mut rp = Map::new();
         rp.insert("refund_id".into(), rid.into());
         rp.insert("order_id".into(), id.into());
         rp.insert("order_number".into(), Value::String(number.clone()));
-        if let Some(reason) = text(r, "reason") {
+        if let Some(reason) = reason {
             rp.insert("reason".into(), Value::String(bounded(reason)));
         }
         events.push(CanonicalEvent {
@@ -709,18 +890,18 @@ fn order_events(o: &Value, ctx: &Ctx<'_>) -> Result<Option<Vec<CanonicalEvent>>,
             event_type: "refund".into(),
             name: None,
             // the order's refund list carries no date; the order changed when it was refunded
-            occurred_at: modified,
+            occurred_at: f.modified,
             received_at: ctx.received_at,
             identifiers: p.identifiers.clone(),
             target: Vec::new(),
             traits: Map::new(),
             properties: JsonObject::from_map(&rp),
             revenue: Some(Revenue {
-                amount,
-                currency: currency.clone(),
+                amount: amount.abs(),
+                currency: f.currency.clone(),
             }),
             context: JsonObject::empty(),
         });
     }
-    Ok(Some(events))
+    Ok(events)
 }

@@ -25,6 +25,7 @@
 //! See `docs/connectors/woocommerce.md`.
 
 pub mod mapping;
+mod typed;
 pub mod window;
 
 #[cfg(any(test, feature = "testkit"))]
@@ -586,6 +587,15 @@ impl Source {
             let mut out = DeferredOutput::default();
             for (i, what) in todo {
                 let Some(raw) = raws.get(i) else { continue };
+                // typed first; the slim tree when the typed reading declines
+                let typed = match what {
+                    Todo::Map => typed::map_order(raw.get(), &ctx),
+                    Todo::Reject => None,
+                };
+                if let Some(mapped) = typed {
+                    record(mapped, &mut out, &raws, i, &instance);
+                    continue;
+                }
                 let o = &mapping::slim(raw, mapping::ORDER_FIELDS).unwrap_or(Value::Null);
                 match what {
                     Todo::Reject => out.rejected.push(whole_object(
@@ -596,15 +606,7 @@ impl Source {
                             "order without a numeric `id` or a readable `date_modified_gmt`",
                         ),
                     )),
-                    Todo::Map => match mapping::map_order(o, &ctx) {
-                        OrderMapped::Events(evs) => out.events.extend(evs),
-                        OrderMapped::Skipped(why) => {
-                            metrics::counter!("socialcrm_connector_skipped_objects_total",
-                                "connector" => instance.clone(), "reason" => why)
-                            .increment(1);
-                        }
-                        OrderMapped::Rejected(r) => out.rejected.push(whole_object(&raws, i, r)),
-                    },
+                    Todo::Map => record(mapping::map_order(o, &ctx), &mut out, &raws, i, &instance),
                 }
             }
             out
@@ -741,6 +743,25 @@ enum Todo {
     Map,
     /// Rejects it: it has no usable key (id, modification time).
     Reject,
+}
+
+/// Adds what mapping listed order `i` gave to the page's output.
+fn record(
+    mapped: OrderMapped,
+    out: &mut DeferredOutput,
+    raws: &[Box<RawValue>],
+    i: usize,
+    instance: &str,
+) {
+    match mapped {
+        OrderMapped::Events(evs) => out.events.extend(evs),
+        OrderMapped::Skipped(why) => {
+            metrics::counter!("socialcrm_connector_skipped_objects_total",
+                "connector" => instance.to_string(), "reason" => why)
+            .increment(1);
+        }
+        OrderMapped::Rejected(r) => out.rejected.push(whole_object(raws, i, r)),
+    }
 }
 
 /// A rejection of listed object `i` (mapped from its slim form) carrying the

@@ -1338,3 +1338,78 @@ async fn orders_leaving_their_place_between_a_steps_requests_are_never_skipped()
     let (events, _, _) = walk(&mut s, ORDERS, start, |_, _| {}).await;
     assert_emitted_every_order(shop.orders(), &events);
 }
+
+#[test]
+fn typed_orders_map_like_slim_trees() {
+    // generated and malformed orders, and variants with escapes, ids and amounts
+    // in both JSON types, meta values of every type, and fields the typed
+    // reading declines
+    let mut data = FakeData::generate(400, 12);
+    data.add_malformed_orders(8);
+    let mut texts: Vec<String> = data.orders.iter().map(|o| o.to_string()).collect();
+    let generated = texts.len();
+    let base = data
+        .orders
+        .iter()
+        .find(|o| {
+            o["status"] == "completed" && o["refunds"].as_array().is_some_and(|r| !r.is_empty())
+        })
+        .expect("a completed order with a refund")
+        .clone();
+    let variant = |f: &dyn Fn(&mut Value)| {
+        let mut o = base.clone();
+        f(&mut o);
+        o.to_string()
+    };
+    texts.extend([
+        variant(&|o| o["billing"]["first_name"] = json!("Zo\u{eb} \"Z\"")),
+        variant(&|o| o["id"] = json!(o["id"].to_string())),
+        variant(&|o| o["total"] = json!(12.5)),
+        variant(&|o| o["customer_id"] = Value::Null),
+        variant(&|o| {
+            o["meta_data"] = json!([
+                {"key": "_wc_order_attribution_utm_source", "value": "  news  "},
+                {"key": "_wc_order_attribution_session_pages", "value": 4},
+                {"key": "_wc_order_attribution_utm_medium", "value": {"a": [1]}},
+                {"key": "_wc_order_attribution_utm_term", "value": "(none)"},
+                {"key": "_wc_order_attribution_referrer", "value": null},
+                {"key": "other", "value": [1, 2]},
+            ])
+        }),
+        variant(&|o| o["line_items"][0]["quantity"] = json!(1.5)),
+        // declined by the typed reading, mapped by the tree
+        variant(&|o| o["status"] = json!(7)),
+        variant(&|o| o["billing"] = json!("nobody")),
+        variant(&|o| o["line_items"][0]["quantity"] = json!("2")),
+        variant(&|o| o["refunds"][0]["id"] = json!(0)),
+        variant(&|o| o["date_paid_gmt"] = json!(5)),
+        variant(&|o| o["customer_id"] = json!("x")),
+        variant(&|o| {
+            o["customer_id"] = json!(0);
+            o["billing"] = json!({"email": "", "phone": ""});
+        }),
+    ]);
+    let mut typed_took = 0;
+    for (n, text) in texts.iter().enumerate() {
+        let raw = serde_json::value::RawValue::from_string(text.clone()).expect("raw");
+        let slim = super::mapping::slim(&raw, super::mapping::ORDER_FIELDS).expect("slim");
+        let want = map_order(&slim, &ctx());
+        let Some(got) = super::typed::map_order(text, &ctx()) else {
+            continue;
+        };
+        typed_took += usize::from(n < generated);
+        match (got, want) {
+            (OrderMapped::Events(a), OrderMapped::Events(b)) => assert_eq!(a, b, "{text}"),
+            (OrderMapped::Skipped(a), OrderMapped::Skipped(b)) => assert_eq!(a, b),
+            (a, b) => panic!("{text}: typed {a:?}, tree {b:?}"),
+        }
+    }
+    // the typed reading takes the well-formed generated orders
+    assert!(
+        typed_took >= generated - 8 - 20,
+        "{typed_took} of {generated}"
+    );
+    for text in &texts[generated + 6..] {
+        assert!(super::typed::map_order(text, &ctx()).is_none(), "{text}");
+    }
+}
