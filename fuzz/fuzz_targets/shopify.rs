@@ -1,12 +1,15 @@
 //! Shopify: one GraphQL node, a customer (`map_customer`) or an order with its
 //! refunds (`map_order`) as the first byte says; test orders kept or not.
 //!
-//! Invariants: mapping is deterministic; kept events are accepted by the
-//! pipeline; rejections go to the DLQ with a reason; a skipped order has no events.
+//! Invariants: mapping is deterministic; the node read as a bulk result line by
+//! the typed reading, when it takes it, maps as its tree does; kept events are
+//! accepted by the pipeline; rejections go to the DLQ with a reason; a skipped
+//! order has no events.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use socialcrm_connectors::shopify::mapping::{map_customer, map_order, MapCtx};
+use socialcrm_connectors::shopify::typed;
 use socialcrm_fuzz::{
     assert_connector_event, assert_connector_rejected, ids, json, normalizer, now,
 };
@@ -27,7 +30,13 @@ fuzz_target!(|data: &[u8]| {
         include_test_orders: sel & 0x80 != 0,
         normalizer: normalizer(),
     };
+    let line = node.to_string();
     if sel & 1 == 0 {
+        if let Some(ev) = typed::map_customer_line(&line, &ctx) {
+            let tree =
+                map_customer(&node, &ctx).expect("the typed reading took a rejected customer");
+            assert_eq!(ev, tree, "the typed reading maps otherwise");
+        }
         match map_customer(&node, &ctx) {
             Ok(ev) => {
                 let again = map_customer(&node, &ctx).expect("maps again");
@@ -38,6 +47,23 @@ fuzz_target!(|data: &[u8]| {
         }
     } else {
         let out = map_order(&node, &ctx);
+        if let Some(typed) = typed::map_order_line(&line, &ctx) {
+            // a bulk line without line-item lines: the tree has an empty list
+            let mut tree = node.clone();
+            if let Some(o) = tree.as_object_mut() {
+                o.insert("lineItems".into(), serde_json::json!({ "nodes": [] }));
+            }
+            let want = map_order(&tree, &ctx);
+            assert_eq!(
+                typed.events, want.events,
+                "the typed reading maps otherwise"
+            );
+            assert_eq!(typed.skipped, want.skipped);
+            assert!(
+                want.rejected.is_empty(),
+                "the typed reading took a rejected order"
+            );
+        }
         assert_eq!(ids(&map_order(&node, &ctx).events), ids(&out.events));
         if out.skipped.is_some() {
             assert!(out.events.is_empty(), "a skipped order with events");

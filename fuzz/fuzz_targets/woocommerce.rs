@@ -3,8 +3,9 @@
 //! its refunds (`map_order`) as the first byte says.
 //!
 //! Invariants: `slim` keeps what the mapping reads (mapping the slim and the
-//! whole object gives the same outcome); mapping is deterministic; kept events
-//! are accepted by the pipeline; rejections go to the DLQ with a reason.
+//! whole object gives the same outcome); an order the typed reading takes maps
+//! as its slim tree does; mapping is deterministic; kept events are accepted by
+//! the pipeline; rejections go to the DLQ with a reason.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -12,6 +13,7 @@ use serde_json::value::RawValue;
 use socialcrm_connectors::woocommerce::mapping::{
     map_customer, map_order, slim, Ctx, OrderMapped, CUSTOMER_FIELDS, ORDER_FIELDS,
 };
+use socialcrm_connectors::woocommerce::typed;
 use socialcrm_fuzz::{assert_connector_event, assert_connector_rejected, ids, now};
 
 const INSTANCE: &str = "woocommerce";
@@ -58,6 +60,14 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(a.reason, b.reason)
             }
             (a, b) => panic!("slim changed the outcome: {a:?} vs {b:?}"),
+        }
+        match (typed::map_order(raw.get(), &ctx), &out) {
+            (None, _) => {}
+            (Some(OrderMapped::Events(a)), OrderMapped::Events(b)) => {
+                assert_eq!(&a, b, "the typed reading maps otherwise")
+            }
+            (Some(OrderMapped::Skipped(a)), OrderMapped::Skipped(b)) => assert_eq!(a, *b),
+            (Some(a), b) => panic!("the typed reading gives {a:?}, the tree {b:?}"),
         }
         match out {
             OrderMapped::Events(evs) => {

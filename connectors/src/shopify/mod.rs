@@ -26,7 +26,7 @@ pub mod fake;
 pub mod mapping;
 #[cfg(test)]
 mod tests;
-mod typed;
+pub mod typed;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -25,7 +25,7 @@
 //! See `docs/connectors/woocommerce.md`.
 
 pub mod mapping;
-mod typed;
+pub mod typed;
 pub mod window;
 
 #[cfg(any(test, feature = "testkit"))]

@@ -237,7 +237,7 @@ struct Order<'a> {
 /// An order's events read from its text, as [`super::mapping::map_order`] gives them
 /// from its slim tree; `None` when the typed reading declines it or the mapping
 /// would reject it (the caller then maps the tree, for the reason).
-pub(crate) fn map_order(raw: &str, ctx: &Ctx<'_>) -> Option<OrderMapped> {
+pub fn map_order(raw: &str, ctx: &Ctx<'_>) -> Option<OrderMapped> {
     let o: Order<'_> = serde_json::from_str(raw).ok()?;
     // a date that is present must be a date; a text anywhere else would be read
     let date_paid = o.date_paid_gmt.as_ref().map(|s| Some(s.0.as_ref()));
