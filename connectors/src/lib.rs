@@ -17,5 +17,6 @@ pub mod shopify;
 pub mod telegram;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod typed;
 pub mod woocommerce;
 pub mod x;

@@ -965,6 +965,16 @@ mod tests {
         );
     }
 
+    fn test_ctx(normalizer: &socialcrm_schemas::Normalizer) -> mapping::MapCtx<'_> {
+        mapping::MapCtx {
+            shop: "s.myshopify.com",
+            source: "shopify:s.myshopify.com",
+            received_at: "2026-02-01T00:00:00Z".parse().expect("time"),
+            include_test_orders: false,
+            normalizer,
+        }
+    }
+
     /// The groups of a page, cut as the fetch chain cuts them.
     fn groups_of(text: &str) -> Vec<Group> {
         let b = text.as_bytes();
@@ -1091,13 +1101,7 @@ mod tests {
             ),
         ];
         let normalizer = socialcrm_schemas::Normalizer::default();
-        let ctx = mapping::MapCtx {
-            shop: "s.myshopify.com",
-            source: "shopify:s.myshopify.com",
-            received_at: "2026-02-01T00:00:00Z".parse().expect("time"),
-            include_test_orders: false,
-            normalizer: &normalizer,
-        };
+        let ctx = test_ctx(&normalizer);
         let mut outcomes = std::collections::BTreeSet::new();
         for (text, typed_takes_it) in cases {
             let b = text.as_bytes();
@@ -1160,13 +1164,7 @@ mod tests {
             (c(10).replace(r#""amount":"12.5""#, r#""amount":"lots""#), false),
         ];
         let normalizer = socialcrm_schemas::Normalizer::default();
-        let ctx = mapping::MapCtx {
-            shop: "s.myshopify.com",
-            source: "shopify:s.myshopify.com",
-            received_at: "2026-02-01T00:00:00Z".parse().expect("time"),
-            include_test_orders: false,
-            normalizer: &normalizer,
-        };
+        let ctx = test_ctx(&normalizer);
         let mut rejected_trees = 0;
         for (line, typed_takes_it) in cases {
             let text = format!("{line}\n");

@@ -12,8 +12,6 @@
 //! again as a tree by [`mapping::map_order`], which gives the usual event or
 //! rejection with its reason. Tests check that both readings give the same events.
 
-use std::borrow::Cow;
-
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -24,70 +22,7 @@ use super::mapping::{
 };
 use socialcrm_schemas::CanonicalEvent;
 
-/// A JSON string, borrowed from the line when it has no escapes.
-#[derive(Debug)]
-pub(super) struct S<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for S<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = S<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<S<'a>, E> {
-                Ok(S(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<S<'a>, E> {
-                Ok(S(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<S<'a>, E> {
-                Ok(S(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
-}
-
-impl S<'_> {
-    pub(super) fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-fn s<'a>(v: &'a Option<S<'_>>) -> Option<&'a str> {
-    v.as_ref().map(|s| s.0.as_ref())
-}
-
-/// A `MoneyV2` amount: a decimal string or a number (`None`: not a number).
-#[derive(Debug)]
-struct Amount(Option<f64>);
-
-impl<'de> Deserialize<'de> for Amount {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Amount;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an amount")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Amount, E> {
-                Ok(Amount(v.trim().parse::<f64>().ok()))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Amount, E> {
-                Ok(Amount(Some(v)))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Amount, E> {
-                Ok(Amount(Some(v as f64)))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Amount, E> {
-                Ok(Amount(Some(v as f64)))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
+use crate::typed::{opt_str as s, Decimal as Amount, Str as S};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -263,7 +198,7 @@ fn field<T>(v: Option<Option<T>>) -> mapping::Field<T> {
 
 /// A `MoneyV2` as the tree's `money` reads it; `None` when it would refuse it.
 fn money(m: &Money<'_>) -> Option<(f64, String)> {
-    let amount = m.amount.as_ref()?.0.filter(|a| a.is_finite())?;
+    let amount = crate::typed::finite(&m.amount)?;
     let currency = s(&m.currency_code)
         .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()))?;
     Some((amount, currency.to_string()))

@@ -11,8 +11,6 @@
 //! tree by [`super::mapping::map_order`], as before, which gives its events or its
 //! rejection with the reason. Tests check that both readings give the same events.
 
-use std::borrow::Cow;
-
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -21,31 +19,7 @@ use super::mapping::{
     Billing, Ctx, LineFacts, OrderFacts, OrderHead, OrderMapped,
 };
 
-/// A JSON string, borrowed from the page when it has no escapes.
-#[derive(Debug)]
-struct S<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for S<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = S<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<S<'a>, E> {
-                Ok(S(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<S<'a>, E> {
-                Ok(S(Cow::Owned(v.to_string())))
-            }
-            fn visit_string<E>(self, v: String) -> Result<S<'a>, E> {
-                Ok(S(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
-}
+use crate::typed::{finite as num, Decimal as Num, Str as S};
 
 /// A text field as the tree's reading takes it: trimmed, `None` when blank.
 fn text<'a>(v: &'a Option<S<'_>>) -> Option<&'a str> {
@@ -57,13 +31,10 @@ fn date(v: &Option<S<'_>>) -> Option<chrono::DateTime<chrono::Utc>> {
     v.as_ref().and_then(|s| parse_wc_date(&s.0))
 }
 
-/// Numbers read leniently, as the tree's reading reads them from a number or a
-/// string: ids (`u64`) and amounts (`f64`). `None`: not one.
+/// An id read leniently, as the tree's reading reads it from a number or a
+/// string (`None`: not one).
 #[derive(Debug)]
 struct Id(Option<u64>);
-
-#[derive(Debug)]
-struct Num(Option<f64>);
 
 impl<'de> Deserialize<'de> for Id {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -90,37 +61,8 @@ impl<'de> Deserialize<'de> for Id {
     }
 }
 
-impl<'de> Deserialize<'de> for Num {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Num;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("an amount")
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Num, E> {
-                Ok(Num(Some(v as f64)))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Num, E> {
-                Ok(Num(Some(v as f64)))
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Num, E> {
-                Ok(Num(Some(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Num, E> {
-                Ok(Num(v.trim().parse().ok()))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
 fn id(v: &Option<Id>) -> Option<u64> {
     v.as_ref().and_then(|i| i.0)
-}
-
-fn num(v: &Option<Num>) -> Option<f64> {
-    v.as_ref().and_then(|n| n.0).filter(|x| x.is_finite())
 }
 
 /// A meta entry's value as the attribution keeps it (a text or a number; any
