@@ -131,6 +131,11 @@ pub fn node_updated_at(node: &Value) -> Option<DateTime<Utc>> {
         .and_then(parse_time)
 }
 
+/// An ISO 4217 code as `MoneyV2.currencyCode` carries it (`EUR`).
+pub(super) fn is_currency_code(c: &str) -> bool {
+    c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase())
+}
+
 /// A `MoneyV2` (`{amount: "12.30", currencyCode: "EUR"}`).
 fn money(v: &Value, what: &str) -> Result<(f64, String), String> {
     let o = v
@@ -145,7 +150,7 @@ fn money(v: &Value, what: &str) -> Result<(f64, String), String> {
     .ok_or_else(|| format!("`{what}.amount` is not a decimal amount"))?;
     let currency = opt_str(o, "currencyCode")
         .map_err(|e| format!("`{what}`: {e}"))?
-        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()))
+        .filter(|c| is_currency_code(c))
         .ok_or_else(|| format!("`{what}.currencyCode` is not an ISO 4217 code"))?;
     Ok((amount, currency.to_string()))
 }

@@ -199,8 +199,7 @@ fn field<T>(v: Option<Option<T>>) -> mapping::Field<T> {
 /// A `MoneyV2` as the tree's `money` reads it; `None` when it would refuse it.
 fn money(m: &Money<'_>) -> Option<(f64, String)> {
     let amount = crate::typed::finite(&m.amount)?;
-    let currency = s(&m.currency_code)
-        .filter(|c| c.len() == 3 && c.bytes().all(|b| b.is_ascii_uppercase()))?;
+    let currency = s(&m.currency_code).filter(|c| mapping::is_currency_code(c))?;
     Some((amount, currency.to_string()))
 }
 
