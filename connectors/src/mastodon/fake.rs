@@ -85,8 +85,22 @@ pub struct FakeData {
     pub rate_window: Duration,
     /// Largest `limit` honoured: 80 since Mastodon 4.1, 30 before.
     pub max_limit: usize,
+    /// The `rel="prev"` link of a page: Mastodon's (the page's newest id), none
+    /// (a proxy that strips `Link`), or one that lags behind the page.
+    pub prev_link: PrevLink,
     /// Sorted by id.
     items: Vec<Item>,
+}
+
+/// What a page's `rel="prev"` link points at ([`FakeData::prev_link`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrevLink {
+    /// `min_id` = the page's newest id, as Mastodon answers.
+    Newest,
+    /// No `Link` header at all.
+    Absent,
+    /// `min_id` = the page's oldest id: behind what the page holds.
+    Oldest,
 }
 
 impl FakeData {
@@ -99,6 +113,7 @@ impl FakeData {
             rate_limit: 1_000_000,
             rate_window: Duration::from_secs(300),
             max_limit: 80,
+            prev_link: PrevLink::Newest,
             items: Vec::new(),
         }
     }
@@ -853,6 +868,7 @@ async fn notifications(State(state): State<Arc<FakeState>>, req: Request) -> Res
     }
     body.push(']');
     let mut r = json_response(StatusCode::OK, body);
+    let prev_link = state.data.prev_link;
     if let (Some(first), Some(last)) = (page.first(), page.last()) {
         // like Rails' url helpers: the kept parameters, then the cursor
         let mut keep = String::new();
@@ -863,11 +879,18 @@ async fn notifications(State(state): State<Arc<FakeState>>, req: Request) -> Res
             }
         }
         let base = format!("http://{host}/api/v1/notifications?{keep}");
+        let prev = if prev_link == PrevLink::Oldest {
+            &last.id
+        } else {
+            &first.id
+        };
         let link = format!(
-            "<{base}max_id={}>; rel=\"next\", <{base}min_id={}>; rel=\"prev\"",
-            last.id, first.id
+            "<{base}max_id={}>; rel=\"next\", <{base}min_id={prev}>; rel=\"prev\"",
+            last.id
         );
-        hs.push(("link", link));
+        if prev_link != PrevLink::Absent {
+            hs.push(("link", link));
+        }
     }
     add_headers(&mut r, &hs);
     r

@@ -836,22 +836,30 @@ fn tid(v: &Option<TId>) -> Option<String> {
 #[derive(Debug)]
 pub struct PageItem {
     pub id: Option<String>,
-    raw: Box<RawValue>,
+    /// The notification's JSON text (for the `Value` mapping when the typed one
+    /// declines).
+    raw: Box<str>,
     typed: Option<Box<Obj<TNotification>>>,
 }
 
 impl PageItem {
     /// Parses one notification of a page.
     pub fn parse(raw: Box<RawValue>) -> PageItem {
-        match serde_json::from_str::<Obj<TNotification>>(raw.get()) {
+        Self::parse_str(raw.get())
+    }
+
+    /// [`PageItem::parse`] of a notification's JSON text (one element of a page's
+    /// array, as the page was read).
+    pub fn parse_str(raw: &str) -> PageItem {
+        match serde_json::from_str::<Obj<TNotification>>(raw) {
             Ok(t) => PageItem {
                 id: t.id(),
-                raw,
+                raw: raw.into(),
                 typed: Some(Box::new(t)),
             },
             Err(_) => PageItem {
-                id: notification_id(&raw_value(&raw)),
-                raw,
+                id: notification_id(&text_value(raw)),
+                raw: raw.into(),
                 typed: None,
             },
         }
@@ -873,7 +881,11 @@ pub fn raw_notification_id(raw: &RawValue) -> Option<String> {
 }
 
 fn raw_value(raw: &RawValue) -> Value {
-    serde_json::from_str(raw.get()).unwrap_or(Value::Null)
+    text_value(raw.get())
+}
+
+fn text_value(raw: &str) -> Value {
+    serde_json::from_str(raw).unwrap_or(Value::Null)
 }
 
 /// [`map_notifications`] for parsed page items: the same outcomes.
@@ -890,7 +902,7 @@ pub fn map_items(items: &[PageItem], ctx: &Context<'_>) -> MappedPage {
             .and_then(|t| map_typed(t, ctx, &brand));
         let outcome = match fast {
             Some(m) => Ok(m),
-            None => map_notification(&raw_value(&item.raw), ctx),
+            None => map_notification(&text_value(&item.raw), ctx),
         };
         match outcome {
             Ok(Mapped::Event(ev)) => page.events.push(*ev),

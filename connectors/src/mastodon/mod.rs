@@ -310,16 +310,34 @@ impl Source {
         query.extend(self.types_query.iter().cloned());
         let url = format!("{}/api/v1/notifications", self.base);
         let resp = self.client.call(&url, &self.request(query)).await?;
-        // the page is split into its notifications here; each is parsed once,
-        // into typed structs, by the deferred mapping (see mapping::PageItem)
-        let raws: Vec<Box<RawValue>> = resp.json(&self.instance)?;
-        let ids: Vec<Option<String>> = raws
+        // the page is split into its notifications here, without copying them;
+        // each is parsed once, into typed structs, by the deferred mapping (see
+        // mapping::PageItem), off this task's path from one page to the next
+        let raws: Vec<&RawValue> = resp.json_ref(&self.instance)?;
+        let base = resp.body.as_ptr() as usize;
+        let spans: Vec<std::ops::Range<usize>> = raws
             .iter()
-            .map(|r| mapping::raw_notification_id(r))
+            .map(|r| {
+                let start = r.get().as_ptr() as usize - base;
+                start..start + r.get().len()
+            })
             .collect();
-        // the next cursor: the highest id of the page, as the `prev` link says
+        // the next cursor: the highest id of the page, as the `prev` link says.
+        // Mastodon answers newest first, so when the link moves the cursor, the
+        // ids of the page's two ends are read to check it; without such a link,
+        // every id of the page is
         let from_link = link_rel(&resp.headers, "prev").and_then(|u| min_id_param(&u));
-        let from_page = ids.iter().flatten().max_by(|a, b| id_cmp(a, b)).cloned();
+        let link_advances = from_link
+            .as_ref()
+            .is_some_and(|l| id_cmp(l, &min_id) == Ordering::Greater);
+        let read: Vec<&RawValue> = match (link_advances, raws.first(), raws.last()) {
+            (true, Some(first), Some(last)) => vec![first, last],
+            _ => raws.clone(),
+        };
+        let from_page = read
+            .into_iter()
+            .filter_map(mapping::raw_notification_id)
+            .max_by(|a, b| id_cmp(a, b));
         let next = [Some(min_id.clone()), from_link, from_page]
             .into_iter()
             .flatten()
@@ -340,14 +358,20 @@ impl Source {
         // others at other sizes, so a short page may just be the server's maximum
         let caught_up = raws.is_empty();
         let objects = raws.len() as u64;
+        drop(raws);
+        let body = resp.body;
         let brand = brand.clone();
         let types = self.cfg.types.clone();
         let max_text_chars = self.cfg.max_text_chars;
         let instance = self.instance.clone();
         let received_at = Utc::now();
         let map = move || {
-            let mut items: Vec<mapping::PageItem> =
-                raws.into_iter().map(mapping::PageItem::parse).collect();
+            // the body parsed as JSON, so it is UTF-8 (borrowed, not copied)
+            let text = String::from_utf8_lossy(&body);
+            let mut items: Vec<mapping::PageItem> = spans
+                .into_iter()
+                .map(|r| mapping::PageItem::parse_str(text.get(r).unwrap_or("null")))
+                .collect();
             // Mastodon answers newest first; events go out oldest first
             items.sort_by(|a, b| match (&a.id, &b.id) {
                 (Some(x), Some(y)) => id_cmp(x, y),

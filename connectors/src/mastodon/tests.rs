@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use socialcrm_schemas::{IdType, Identifier, Normalizer};
 
-use super::fake::{self, FakeData, BRAND_ID, FAKE_DOMAIN, FAKE_TOKEN};
+use super::fake::{self, FakeData, PrevLink, BRAND_ID, FAKE_DOMAIN, FAKE_TOKEN};
 use super::mapping::{self, html_links, html_to_text, Context, Mapped};
 use super::*;
 use crate::runtime::config::{RuntimeSettings, Secret};
@@ -613,6 +613,39 @@ async fn walks_every_page_forward_with_the_cursor_after_each_page() {
         seen.iter().filter(|s| s.uri.contains("/instance")).count(),
         1
     );
+}
+
+#[tokio::test]
+async fn without_a_usable_prev_link_the_cursor_follows_the_page_ids() {
+    // a proxy that strips `Link`, or a server whose `prev` lags behind its page:
+    // the cursor still ends each page at its newest id, so nothing is read twice
+    for prev_link in [PrevLink::Absent, PrevLink::Oldest] {
+        let mut data = fake::generate(95, 7);
+        data.prev_link = prev_link;
+        let ids = data.ids();
+        let server = FakeServer::start(fake::router(data.clone())).await;
+        let mut src = source_with(&server.base_url, |c| c.page_size = 20);
+        let mut cursor = src.initial_cursor(STREAM, None);
+        let mut got = Vec::new();
+        let mut pages = 0;
+        loop {
+            let p = src.fetch(STREAM, &cursor).await.expect("page");
+            if p.caught_up {
+                break;
+            }
+            let served = ((pages + 1) * 20).min(95);
+            assert_eq!(
+                min_id(&p.cursor),
+                ids[served - 1],
+                "{prev_link:?} page {pages}"
+            );
+            got.extend(ids_of(&p));
+            cursor = p.cursor;
+            pages += 1;
+        }
+        assert_eq!(pages, 5, "{prev_link:?}");
+        assert_eq!(got, expected_ids(&data, 0), "{prev_link:?}");
+    }
 }
 
 #[tokio::test]

@@ -130,6 +130,19 @@ impl ApiResponse {
         })
     }
 
+    /// [`ApiResponse::json`] into a `T` that borrows from the body (e.g. a
+    /// page split into `&RawValue`s without copying them).
+    pub fn json_ref<'a, T: serde::Deserialize<'a>>(
+        &'a self,
+        source_name: &str,
+    ) -> Result<T, ApiError> {
+        serde_json::from_slice(&self.body).map_err(|e| ApiError::Payload {
+            source_name: source_name.to_string(),
+            url: self.url.clone(),
+            message: format!("body is not the documented JSON: {e}"),
+        })
+    }
+
     /// A header as text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
