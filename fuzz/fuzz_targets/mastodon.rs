@@ -27,14 +27,14 @@ fuzz_target!(|data: &[u8]| {
         .map(|r| serde_json::from_str(r.get()))
         .collect::<Result<Vec<Value>, _>>()
     else {
-        let items: Vec<PageItem> = raws.into_iter().map(PageItem::parse).collect();
+        let items: Vec<PageItem> = raws.iter().map(|r| PageItem::parse(r)).collect();
         let types: Vec<String> = SUPPORTED_TYPES.iter().map(|s| s.to_string()).collect();
         for ev in &map_items(&items, &context(&types)).events {
             assert_connector_event(ev, INSTANCE);
         }
         return;
     };
-    let items: Vec<PageItem> = raws.into_iter().map(PageItem::parse).collect();
+    let items: Vec<PageItem> = raws.iter().map(|r| PageItem::parse(r)).collect();
     let types: Vec<String> = SUPPORTED_TYPES.iter().map(|s| s.to_string()).collect();
     let ctx = context(&types);
     let fast = map_items(&items, &ctx);

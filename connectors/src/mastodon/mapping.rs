@@ -844,7 +844,7 @@ pub struct PageItem {
 
 impl PageItem {
     /// Parses one notification of a page.
-    pub fn parse(raw: Box<RawValue>) -> PageItem {
+    pub fn parse(raw: &RawValue) -> PageItem {
         Self::parse_str(raw.get())
     }
 

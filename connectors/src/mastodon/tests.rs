@@ -1092,7 +1092,9 @@ fn typed_mapping_matches_value_mapping() {
     let parsed: Vec<mapping::PageItem> = raw
         .into_iter()
         .map(|s| {
-            mapping::PageItem::parse(serde_json::value::RawValue::from_string(s).expect("raw json"))
+            mapping::PageItem::parse(
+                &serde_json::value::RawValue::from_string(s).expect("raw json"),
+            )
         })
         .collect();
     let got = mapping::map_items(&parsed, &c);
@@ -1169,7 +1171,7 @@ fn id_read_alone_is_the_value_paths_id() {
             "{raw}"
         );
         assert_eq!(
-            mapping::PageItem::parse(boxed.clone()).id,
+            mapping::PageItem::parse(&boxed).id,
             mapping::notification_id(&v),
             "{raw}"
         );
