@@ -128,6 +128,10 @@ enum Cmd {
         objects: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// Runs of every connector, round after round; with more than one, a
+        /// summary gives each connector's median and range.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
+        rounds: u64,
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -279,9 +283,10 @@ async fn main() -> Result<()> {
             kinds,
             objects,
             seed,
+            rounds,
             json,
         } => {
-            let r = connectors::run(&brokers, &kinds, objects, seed).await?;
+            let r = connectors::run(&brokers, &kinds, objects, seed, rounds as usize).await?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             if let Some(p) = json {
                 std::fs::write(p, serde_json::to_vec_pretty(&r)?)?;

@@ -257,3 +257,19 @@ impl SelfCpu {
         u
     }
 }
+
+/// The process whose command line contains `needle` (the first one found, not
+/// this process), e.g. the local Kafka broker (`kafka.Kafka`).
+pub fn find_pid(needle: &str) -> Option<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        if pid == me {
+            return None;
+        }
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        String::from_utf8_lossy(&cmd)
+            .contains(needle)
+            .then_some(pid)
+    })
+}
