@@ -876,12 +876,8 @@ pub fn raw_notification_id(raw: &RawValue) -> Option<String> {
     }
     match serde_json::from_str::<Obj<IdOnly>>(raw.get()) {
         Ok(t) => t.0.id.and_then(|i| i.0),
-        Err(_) => notification_id(&raw_value(raw)),
+        Err(_) => notification_id(&text_value(raw.get())),
     }
-}
-
-fn raw_value(raw: &RawValue) -> Value {
-    text_value(raw.get())
 }
 
 fn text_value(raw: &str) -> Value {

@@ -330,13 +330,17 @@ impl Source {
         let link_advances = from_link
             .as_ref()
             .is_some_and(|l| id_cmp(l, &min_id) == Ordering::Greater);
-        let read: Vec<&RawValue> = match (link_advances, raws.first(), raws.last()) {
-            (true, Some(first), Some(last)) => vec![first, last],
-            _ => raws.clone(),
+        let ends;
+        let read: &[&RawValue] = match (link_advances, raws.first(), raws.last()) {
+            (true, Some(&first), Some(&last)) => {
+                ends = [first, last];
+                &ends
+            }
+            _ => &raws,
         };
         let from_page = read
-            .into_iter()
-            .filter_map(mapping::raw_notification_id)
+            .iter()
+            .filter_map(|r| mapping::raw_notification_id(r))
             .max_by(|a, b| id_cmp(a, b));
         let next = [Some(min_id.clone()), from_link, from_page]
             .into_iter()
@@ -358,7 +362,6 @@ impl Source {
         // others at other sizes, so a short page may just be the server's maximum
         let caught_up = raws.is_empty();
         let objects = raws.len() as u64;
-        drop(raws);
         let body = resp.body;
         let brand = brand.clone();
         let types = self.cfg.types.clone();

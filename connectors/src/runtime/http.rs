@@ -123,11 +123,7 @@ pub struct ApiResponse {
 impl ApiResponse {
     /// Parses the body as JSON into `T`.
     pub fn json<T: serde::de::DeserializeOwned>(&self, source_name: &str) -> Result<T, ApiError> {
-        serde_json::from_slice(&self.body).map_err(|e| ApiError::Payload {
-            source_name: source_name.to_string(),
-            url: self.url.clone(),
-            message: format!("body is not the documented JSON: {e}"),
-        })
+        self.json_ref(source_name)
     }
 
     /// [`ApiResponse::json`] into a `T` that borrows from the body (e.g. a
