@@ -1,5 +1,5 @@
 //! Building blocks of the connectors' typed readings (`shopify::typed`,
-//! `woocommerce::typed`): provider objects read into structs that borrow from the
+//! `woocommerce::typed`, Mastodon's notifications): provider objects read into structs that borrow from the
 //! page instead of JSON trees.
 
 use std::borrow::Cow;
@@ -34,6 +34,13 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
 
 impl Str<'_> {
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
         &self.0
     }
 }

@@ -25,6 +25,7 @@ use socialcrm_schemas::{
 };
 
 use crate::runtime::Rejected;
+use crate::typed::Str;
 
 /// Longest bio kept in the `bio` trait (characters).
 pub const MAX_BIO_CHARS: usize = 500;
@@ -394,7 +395,7 @@ fn fields_of(a: &Map<String, Value>) -> Vec<Field<'_>> {
     }
 }
 
-fn typed_fields(a: &TAccount) -> Vec<Field<'_>> {
+fn typed_fields<'a>(a: &'a TAccount<'_>) -> Vec<Field<'a>> {
     a.fields
         .iter()
         .flatten()
@@ -724,35 +725,35 @@ impl<T> std::ops::Deref for Obj<T> {
 }
 
 #[derive(Debug, Deserialize)]
-struct TNotification {
+struct TNotification<'a> {
     #[serde(default)]
     id: Option<TId>,
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
-    #[serde(default)]
-    created_at: Option<String>,
-    #[serde(default)]
-    account: Option<Obj<TAccount>>,
-    #[serde(default)]
-    status: Option<Obj<TStatus>>,
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    created_at: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    account: Option<Obj<TAccount<'a>>>,
+    #[serde(default, borrow)]
+    status: Option<Obj<TStatus<'a>>>,
 }
 
-impl TNotification {
+impl TNotification<'_> {
     fn id(&self) -> Option<String> {
         self.id.as_ref().and_then(|i| i.0.clone())
     }
 }
 
 #[derive(Debug, Deserialize)]
-struct TAccount {
+struct TAccount<'a> {
     #[serde(default)]
     id: Option<TId>,
-    #[serde(default)]
-    acct: Option<String>,
-    #[serde(default)]
-    display_name: Option<String>,
-    #[serde(default)]
-    url: Option<String>,
+    #[serde(default, borrow)]
+    acct: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    display_name: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    url: Option<Str<'a>>,
     #[serde(default)]
     followers_count: Option<u64>,
     #[serde(default)]
@@ -761,40 +762,40 @@ struct TAccount {
     statuses_count: Option<u64>,
     #[serde(default)]
     bot: Option<bool>,
-    #[serde(default)]
-    avatar: Option<String>,
-    #[serde(default)]
-    note: Option<String>,
-    #[serde(default)]
-    fields: Option<Vec<Obj<TField>>>,
+    #[serde(default, borrow)]
+    avatar: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    note: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    fields: Option<Vec<Obj<TField<'a>>>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct TField {
-    #[serde(default)]
-    value: Option<String>,
-    #[serde(default)]
-    verified_at: Option<String>,
+struct TField<'a> {
+    #[serde(default, borrow)]
+    value: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    verified_at: Option<Str<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct TStatus {
+struct TStatus<'a> {
     #[serde(default)]
     id: Option<TId>,
-    #[serde(default)]
-    url: Option<String>,
-    #[serde(default)]
-    uri: Option<String>,
-    #[serde(default)]
-    created_at: Option<String>,
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    spoiler_text: Option<String>,
-    #[serde(default)]
-    language: Option<String>,
-    #[serde(default)]
-    visibility: Option<String>,
+    #[serde(default, borrow)]
+    url: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    uri: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    created_at: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    content: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    spoiler_text: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    language: Option<Str<'a>>,
+    #[serde(default, borrow)]
+    visibility: Option<Str<'a>>,
     #[serde(default)]
     sensitive: Option<bool>,
     #[serde(default)]
@@ -809,22 +810,22 @@ struct TStatus {
     favourites_count: Option<u64>,
     #[serde(default)]
     media_attachments: Option<Vec<IgnoredAny>>,
-    #[serde(default)]
-    tags: Option<Vec<Obj<TTag>>>,
-    #[serde(default)]
-    mentions: Option<Vec<Obj<TMention>>>,
+    #[serde(default, borrow)]
+    tags: Option<Vec<Obj<TTag<'a>>>>,
+    #[serde(default, borrow)]
+    mentions: Option<Vec<Obj<TMention<'a>>>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct TTag {
-    #[serde(default)]
-    name: Option<String>,
+struct TTag<'a> {
+    #[serde(default, borrow)]
+    name: Option<Str<'a>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct TMention {
-    #[serde(default)]
-    acct: Option<String>,
+struct TMention<'a> {
+    #[serde(default, borrow)]
+    acct: Option<Str<'a>>,
 }
 
 fn tid(v: &Option<TId>) -> Option<String> {
@@ -833,33 +834,40 @@ fn tid(v: &Option<TId>) -> Option<String> {
 
 /// One notification of a page, parsed once: its id (as [`notification_id`]
 /// reads it) for ordering and the cursor, and its typed form when it has one.
+/// Borrows from the page's text: its strings without escapes are not copied.
 #[derive(Debug)]
-pub struct PageItem {
+pub struct PageItem<'a> {
     pub id: Option<String>,
     /// The notification's JSON text (for the `Value` mapping when the typed one
     /// declines).
-    raw: Box<str>,
-    typed: Option<Box<Obj<TNotification>>>,
+    raw: &'a str,
+    typed: Option<Box<Obj<TNotification<'a>>>>,
 }
 
-impl PageItem {
+impl<'a> PageItem<'a> {
     /// Parses one notification of a page.
-    pub fn parse(raw: &RawValue) -> PageItem {
+    pub fn parse(raw: &'a RawValue) -> PageItem<'a> {
         Self::parse_str(raw.get())
+    }
+
+    /// Whether the typed structs read it (tests).
+    #[cfg(test)]
+    pub(super) fn is_typed(&self) -> bool {
+        self.typed.is_some()
     }
 
     /// [`PageItem::parse`] of a notification's JSON text (one element of a page's
     /// array, as the page was read).
-    pub fn parse_str(raw: &str) -> PageItem {
-        match serde_json::from_str::<Obj<TNotification>>(raw) {
+    pub fn parse_str(raw: &'a str) -> PageItem<'a> {
+        match serde_json::from_str::<Obj<TNotification<'a>>>(raw) {
             Ok(t) => PageItem {
                 id: t.id(),
-                raw: raw.into(),
+                raw,
                 typed: Some(Box::new(t)),
             },
             Err(_) => PageItem {
                 id: notification_id(&text_value(raw)),
-                raw: raw.into(),
+                raw,
                 typed: None,
             },
         }
@@ -898,7 +906,7 @@ pub fn map_items(items: &[PageItem], ctx: &Context<'_>) -> MappedPage {
             .and_then(|t| map_typed(t, ctx, &brand));
         let outcome = match fast {
             Some(m) => Ok(m),
-            None => map_notification(&text_value(&item.raw), ctx),
+            None => map_notification(&text_value(item.raw), ctx),
         };
         match outcome {
             Ok(Mapped::Event(ev)) => page.events.push(*ev),
@@ -1013,7 +1021,7 @@ fn typed_status_properties(
     ctx: &Context<'_>,
     p: &mut Map<String, Value>,
 ) {
-    let text = |v: &Option<String>| v.as_deref().map(|x| Value::String(x.to_string()));
+    let text = |v: &Option<Str<'_>>| v.as_deref().map(|x| Value::String(x.to_string()));
     if let Some(id) = tid(&s.id) {
         p.insert("status_id".into(), Value::String(id));
     }

@@ -369,11 +369,14 @@ impl Source {
         let instance = self.instance.clone();
         let received_at = Utc::now();
         let map = move || {
-            // the body parsed as JSON, so it is UTF-8 (borrowed, not copied)
-            let text = String::from_utf8_lossy(&body);
+            // each span is an element of the page as it was parsed, so UTF-8;
+            // checked again per span (fast for ASCII), not copied
             let mut items: Vec<mapping::PageItem> = spans
                 .into_iter()
-                .map(|r| mapping::PageItem::parse_str(text.get(r).unwrap_or("null")))
+                .map(|r| {
+                    let text = body.get(r).and_then(|b| std::str::from_utf8(b).ok());
+                    mapping::PageItem::parse_str(text.unwrap_or("null"))
+                })
                 .collect();
             // Mastodon answers newest first; events go out oldest first
             items.sort_by(|a, b| match (&a.id, &b.id) {
