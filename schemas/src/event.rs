@@ -70,24 +70,50 @@ impl JsonObject {
 
     /// The object with its top-level member `key` changed by `change` (given the
     /// member's value if there is one; `None` back removes it), without building
-    /// the other members into values: they are copied as text. `None` when the text
+    /// the other members into values: their text is copied. A changed object is
+    /// written with its keys sorted, as `from_map` writes a `Map`; when `change`
+    /// gives back what it was given, the text stays as it was. `None` when the text
     /// is not an object of unique keys that this can rewrite (use [`Self::to_map`]).
     pub fn with_member(
         &self,
         key: &str,
         change: impl FnOnce(Option<Value>) -> Option<Value>,
     ) -> Option<JsonObject> {
-        // sorted, as `from_map` writes a `Map`
-        let mut top: std::collections::BTreeMap<String, Box<RawValue>> =
-            serde_json::from_str(self.0.get()).ok()?;
-        let old = match top.remove(key) {
-            Some(raw) => Some(serde_json::from_str::<Value>(raw.get()).ok()?),
+        let mut members = top_members(self.0.get())?;
+        members.sort_by(|a, b| a.0.cmp(&b.0));
+        if members.windows(2).any(|w| w[0].0 == w[1].0) {
+            return None;
+        }
+        let old = match members.iter().find(|(k, _)| k == key) {
+            Some((_, raw)) => Some(serde_json::from_str::<Value>(raw.get()).ok()?),
             None => None,
         };
-        if let Some(v) = change(old) {
-            top.insert(key.to_string(), RawValue::from_string(v.to_string()).ok()?);
+        let new = change(old.clone());
+        if new == old {
+            return Some(self.clone());
         }
-        let text = serde_json::to_string(&top).ok()?;
+        let new_text = new.map(|v| v.to_string());
+        let mut out: Vec<(&str, &str)> = members
+            .iter()
+            .filter(|(k, _)| k != key)
+            .map(|(k, raw)| (k.as_ref(), raw.get()))
+            .collect();
+        if let Some(t) = &new_text {
+            out.push((key, t));
+            out.sort_by(|a, b| a.0.cmp(b.0));
+        }
+        let mut text = Vec::with_capacity(self.0.get().len() + 16);
+        text.push(b'{');
+        for (i, (k, raw)) in out.iter().enumerate() {
+            if i > 0 {
+                text.push(b',');
+            }
+            serde_json::to_writer(&mut text, k).ok()?;
+            text.push(b':');
+            text.extend_from_slice(raw.as_bytes());
+        }
+        text.push(b'}');
+        let text = String::from_utf8(text).ok()?;
         RawValue::from_string(text).ok().map(JsonObject)
     }
 
@@ -106,6 +132,54 @@ impl JsonObject {
         let t = self.0.get().trim();
         t.len() >= 2 && t[1..t.len() - 1].trim().is_empty()
     }
+}
+
+/// The top-level members of a JSON object's text: keys (borrowed unless they
+/// have escapes) and the values' text, in order, duplicates included; `None`
+/// when the text is not an object.
+fn top_members(text: &str) -> Option<Vec<(std::borrow::Cow<'_, str>, &RawValue)>> {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use std::borrow::Cow;
+    struct Key<'a>(Cow<'a, str>);
+    impl<'de> Deserialize<'de> for Key<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Key<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a key")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                    Ok(Key(Cow::Owned(v.to_string())))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+    struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+    impl<'de> Deserialize<'de> for Members<'de> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Members<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a JSON object")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Members<'de>, A::Error> {
+                    let mut out = Vec::with_capacity(m.size_hint().unwrap_or(8));
+                    while let Some(Key(k)) = m.next_key::<Key<'de>>()? {
+                        out.push((k, m.next_value::<&'de RawValue>()?));
+                    }
+                    Ok(Members(out))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    serde_json::from_str::<Members<'_>>(text).ok().map(|m| m.0)
 }
 
 impl Default for JsonObject {
@@ -425,6 +499,23 @@ mod tests {
         assert_eq!(dropped.to_map().len(), 2);
         let absent = dropped.with_member("ip", |v| v).expect("rewritten");
         assert_eq!(absent.to_map(), dropped.to_map());
+        // a member given back unchanged leaves the text as it was (unsorted)
+        let same = o.with_member("ip", |v| v).expect("unchanged");
+        assert_eq!(same.as_str(), o.as_str());
+        // an escaped key is the key it spells
+        let esc: JsonObject =
+            serde_json::from_str(r#"{"\u0069p": "203.0.113.7", "a\"b": 1}"#).expect("object");
+        let changed = esc
+            .with_member("ip", |v| {
+                assert_eq!(v, Some(Value::String("203.0.113.7".into())));
+                None
+            })
+            .expect("rewritten");
+        assert_eq!(changed.as_str(), r#"{"a\"b":1}"#);
+        // duplicate keys and non-objects are not rewritten
+        let dup: JsonObject =
+            serde_json::from_str(r#"{"ip": "1.2.3.4", "ip": "5.6.7.8"}"#).expect("object");
+        assert!(dup.with_member("ip", |_| None).is_none());
     }
 
     fn sample() -> serde_json::Value {
