@@ -92,29 +92,35 @@ impl JsonObject {
         if new == old {
             return Some(self.clone());
         }
-        let new_text = new.map(|v| v.to_string());
-        let mut out: Vec<(&str, &str)> = members
+        let new_raw = match new {
+            Some(v) => Some(serde_json::value::to_raw_value(&v).ok()?),
+            None => None,
+        };
+        let mut out: Vec<(&str, &RawValue)> = members
             .iter()
             .filter(|(k, _)| k != key)
-            .map(|(k, raw)| (k.as_ref(), raw.get()))
+            .map(|(k, raw)| (k.as_ref(), *raw))
             .collect();
-        if let Some(t) = &new_text {
-            out.push((key, t));
+        if let Some(raw) = &new_raw {
+            out.push((key, raw));
             out.sort_by(|a, b| a.0.cmp(b.0));
         }
-        let mut text = Vec::with_capacity(self.0.get().len() + 16);
-        text.push(b'{');
-        for (i, (k, raw)) in out.iter().enumerate() {
-            if i > 0 {
-                text.push(b',');
+        // written as serde_json writes a map of raw values, without checking the
+        // text again
+        struct Members<'a>(&'a [(&'a str, &'a RawValue)]);
+        impl Serialize for Members<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use serde::ser::SerializeMap;
+                let mut m = s.serialize_map(Some(self.0.len()))?;
+                for (k, v) in self.0 {
+                    m.serialize_entry(k, v)?;
+                }
+                m.end()
             }
-            serde_json::to_writer(&mut text, k).ok()?;
-            text.push(b':');
-            text.extend_from_slice(raw.as_bytes());
         }
-        text.push(b'}');
-        let text = String::from_utf8(text).ok()?;
-        RawValue::from_string(text).ok().map(JsonObject)
+        serde_json::value::to_raw_value(&Members(&out))
+            .ok()
+            .map(JsonObject)
     }
 
     /// The object as values (parses the text).
