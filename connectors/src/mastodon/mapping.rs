@@ -507,8 +507,8 @@ pub fn html_links(html: &str) -> Vec<String> {
         let Some(end) = after.find('>') else { break };
         let tag = &after[..end];
         rest = &after[end + 1..];
-        let lower = tag.to_ascii_lowercase();
-        if !(lower.starts_with("a ") || lower.starts_with("a\n") || lower.starts_with("a\t")) {
+        let is_a = matches!(tag.as_bytes(), [b'a' | b'A', b' ' | b'\n' | b'\t', ..]);
+        if !is_a {
             continue;
         }
         let class = attr(tag, "class").unwrap_or_default();
@@ -569,16 +569,17 @@ pub fn html_to_text(html: &str, max_chars: usize) -> (String, bool) {
         if rest.starts_with('<') {
             match rest.find('>') {
                 Some(end) => {
-                    let tag = rest[1..end].trim().to_ascii_lowercase();
+                    // tag names in any case, read in place (no copy per tag)
+                    let tag = rest[1..end].trim();
                     let name = tag
                         .trim_start_matches('/')
                         .split(|c: char| c.is_whitespace() || c == '/')
                         .next()
                         .unwrap_or("");
-                    match name {
-                        "br" => out.push('\n'),
-                        "p" if tag.starts_with('/') => out.push_str("\n\n"),
-                        _ => {}
+                    if name.eq_ignore_ascii_case("br") {
+                        out.push('\n');
+                    } else if name.eq_ignore_ascii_case("p") && tag.starts_with('/') {
+                        out.push_str("\n\n");
                     }
                     rest = &rest[end + 1..];
                 }
