@@ -144,27 +144,9 @@ impl JsonObject {
 /// have escapes) and the values' text, in order, duplicates included; `None`
 /// when the text is not an object.
 fn top_members(text: &str) -> Option<Vec<(std::borrow::Cow<'_, str>, &RawValue)>> {
+    use crate::borrowed::Str;
     use serde::de::{Deserializer, MapAccess, Visitor};
     use std::borrow::Cow;
-    struct Key<'a>(Cow<'a, str>);
-    impl<'de> Deserialize<'de> for Key<'de> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = Key<'de>;
-                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                    f.write_str("a key")
-                }
-                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
-                    Ok(Key(Cow::Borrowed(v)))
-                }
-                fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
-                    Ok(Key(Cow::Owned(v.to_string())))
-                }
-            }
-            d.deserialize_str(V)
-        }
-    }
     struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
     impl<'de> Deserialize<'de> for Members<'de> {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -176,7 +158,7 @@ fn top_members(text: &str) -> Option<Vec<(std::borrow::Cow<'_, str>, &RawValue)>
                 }
                 fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Members<'de>, A::Error> {
                     let mut out = Vec::with_capacity(m.size_hint().unwrap_or(8));
-                    while let Some(Key(k)) = m.next_key::<Key<'de>>()? {
+                    while let Some(Str(k)) = m.next_key::<Str<'de>>()? {
                         out.push((k, m.next_value::<&'de RawValue>()?));
                     }
                     Ok(Members(out))

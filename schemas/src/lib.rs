@@ -3,6 +3,7 @@
 //! migrations (§3.4), and the small plumbing every process needs (Kafka and
 //! ClickHouse client settings, the one retry module).
 
+pub mod borrowed;
 pub mod clickhouse_config;
 pub mod compat;
 pub mod event;
