@@ -8,6 +8,8 @@
 //! `crm.identity` only ever hold the hash. The blocked-value rules read the clear
 //! value, so they are checked here, before it is replaced.
 
+use std::borrow::Cow;
+
 use socialcrm_schemas::event::RejectedIdentifier;
 use socialcrm_schemas::privacy::{protect_ip, Hasher, IpPolicy, PrivacyConfig};
 use socialcrm_schemas::{CanonicalEvent, IdError, IdType, Identifier, JsonObject, Normalizer};
@@ -49,10 +51,10 @@ impl Protector {
             // the other members of the context are copied as text, not parsed; a
             // context that is not an object of JSON text has no `ip` to change
             let policy = self.ip;
-            if let Some(ctx) = ev
+            let changed = ev
                 .context
-                .with_member("ip", |ip| ip.and_then(|v| protect_ip(policy, &v)))
-            {
+                .with_member("ip", |ip| ip.and_then(|v| protect_ip(policy, &v)));
+            if let Some(Cow::Owned(ctx)) = changed {
                 ev.context = ctx;
             }
         }
@@ -113,13 +115,9 @@ impl Protector {
     }
 }
 
-/// Whether `policy` may change `context.ip`, cheaply: most events have no `ip`
-/// (a test on the raw text), and those from the collector already carry one the
-/// policy keeps as it is (read without building the whole object). An escaped key
-/// name or a value that is not a string takes the full path.
-/// Whether the context may hold an `ip` member (a quick look at its text; an
-/// escaped key is decoded by [`JsonObject::with_member`], which leaves a context
-/// whose address does not change as it was).
+/// Whether the context may hold an `ip` member: most events have none (a test on
+/// the raw text; an escaped key name is decoded by [`JsonObject::with_member`],
+/// which leaves a context whose address does not change as it was).
 fn ip_may_change(context: &JsonObject) -> bool {
     let t = context.as_str();
     t.contains("\"ip\"") || t.contains("\\u")

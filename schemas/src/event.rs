@@ -72,13 +72,14 @@ impl JsonObject {
     /// member's value if there is one; `None` back removes it), without building
     /// the other members into values: their text is copied. A changed object is
     /// written with its keys sorted, as `from_map` writes a `Map`; when `change`
-    /// gives back what it was given, the text stays as it was. `None` when the text
-    /// is not an object of unique keys that this can rewrite (use [`Self::to_map`]).
+    /// gives back what it was given, the object itself comes back, borrowed. `None`
+    /// when the text is not an object of unique keys that this can rewrite (use
+    /// [`Self::to_map`]).
     pub fn with_member(
         &self,
         key: &str,
         change: impl FnOnce(Option<Value>) -> Option<Value>,
-    ) -> Option<JsonObject> {
+    ) -> Option<std::borrow::Cow<'_, JsonObject>> {
         let mut members = top_members(self.0.get())?;
         members.sort_by(|a, b| a.0.cmp(&b.0));
         if members.windows(2).any(|w| w[0].0 == w[1].0) {
@@ -90,7 +91,7 @@ impl JsonObject {
         };
         let new = change(old.clone());
         if new == old {
-            return Some(self.clone());
+            return Some(std::borrow::Cow::Borrowed(self));
         }
         let new_raw = match new {
             Some(v) => Some(serde_json::value::to_raw_value(&v).ok()?),
@@ -102,8 +103,9 @@ impl JsonObject {
             .map(|(k, raw)| (k.as_ref(), *raw))
             .collect();
         if let Some(raw) = &new_raw {
-            out.push((key, raw));
-            out.sort_by(|a, b| a.0.cmp(b.0));
+            // the members stay sorted
+            let at = out.partition_point(|(k, _)| *k < key);
+            out.insert(at, (key, raw));
         }
         // written as serde_json writes a map of raw values, without checking the
         // text again
@@ -120,7 +122,7 @@ impl JsonObject {
         }
         serde_json::value::to_raw_value(&Members(&out))
             .ok()
-            .map(JsonObject)
+            .map(|raw| std::borrow::Cow::Owned(JsonObject(raw)))
     }
 
     /// The object as values (parses the text).
